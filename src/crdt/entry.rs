@@ -1,0 +1,402 @@
+//! The per-key entry: register + counter contributions + expiry, and its deltas.
+//!
+//! Value of a key (DESIGN.md §2): the register bytes; or, when some actor has contributions the
+//! register write did not observe and the register is numeric (or absent), the register plus the
+//! unobserved sums. Merge: larger stamp for the register (with its observed totals) and for the
+//! expiry; per-actor max for contributions.
+//!
+//! Invariant kept by every constructor, mutator and merge: for every actor, the contributions
+//! cover the register's observed totals (a register write ships the contributions it observed in
+//! the same delta), so "unobserved" is never negative.
+
+use super::counter::{Contributions, Totals, Unobserved};
+use super::number::{format_float, format_i128, parse_f64, parse_i64};
+use super::stamp::{NodeId, Stamp};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// A last-writer-wins register: bytes or a tombstone, the write's stamp, and the counter totals
+/// the write observed (and therefore overrides).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    pub value: Option<Box<[u8]>>,
+    pub stamp: Stamp,
+    pub observed: Contributions,
+}
+
+/// A last-writer-wins expiry: an absolute deadline in UNIX milliseconds (or none) and the stamp
+/// of the command that set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expiry {
+    pub deadline_ms: Option<u64>,
+    pub stamp: Stamp,
+}
+
+/// What one op (or a join of ops) changed: the unit shipped between replicas and regions.
+/// Each part is optional; an entry's full state is also a valid delta ([`Entry::to_delta`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EntryDelta {
+    pub register: Option<Register>,
+    pub contrib: Contributions,
+    /// Largest stamp of the ops behind `contrib` (ZERO when there are none).
+    pub contrib_stamp: Stamp,
+    pub expiry: Option<Expiry>,
+}
+
+impl EntryDelta {
+    /// Joins another delta of the same key into this one (deltas form a semilattice too).
+    pub fn join(&mut self, o: &EntryDelta) {
+        match (&mut self.register, &o.register) {
+            (Some(mine), Some(theirs)) if theirs.stamp > mine.stamp => *mine = theirs.clone(),
+            (None, Some(theirs)) => self.register = Some(theirs.clone()),
+            _ => {}
+        }
+        self.contrib.join(&o.contrib);
+        self.contrib_stamp = self.contrib_stamp.max(o.contrib_stamp);
+        match (&mut self.expiry, &o.expiry) {
+            (Some(mine), Some(theirs)) if theirs.stamp > mine.stamp => *mine = *theirs,
+            (None, Some(theirs)) => self.expiry = Some(*theirs),
+            _ => {}
+        }
+    }
+
+    /// The largest stamp anywhere in the delta.
+    pub fn max_stamp(&self) -> Stamp {
+        let r = self.register.as_ref().map_or(Stamp::ZERO, |r| r.stamp);
+        let e = self.expiry.map_or(Stamp::ZERO, |e| e.stamp);
+        r.max(e).max(self.contrib_stamp)
+    }
+}
+
+/// Counter state, boxed because most keys never see an INCR.
+#[derive(Clone, Debug, PartialEq)]
+struct Counters {
+    contrib: Contributions,
+    /// Totals observed by the current register write (part of the register).
+    observed: Contributions,
+    stamp: Stamp,
+}
+
+/// The state of one key. 64 bytes inline; counters live behind a pointer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    value: Option<Box<[u8]>>,
+    stamp: Stamp,
+    /// Expiry deadline in UNIX ms; 0 means none.
+    deadline_ms: u64,
+    expiry_stamp: Stamp,
+    counters: Option<Box<Counters>>,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry::empty()
+    }
+}
+
+impl Entry {
+    /// "Never written": a tombstone at the bottom stamp with no expiry.
+    pub fn empty() -> Self {
+        Entry {
+            value: None,
+            stamp: Stamp::ZERO,
+            deadline_ms: 0,
+            expiry_stamp: Stamp::ZERO,
+            counters: None,
+        }
+    }
+
+    /// An entry built from a delta (a key seen for the first time through replication).
+    pub fn from_delta(d: &EntryDelta) -> Self {
+        let mut e = Entry::empty();
+        e.merge(d);
+        e
+    }
+
+    // ----- reading -----
+
+    /// The register bytes (None for a tombstone), ignoring counters and expiry.
+    pub fn register_value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    pub fn register_stamp(&self) -> Stamp {
+        self.stamp
+    }
+
+    pub fn expiry(&self) -> Expiry {
+        Expiry {
+            deadline_ms: self.deadline(),
+            stamp: self.expiry_stamp,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<u64> {
+        (self.deadline_ms != 0).then_some(self.deadline_ms)
+    }
+
+    /// True once the deadline has passed (Redis: `now > when`).
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.deadline_ms != 0 && now_ms > self.deadline_ms
+    }
+
+    pub fn contributions(&self) -> Option<(&Contributions, &Contributions, Stamp)> {
+        self.counters
+            .as_ref()
+            .map(|c| (&c.contrib, &c.observed, c.stamp))
+    }
+
+    /// The largest stamp of any part: nothing older than this can change the entry.
+    pub fn max_stamp(&self) -> Stamp {
+        let c = self.counters.as_ref().map_or(Stamp::ZERO, |c| c.stamp);
+        self.stamp.max(self.expiry_stamp).max(c)
+    }
+
+    fn unobserved(&self) -> Unobserved {
+        match &self.counters {
+            Some(c) => c.contrib.unobserved(&c.observed),
+            None => Unobserved::default(),
+        }
+    }
+
+    /// The value a reader sees, ignoring expiry (see the module doc). `None` = no value.
+    pub fn value(&self) -> Option<Cow<'_, [u8]>> {
+        let base = self.value.as_deref();
+        if self.counters.is_none() {
+            return base.map(Cow::Borrowed);
+        }
+        let u = self.unobserved();
+        if !u.any {
+            return base.map(Cow::Borrowed);
+        }
+        if !u.has_float {
+            let b = match base {
+                None => 0i128,
+                Some(b) => match parse_i64(b) {
+                    Some(v) => v as i128,
+                    None => return Some(Cow::Borrowed(b)),
+                },
+            };
+            return Some(Cow::Owned(
+                format_i128(b.saturating_add(u.int)).into_bytes(),
+            ));
+        }
+        let b = match base {
+            None => 0.0,
+            Some(b) => match parse_f64(b) {
+                Some(v) => v,
+                None => return Some(Cow::Borrowed(b)),
+            },
+        };
+        Some(Cow::Owned(
+            format_float(b + u.int as f64 + u.float).into_bytes(),
+        ))
+    }
+
+    /// True when the key has a value now.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        if self.is_expired(now_ms) {
+            return false;
+        }
+        self.value.is_some() || (self.counters.is_some() && self.unobserved().any)
+    }
+
+    // ----- mutators: each returns the delta it produced -----
+
+    /// A register write (SET, DEL, APPEND...): the new bytes (None = tombstone) at `stamp`,
+    /// observing every contribution so far.
+    pub fn write_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) -> EntryDelta {
+        debug_assert!(stamp > self.stamp, "a local write must carry a newer stamp");
+        self.value = value;
+        self.stamp = stamp;
+        let mut delta = EntryDelta::default();
+        if let Some(c) = &mut self.counters {
+            c.observed = c.contrib.clone();
+            delta.contrib = c.contrib.clone();
+            delta.contrib_stamp = c.stamp;
+        }
+        delta.register = Some(self.register());
+        delta
+    }
+
+    /// Sets or clears the expiry at `stamp`.
+    pub fn write_expiry(&mut self, deadline_ms: Option<u64>, stamp: Stamp) -> EntryDelta {
+        self.deadline_ms = deadline_ms.map_or(0, |d| d.max(1));
+        self.expiry_stamp = stamp;
+        EntryDelta {
+            expiry: Some(self.expiry()),
+            ..Default::default()
+        }
+    }
+
+    /// Adds an integer (negative = decrement) to `actor`'s contributions.
+    pub fn add_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> EntryDelta {
+        let c = self.counters_mut();
+        let t = c.contrib.add_int(actor, by);
+        c.stamp = c.stamp.max(stamp);
+        Self::contrib_delta(actor, t, c.stamp)
+    }
+
+    /// Adds a finite float to `actor`'s contributions.
+    pub fn add_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> EntryDelta {
+        let c = self.counters_mut();
+        let t = c.contrib.add_float(actor, by);
+        c.stamp = c.stamp.max(stamp);
+        Self::contrib_delta(actor, t, c.stamp)
+    }
+
+    fn contrib_delta(actor: NodeId, t: Totals, stamp: Stamp) -> EntryDelta {
+        let mut contrib = Contributions::new();
+        contrib.join(&Contributions::from_one(actor, t));
+        EntryDelta {
+            contrib,
+            contrib_stamp: stamp,
+            ..Default::default()
+        }
+    }
+
+    fn counters_mut(&mut self) -> &mut Counters {
+        self.counters.get_or_insert_with(|| {
+            Box::new(Counters {
+                contrib: Contributions::new(),
+                observed: Contributions::new(),
+                stamp: Stamp::ZERO,
+            })
+        })
+    }
+
+    fn register(&self) -> Register {
+        Register {
+            value: self.value.clone(),
+            stamp: self.stamp,
+            observed: self
+                .counters
+                .as_ref()
+                .map(|c| c.observed.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    // ----- merging -----
+
+    /// Joins a delta (or another entry's full state) into this entry. Returns true if the entry
+    /// changed. Commutative, associative and idempotent.
+    pub fn merge(&mut self, d: &EntryDelta) -> bool {
+        let mut changed = false;
+        if let Some(c) = (!d.contrib.is_empty()).then_some(&d.contrib) {
+            let mine = self.counters_mut();
+            changed |= mine.contrib.join(c);
+            mine.stamp = mine.stamp.max(d.contrib_stamp);
+        }
+        if let Some(r) = &d.register {
+            if r.stamp > self.stamp {
+                self.value = r.value.clone();
+                self.stamp = r.stamp;
+                if !r.observed.is_empty() || self.counters.is_some() {
+                    self.counters_mut().observed = r.observed.clone();
+                }
+                changed = true;
+            }
+        }
+        if let Some(e) = &d.expiry {
+            if e.stamp > self.expiry_stamp {
+                self.deadline_ms = e.deadline_ms.map_or(0, |d| d.max(1));
+                self.expiry_stamp = e.stamp;
+                changed = true;
+            }
+        }
+        // Normal form: no empty counter box, so equal states compare equal.
+        if self
+            .counters
+            .as_ref()
+            .is_some_and(|c| c.contrib.is_empty() && c.observed.is_empty())
+        {
+            self.counters = None;
+        }
+        changed
+    }
+
+    /// The full state as a delta.
+    pub fn to_delta(&self) -> EntryDelta {
+        let (contrib, contrib_stamp) = self
+            .counters
+            .as_ref()
+            .map_or((Contributions::new(), Stamp::ZERO), |c| {
+                (c.contrib.clone(), c.stamp)
+            });
+        EntryDelta {
+            register: Some(self.register()),
+            contrib,
+            contrib_stamp,
+            expiry: Some(self.expiry()),
+        }
+    }
+
+    /// Approximate heap bytes owned by the entry beyond its inline size (for memory stats).
+    pub fn heap_bytes(&self) -> usize {
+        let v = self.value.as_ref().map_or(0, |v| v.len());
+        let c = self.counters.as_ref().map_or(0, |c| {
+            std::mem::size_of::<Counters>()
+                + (c.contrib.len() + c.observed.len()) * std::mem::size_of::<(NodeId, Totals)>()
+        });
+        v + c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: u64, n: u64) -> Stamp {
+        Stamp::new(t, n)
+    }
+
+    #[test]
+    fn set_then_incr_reads_sum() {
+        let mut e = Entry::empty();
+        e.write_register(Some(b"10".to_vec().into()), s(1, 1));
+        e.add_int(1, 5, s(2, 1));
+        assert_eq!(e.value().unwrap().as_ref(), b"15");
+        e.write_register(Some(b"x".to_vec().into()), s(3, 1));
+        assert_eq!(
+            e.value().unwrap().as_ref(),
+            b"x",
+            "a SET observes every increment"
+        );
+    }
+
+    #[test]
+    fn delete_then_concurrent_incr_keeps_increment() {
+        let mut a = Entry::empty();
+        let d0 = a.add_int(1, 3, s(1, 1));
+        let mut b = Entry::from_delta(&d0);
+        let del = a.write_register(None, s(2, 1));
+        let inc = b.add_int(2, 4, s(2, 2));
+        a.merge(&inc);
+        b.merge(&del);
+        assert_eq!(a, b);
+        assert_eq!(a.value().unwrap().as_ref(), b"4");
+    }
+
+    #[test]
+    fn non_integer_register_hides_increments() {
+        let mut e = Entry::empty();
+        e.write_register(Some(b"abc".to_vec().into()), s(1, 1));
+        let mut other = Entry::empty();
+        let inc = other.add_int(2, 1, s(1, 2));
+        e.merge(&inc);
+        assert_eq!(e.value().unwrap().as_ref(), b"abc");
+    }
+
+    #[test]
+    fn expiry_is_last_writer_wins() {
+        let mut e = Entry::empty();
+        e.write_register(Some(b"v".to_vec().into()), s(1, 1));
+        let late = Entry::empty().write_expiry(Some(100), s(5, 2));
+        let early = Entry::empty().write_expiry(None, s(4, 1));
+        e.merge(&late);
+        e.merge(&early);
+        assert_eq!(e.deadline(), Some(100));
+        assert!(e.is_expired(101) && !e.is_expired(100));
+    }
+}

@@ -1,0 +1,20 @@
+//! Pure conflict-free replicated data types: the per-key entry and its parts.
+//!
+//! Nothing here does I/O, reads a clock or knows about tokio. Every type is a join-semilattice:
+//! `merge` is commutative, associative and idempotent, and every mutator returns the delta it
+//! produced, such that joining that delta into the state before the op gives the state after it.
+//! The property tests in `tests/crdt_laws.rs` prove these laws.
+//!
+//! Semantics (DESIGN.md §2): a key holds one [`Entry`] made of
+//! 1. a last-writer-wins register (bytes or tombstone) with the counter totals it observed,
+//! 2. per-actor monotonic counter contributions,
+//! 3. a last-writer-wins expiry.
+
+mod counter;
+mod entry;
+pub mod number;
+mod stamp;
+
+pub use counter::{Contributions, Totals};
+pub use entry::{Entry, EntryDelta, Expiry, Register};
+pub use stamp::{NodeId, Stamp};

@@ -1,0 +1,3 @@
+pub mod clock;
+pub mod crdt;
+pub mod store;

@@ -1,0 +1,81 @@
+//! Active expiry and tombstone collection: a bounded walk over the slots.
+//!
+//! Each cycle resumes where the previous one stopped and examines at most `budget` entries,
+//! holding one slot's lock at a time, so client latency stays flat however many keys are
+//! volatile. For each entry:
+//! 1. a live-counted key whose deadline passed is uncounted (it reads as absent already);
+//! 2. an entry without a value (tombstone or expired) is removed once its newest stamp is older
+//!    than both the grace period and the stamp every peer region has acknowledged — only then can
+//!    no late or duplicated delta need it to stay dead. The watermark used is remembered so such
+//!    late deltas are recognised and dropped (`Keyspace::merge`).
+
+use super::{Keyspace, SLOTS};
+use crate::clock::unix_ms;
+use crate::crdt::Stamp;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// What one cycle did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CycleStats {
+    pub examined: usize,
+    pub expired: usize,
+    pub collected: usize,
+    /// Slots visited.
+    pub slots: usize,
+}
+
+impl Keyspace {
+    /// The stamp time at or below which dead entries may be collected now.
+    fn collect_watermark(&self, now_ms: u64) -> u64 {
+        let by_grace = Stamp::ntp64_from_unix_ms(now_ms.saturating_sub(self.tombstone_grace_ms()));
+        by_grace.min(self.peer_watermark.load(Relaxed))
+    }
+
+    /// Runs one bounded cycle (see the module doc).
+    pub fn expire_cycle(&self, budget: usize) -> CycleStats {
+        let now = unix_ms();
+        let watermark = self.collect_watermark(now);
+        self.collected_below.fetch_max(watermark, Relaxed);
+        let mut st = CycleStats::default();
+        let mut cursor = self.expire_cursor.load(Relaxed);
+        while st.examined < budget && st.slots < SLOTS {
+            let slot = cursor % SLOTS;
+            cursor = cursor.wrapping_add(1);
+            st.slots += 1;
+            let mut shard = self.shards[slot].lock();
+            let dead = shard.table.len() - shard.live;
+            if shard.volatile == 0 && dead == 0 {
+                continue;
+            }
+            st.examined += shard.table.len();
+            let mut newly_expired = Vec::new();
+            let mut collectable = Vec::new();
+            for n in shard.table.iter() {
+                let hash = self.hash(&n.key);
+                if n.counted {
+                    if n.entry.is_expired(now) {
+                        newly_expired.push((hash, n.key.clone()));
+                    }
+                } else if n.entry.max_stamp().time <= watermark && !n.entry.is_live(now) {
+                    collectable.push((hash, n.key.clone()));
+                }
+            }
+            for (hash, key) in &newly_expired {
+                shard.recount(*hash, key, now);
+            }
+            for (hash, key) in &collectable {
+                shard.remove(*hash, key);
+            }
+            st.expired += newly_expired.len();
+            st.collected += collectable.len();
+        }
+        self.expire_cursor.store(cursor % SLOTS, Relaxed);
+        self.stats
+            .expired_keys
+            .fetch_add(st.expired as u64, Relaxed);
+        self.stats
+            .tombstones_collected
+            .fetch_add(st.collected as u64, Relaxed);
+        st
+    }
+}

@@ -1,0 +1,258 @@
+//! [`KeyMut`]: everything a command may do to one key inside a locked slot.
+//!
+//! It turns Redis-level intents (set with a TTL rule, delete, increment, change the deadline)
+//! into CRDT ops on the entry, stamps them with one fresh HLC stamp per key per command, keeps
+//! the shard's counts and WATCH versions current, and records the delta on drop.
+//!
+//! Expiry is lazy here: a key whose deadline passed reads as absent, and the first write to it
+//! first writes the tombstone that "expired" means (so increments made before the deadline are
+//! observed and not resurrected), exactly what every other region computes from the same
+//! replicated deadline.
+
+use super::shard::{Node, Shard};
+use super::{Delta, Keyspace};
+use crate::crdt::{Entry, EntryDelta, Stamp};
+use std::borrow::Cow;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// What a register write does to the key's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// Keep the current deadline (SET KEEPTTL, APPEND, SETRANGE, INCR...).
+    Keep,
+    /// Remove any deadline (plain SET).
+    Clear,
+    /// Expire at this UNIX time in milliseconds.
+    At(u64),
+}
+
+pub struct KeyMut<'t> {
+    ks: &'t Keyspace,
+    shard: &'t mut Shard,
+    slot: u16,
+    key: &'t [u8],
+    hash: u64,
+    now_ms: u64,
+    atime: u32,
+    out: Option<&'t mut Vec<Delta>>,
+    stamp: Option<Stamp>,
+    pending: Option<EntryDelta>,
+    changed: bool,
+}
+
+impl<'t> KeyMut<'t> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ks: &'t Keyspace,
+        shard: &'t mut Shard,
+        slot: u16,
+        key: &'t [u8],
+        hash: u64,
+        now_ms: u64,
+        atime: u32,
+        out: Option<&'t mut Vec<Delta>>,
+    ) -> Self {
+        KeyMut {
+            ks,
+            shard,
+            slot,
+            key,
+            hash,
+            now_ms,
+            atime,
+            out,
+            stamp: None,
+            pending: None,
+            changed: false,
+        }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        self.key
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The entry, if the key has a value now. Notes lazily found expirations.
+    pub fn live(&mut self) -> Option<&Entry> {
+        let (hash, key, now) = (self.hash, self.key, self.now_ms);
+        let node = self.shard.find_mut(hash, key)?;
+        node.atime = self.atime;
+        if node.entry.is_live(now) {
+            return self.shard.find(hash, key).map(|n| &n.entry);
+        }
+        if node.counted && node.entry.is_expired(now) {
+            self.shard.recount(hash, key, now);
+            self.ks.stats.expired_keys.fetch_add(1, Relaxed);
+        }
+        None
+    }
+
+    pub fn exists(&mut self) -> bool {
+        self.live().is_some()
+    }
+
+    /// The value, if live.
+    pub fn value(&mut self) -> Option<Cow<'_, [u8]>> {
+        self.live().and_then(|e| e.value())
+    }
+
+    /// The value for a read command: counts keyspace hits and misses.
+    pub fn read(&mut self) -> Option<Cow<'_, [u8]>> {
+        let stats = &self.ks.stats;
+        let v = self.live().and_then(|e| e.value());
+        if v.is_some() {
+            &stats.hits
+        } else {
+            &stats.misses
+        }
+        .fetch_add(1, Relaxed);
+        v
+    }
+
+    /// `None` if the key has no value; `Some(None)` if it has no deadline.
+    pub fn deadline(&mut self) -> Option<Option<u64>> {
+        self.live().map(|e| e.deadline())
+    }
+
+    /// Last access time in server seconds (OBJECT IDLETIME).
+    pub fn atime(&self) -> Option<u32> {
+        self.shard.find(self.hash, self.key).map(|n| n.atime)
+    }
+
+    // ----- writes -----
+
+    fn stamp(&mut self) -> Stamp {
+        let ks = self.ks;
+        *self.stamp.get_or_insert_with(|| ks.clock.now())
+    }
+
+    fn entry_mut(&mut self) -> &mut Entry {
+        if self.shard.find(self.hash, self.key).is_none() {
+            let node = Node {
+                key: self.key.into(),
+                entry: Entry::empty(),
+                counted: false,
+                volatile: false,
+                atime: self.atime,
+            };
+            let ks = self.ks;
+            self.shard.insert(self.hash, Box::new(node), |k| ks.hash(k));
+        }
+        &mut self
+            .shard
+            .find_mut(self.hash, self.key)
+            .expect("just inserted")
+            .entry
+    }
+
+    fn record(&mut self, d: EntryDelta) {
+        self.changed = true;
+        if self.out.is_some() {
+            match &mut self.pending {
+                Some(p) => p.join(&d),
+                None => self.pending = Some(d),
+            }
+        }
+    }
+
+    /// Writes the register (SET and friends) and applies the TTL rule.
+    pub fn set(&mut self, value: Box<[u8]>, ttl: Ttl) {
+        let was_live = self.exists();
+        let s = self.stamp();
+        let entry = self.entry_mut();
+        let d = entry.write_register(Some(value), s);
+        let e = match ttl {
+            Ttl::Keep if was_live => None,
+            Ttl::Keep | Ttl::Clear => Some(entry.write_expiry(None, s)),
+            Ttl::At(ms) => Some(entry.write_expiry(Some(ms), s)),
+        };
+        self.record(d);
+        if let Some(e) = e {
+            self.record(e);
+        }
+    }
+
+    /// Deletes the key (a tombstone observing every increment). Returns whether it existed.
+    pub fn delete(&mut self) -> bool {
+        if !self.exists() {
+            return false;
+        }
+        let s = self.stamp();
+        let entry = self.entry_mut();
+        let d = entry.write_register(None, s);
+        let e = entry.write_expiry(None, s);
+        self.record(d);
+        self.record(e);
+        true
+    }
+
+    /// Before a contribution to a key without a value: make "absent" explicit so the key starts
+    /// from nothing, with no deadline (an expired key is deleted first).
+    fn reset_if_dead(&mut self) {
+        let now = self.now_ms;
+        let Some(node) = self.shard.find(self.hash, self.key) else {
+            return;
+        };
+        if node.entry.is_live(now) {
+            return;
+        }
+        let expired = node.entry.is_expired(now);
+        let has_deadline = node.entry.deadline().is_some();
+        let s = self.stamp();
+        let entry = self.entry_mut();
+        if expired {
+            let d = entry.write_register(None, s);
+            self.record(d);
+        }
+        if has_deadline {
+            let e = self.entry_mut().write_expiry(None, s);
+            self.record(e);
+        }
+    }
+
+    /// Adds to this node's integer contribution (the caller checked type and overflow).
+    pub fn add_int(&mut self, by: i64) {
+        self.reset_if_dead();
+        let s = self.stamp();
+        let actor = self.ks.clock.node();
+        let d = self.entry_mut().add_int(actor, by, s);
+        self.record(d);
+    }
+
+    /// Adds to this node's float contribution (the caller checked type and finiteness).
+    pub fn add_float(&mut self, by: f64) {
+        self.reset_if_dead();
+        let s = self.stamp();
+        let actor = self.ks.clock.node();
+        let d = self.entry_mut().add_float(actor, by, s);
+        self.record(d);
+    }
+
+    /// Sets (or clears, with None) the deadline of a live key.
+    pub fn set_deadline(&mut self, deadline_ms: Option<u64>) {
+        debug_assert!(self.exists());
+        let s = self.stamp();
+        let d = self.entry_mut().write_expiry(deadline_ms, s);
+        self.record(d);
+    }
+}
+
+impl Drop for KeyMut<'_> {
+    fn drop(&mut self) {
+        if !self.changed {
+            return;
+        }
+        self.shard.recount(self.hash, self.key, self.now_ms);
+        self.shard.touch(self.key);
+        if let (Some(out), Some(entry)) = (self.out.as_mut(), self.pending.take()) {
+            out.push(Delta {
+                slot: self.slot,
+                key: self.key.into(),
+                entry,
+            });
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The keyspace: CRDT entries sharded by hash slot, and the only place they change.
+//!
+//! Knows nothing of the network or of commands. A caller locks the slots of the keys it needs
+//! ([`Keyspace::lock`], ascending slot order, so multi-key commands and transactions are atomic
+//! and deadlock-free), works on keys through [`KeyMut`], and every mutation yields the delta it
+//! produced. Deltas are handed, after the locks are released, to the installed [`DeltaSink`]
+//! (replication and persistence plug in there) — the seam the mesh builds on.
+
+mod expire;
+mod key;
+mod shard;
+pub mod slot;
+
+pub use expire::CycleStats;
+pub use key::{KeyMut, Ttl};
+pub use slot::{key_slot, SLOTS};
+
+use crate::clock::{unix_ms, Hlc, SkewAlarm};
+use crate::crdt::{Entry, EntryDelta, Stamp};
+use parking_lot::{Mutex, MutexGuard};
+use shard::{Node, Shard};
+use smallvec::SmallVec;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A change to one key, as shipped to replicas, peers and the log.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Delta {
+    pub slot: u16,
+    pub key: Box<[u8]>,
+    pub entry: EntryDelta,
+}
+
+/// Receives every delta the keyspace produces, after the slot locks are released.
+pub trait DeltaSink: Send + Sync {
+    fn publish(&self, deltas: Vec<Delta>);
+}
+
+/// Counters reported by INFO.
+#[derive(Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub expired_keys: AtomicU64,
+    pub tombstones_collected: AtomicU64,
+    pub merges_applied: AtomicU64,
+    pub merges_noop: AtomicU64,
+    pub merges_dropped_stale: AtomicU64,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOutcome {
+    Changed,
+    Unchanged,
+    /// Older than the tombstone-collection watermark for a key we no longer hold: dropped so a
+    /// late or duplicated delta cannot resurrect a collected key.
+    Stale,
+}
+
+pub struct Keyspace {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: ahash::RandomState,
+    clock: Arc<Hlc>,
+    sink: Option<Arc<dyn DeltaSink>>,
+    pub stats: Stats,
+    /// Tombstones (and expired entries) are kept at least this long after their last stamp.
+    tombstone_grace_ms: AtomicU64,
+    /// Stamp time every peer has acknowledged (u64::MAX when there are no peers).
+    peer_watermark: AtomicU64,
+    /// Largest watermark the collector has used: deltas at or below it for absent keys are stale.
+    collected_below: AtomicU64,
+    expire_cursor: AtomicUsize,
+    started: Instant,
+}
+
+impl Keyspace {
+    pub fn new(clock: Arc<Hlc>, sink: Option<Arc<dyn DeltaSink>>) -> Self {
+        Keyspace {
+            shards: (0..SLOTS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: ahash::RandomState::new(),
+            clock,
+            sink,
+            stats: Stats::default(),
+            tombstone_grace_ms: AtomicU64::new(5_000),
+            peer_watermark: AtomicU64::new(u64::MAX),
+            collected_below: AtomicU64::new(0),
+            expire_cursor: AtomicUsize::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<Hlc> {
+        &self.clock
+    }
+
+    pub fn set_tombstone_grace_ms(&self, ms: u64) {
+        self.tombstone_grace_ms.store(ms, Relaxed);
+    }
+
+    pub fn tombstone_grace_ms(&self) -> u64 {
+        self.tombstone_grace_ms.load(Relaxed)
+    }
+
+    /// Replication reports the stamp time every peer has acknowledged.
+    pub fn set_peer_watermark(&self, ntp64: u64) {
+        self.peer_watermark.store(ntp64, Relaxed);
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn now_secs(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    /// Locks the slots of `keys` (ascending, deduplicated) for one atomic unit of work.
+    pub fn lock<'a, I, K>(&'a self, keys: I) -> Txn<'a>
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        let mut slots: SmallVec<[u16; 4]> =
+            keys.into_iter().map(|k| key_slot(k.as_ref())).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        self.lock_slots(&slots)
+    }
+
+    /// Locks the given slots, which must be sorted and distinct.
+    pub fn lock_slots<'a>(&'a self, slots: &[u16]) -> Txn<'a> {
+        let guards = slots
+            .iter()
+            .map(|&s| (s, self.shards[s as usize].lock()))
+            .collect();
+        Txn {
+            ks: self,
+            guards,
+            now_ms: unix_ms(),
+            deltas: Vec::new(),
+        }
+    }
+
+    /// Merges a delta received from a replica or a peer region.
+    pub fn merge(&self, key: &[u8], delta: &EntryDelta) -> (MergeOutcome, Option<SkewAlarm>) {
+        let mut alarm = None;
+        for s in [
+            delta.register.as_ref().map(|r| r.stamp),
+            delta.expiry.map(|e| e.stamp),
+            Some(delta.contrib_stamp),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_zero())
+        {
+            if let Err(a) = self.clock.observe(s) {
+                alarm = Some(a);
+            }
+        }
+        let slot = key_slot(key);
+        let hash = self.hash(key);
+        let now = unix_ms();
+        let mut shard = self.shards[slot as usize].lock();
+        let outcome = match shard.find_mut(hash, key) {
+            Some(node) => {
+                if node.entry.merge(delta) {
+                    MergeOutcome::Changed
+                } else {
+                    MergeOutcome::Unchanged
+                }
+            }
+            None if delta.max_stamp().time <= self.collected_below.load(Relaxed) => {
+                MergeOutcome::Stale
+            }
+            None => {
+                let entry = Entry::from_delta(delta);
+                let node = Node {
+                    key: key.into(),
+                    entry,
+                    counted: false,
+                    volatile: false,
+                    atime: self.now_secs(),
+                };
+                shard.insert(hash, Box::new(node), |k| self.hash(k));
+                MergeOutcome::Changed
+            }
+        };
+        match outcome {
+            MergeOutcome::Changed => {
+                shard.recount(hash, key, now);
+                shard.touch(key);
+                self.stats.merges_applied.fetch_add(1, Relaxed);
+            }
+            MergeOutcome::Unchanged => {
+                self.stats.merges_noop.fetch_add(1, Relaxed);
+            }
+            MergeOutcome::Stale => {
+                self.stats.merges_dropped_stale.fetch_add(1, Relaxed);
+            }
+        }
+        (outcome, alarm)
+    }
+
+    /// A copy of a key's entry (live or not), for introspection and full-state exchange.
+    pub fn entry(&self, key: &[u8]) -> Option<Entry> {
+        let shard = self.shards[key_slot(key) as usize].lock();
+        shard.find(self.hash(key), key).map(|n| n.entry.clone())
+    }
+
+    /// Every key's full state in one slot (anti-entropy and tests).
+    pub fn slot_entries(&self, slot: u16) -> Vec<(Box<[u8]>, Entry)> {
+        let shard = self.shards[slot as usize].lock();
+        shard
+            .table
+            .iter()
+            .map(|n| (n.key.clone(), n.entry.clone()))
+            .collect()
+    }
+
+    /// Number of keys with a value (like Redis, expired keys count until found expired).
+    pub fn dbsize(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().live).sum()
+    }
+
+    /// (keys, keys with a TTL, entries held including tombstones).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.shards.iter().fold((0, 0, 0), |(l, v, n), s| {
+            let s = s.lock();
+            (l + s.live, v + s.volatile, n + s.table.len())
+        })
+    }
+
+    /// Visits the live keys of slots starting at `cursor` until at least `count` keys were
+    /// visited or the slots ran out. Returns the next cursor (0 when done). Each slot is visited
+    /// whole under its lock, so a key present for the whole scan is returned at least once.
+    pub fn scan(
+        &self,
+        mut cursor: usize,
+        count: usize,
+        mut visit: impl FnMut(&[u8], &Entry),
+    ) -> usize {
+        let now = unix_ms();
+        let mut seen = 0;
+        while cursor < SLOTS && seen < count.max(1) {
+            let shard = self.shards[cursor].lock();
+            for n in shard.table.iter() {
+                if n.entry.is_live(now) {
+                    visit(&n.key, &n.entry);
+                    seen += 1;
+                }
+            }
+            cursor += 1;
+        }
+        if cursor >= SLOTS {
+            0
+        } else {
+            cursor
+        }
+    }
+
+    /// A random live key, if any.
+    pub fn random_key(&self) -> Option<Box<[u8]>> {
+        use rand::Rng;
+        let now = unix_ms();
+        let mut rng = rand::thread_rng();
+        let start = rng.gen_range(0..SLOTS);
+        for i in 0..SLOTS {
+            let shard = self.shards[(start + i) % SLOTS].lock();
+            if shard.live == 0 {
+                continue;
+            }
+            let live: Vec<&Node> = shard
+                .table
+                .iter()
+                .map(|b| &**b)
+                .filter(|n| n.entry.is_live(now))
+                .collect();
+            if !live.is_empty() {
+                return Some(live[rng.gen_range(0..live.len())].key.clone());
+            }
+        }
+        None
+    }
+
+    /// Deletes every live key: a tombstone per key, so the flush replicates like DELs would.
+    pub fn flush(&self) -> usize {
+        let mut deleted = 0;
+        for slot in 0..SLOTS as u16 {
+            let keys: Vec<Box<[u8]>> = {
+                let shard = self.shards[slot as usize].lock();
+                if shard.live == 0 && shard.watched.is_none() {
+                    continue;
+                }
+                shard
+                    .table
+                    .iter()
+                    .filter(|n| n.counted)
+                    .map(|n| n.key.clone())
+                    .collect()
+            };
+            let mut txn = self.lock_slots(&[slot]);
+            txn.guards[0].1.touch_all();
+            for k in &keys {
+                if txn.key(k).delete() {
+                    deleted += 1;
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Registers a WATCH on `key`; returns the version to compare at EXEC.
+    pub fn watch(&self, key: &[u8]) -> u64 {
+        self.shards[key_slot(key) as usize].lock().watch(key)
+    }
+
+    pub fn unwatch(&self, key: &[u8]) {
+        self.shards[key_slot(key) as usize].lock().unwatch(key)
+    }
+}
+
+/// Locked slots and the deltas produced under them; publishes the deltas when dropped.
+pub struct Txn<'a> {
+    ks: &'a Keyspace,
+    guards: SmallVec<[(u16, MutexGuard<'a, Shard>); 2]>,
+    now_ms: u64,
+    deltas: Vec<Delta>,
+}
+
+impl<'a> Txn<'a> {
+    /// Access to one key; its slot must be among the locked ones.
+    pub fn key<'t>(&'t mut self, key: &'t [u8]) -> KeyMut<'t> {
+        let slot = key_slot(key);
+        let idx = self
+            .guards
+            .iter()
+            .position(|(s, _)| *s == slot)
+            .unwrap_or_else(|| panic!("slot {slot} was not locked for this command"));
+        let record = self.ks.sink.is_some();
+        let atime = self.ks.now_secs();
+        KeyMut::new(
+            self.ks,
+            &mut self.guards[idx].1,
+            slot,
+            key,
+            self.ks.hash(key),
+            self.now_ms,
+            atime,
+            record.then_some(&mut self.deltas),
+        )
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Current WATCH version of a key in a locked slot.
+    pub fn watch_version(&self, key: &[u8]) -> u64 {
+        let slot = key_slot(key);
+        self.guards
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map_or(0, |(_, g)| g.watch_version(key))
+    }
+
+    pub fn keyspace(&self) -> &'a Keyspace {
+        self.ks
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        self.guards.clear();
+        if let Some(sink) = &self.ks.sink {
+            if !self.deltas.is_empty() {
+                sink.publish(std::mem::take(&mut self.deltas));
+            }
+        }
+    }
+}
+
+/// The largest stamp a new write could be compared against: used by tests and GC.
+pub fn stamp_of_unix_ms(ms: u64) -> Stamp {
+    Stamp::new(Stamp::ntp64_from_unix_ms(ms), u64::MAX)
+}
