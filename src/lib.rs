@@ -1,3 +1,18 @@
+//! Meridian: an active-active multi-region cache that speaks the Redis protocol.
+//!
+//! The data path reads top to bottom through the modules (DESIGN.md §3):
+//! `server` (connections) → `resp` (framing) → `cmd` (command table and families) →
+//! `store` (per-slot shards of CRDT entries) → deltas for replication. `crdt` is pure,
+//! `clock` owns the hybrid logical clock, `config` the layered configuration.
+
 pub mod clock;
+pub mod cmd;
+pub mod config;
 pub mod crdt;
+pub mod resp;
+pub mod server;
 pub mod store;
+
+/// jemalloc, as Redis uses: tight size classes and the allocation counter INFO reports.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

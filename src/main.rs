@@ -1,1 +1,124 @@
-fn main() {}
+//! The `meridian` binary: parses the command line, layers the configuration, builds the tokio
+//! runtime the configuration asks for, runs the node until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use meridian::config::{params::PARAMS, Config};
+use std::path::PathBuf;
+
+/// Every parameter becomes a `--name value` flag.
+fn param_args() -> Vec<Arg> {
+    PARAMS
+        .iter()
+        .map(|p| {
+            Arg::new(p.name)
+                .long(p.name)
+                .value_name("VALUE")
+                .help(format!(
+                    "{} [default: {:?}]{}",
+                    p.help,
+                    p.default,
+                    if p.mutable { "" } else { " (fixed at start)" }
+                ))
+                .action(ArgAction::Set)
+        })
+        .collect()
+}
+
+fn cli() -> Command {
+    let serve = Command::new("serve")
+        .about("Run a node (the default when no subcommand is given)")
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .short('c')
+                .value_name("FILE")
+                .help("TOML file with parameters (redis.conf names)"),
+        )
+        .args(param_args());
+    Command::new("meridian")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Active-active multi-region cache speaking the Redis protocol (CRDT values, hybrid logical clocks)")
+        .long_about(
+            "Active-active multi-region cache speaking the Redis protocol.\n\n\
+             Parameters come from, in increasing priority: embedded defaults, --config FILE (TOML), \
+             environment variables MERIDIAN_<NAME> (dashes as underscores, e.g. MERIDIAN_PROTO_MAX_BULK_LEN), \
+             and --<name> <value> flags. Names follow redis.conf; CONFIG GET/SET reads and changes them at runtime.\n\n\
+             Logging: RUST_LOG (e.g. RUST_LOG=meridian=debug).",
+        )
+        .arg(Arg::new("config").long("config").short('c').value_name("FILE").help("TOML file with parameters (redis.conf names)"))
+        .args(param_args())
+        .subcommand(serve)
+}
+
+fn overrides(m: &ArgMatches) -> Vec<(String, String)> {
+    PARAMS
+        .iter()
+        .filter_map(|p| {
+            m.get_one::<String>(p.name)
+                .map(|v| (p.name.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let matches = cli().get_matches();
+    let m = matches.subcommand_matches("serve").unwrap_or(&matches);
+    let file = m.get_one::<String>("config").map(PathBuf::from);
+    let config =
+        Config::layered(file.as_deref(), true, &overrides(m)).context("invalid configuration")?;
+    let s = config.settings();
+
+    let default_level = match config
+        .get_matching(|n| n == "loglevel")
+        .first()
+        .map(|(_, v)| v.as_str())
+    {
+        Some("debug") => "debug",
+        Some("verbose") => "info",
+        Some("warning") => "warn",
+        Some("nothing") => "error",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .init();
+
+    // io-threads 0 = one worker per core we may run on (taskset is respected); 1 = a
+    // single-threaded runtime, the fastest shape on one core.
+    let threads = match s.io_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async move {
+        let running = meridian::server::spawn(config).await?;
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,168 @@
+//! INFO: server, clients, memory, stats, keyspace, replication and the `crdt` section.
+
+use super::connection::REDIS_VERSION;
+use super::{CmdResult, Ctx, Node};
+use crate::resp::Args;
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+const DEFAULT: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "stats",
+    "replication",
+    "crdt",
+    "keyspace",
+];
+
+pub fn info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let mut wanted: Vec<String> = args
+        .skip(1)
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    if wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "everything" || w == "default")
+    {
+        wanted = DEFAULT.iter().map(|s| s.to_string()).collect();
+    }
+    let mut text = String::new();
+    for section in DEFAULT {
+        if wanted.iter().any(|w| w == section) {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            render(ctx.node, section, &mut text);
+        }
+    }
+    ctx.out.verbatim(&text);
+    Ok(())
+}
+
+/// Bytes the allocator has handed out (what Redis calls used_memory).
+pub fn used_memory() -> usize {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let _ = epoch::advance();
+    stats::allocated::read().unwrap_or(0)
+}
+
+/// Resident set size from /proc (0 where unavailable).
+pub fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<usize>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn human(n: usize) -> String {
+    let n = n as f64;
+    if n >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}G", n / 1024.0 / 1024.0 / 1024.0)
+    } else if n >= 1024.0 * 1024.0 {
+        format!("{:.2}M", n / 1024.0 / 1024.0)
+    } else if n >= 1024.0 {
+        format!("{:.2}K", n / 1024.0)
+    } else {
+        format!("{}B", n)
+    }
+}
+
+fn render(node: &Node, section: &str, t: &mut String) {
+    let s = node.config.settings();
+    let ks = &node.keyspace;
+    match section {
+        "server" => {
+            let up = node.started.elapsed().as_secs();
+            let _ = write!(
+                t,
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nmeridian_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nhz:{}\r\nio_threads_active:{}\r\nnode_id:{:x}\r\nregion:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                std::process::id(),
+                node.run_id,
+                node.port.load(Relaxed),
+                up / 86400,
+                s.hz,
+                s.io_threads,
+                ks.clock().node(),
+                s.region,
+            );
+        }
+        "clients" => {
+            let _ = write!(
+                t,
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+                node.clients.len(),
+                s.maxclients
+            );
+        }
+        "memory" => {
+            let used = used_memory();
+            let rss = rss_bytes();
+            let _ = write!(
+                t,
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nmem_allocator:jemalloc\r\nmem_fragmentation_ratio:{:.2}\r\n",
+                human(used),
+                human(rss),
+                if used > 0 { rss as f64 / used as f64 } else { 0.0 },
+            );
+        }
+        "stats" => {
+            let st = &node.stats;
+            let k = &ks.stats;
+            let _ = write!(
+                t,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n",
+                st.connections_received.load(Relaxed),
+                st.commands_processed.load(Relaxed),
+                st.rejected_connections.load(Relaxed),
+                st.net_input_bytes.load(Relaxed),
+                st.net_output_bytes.load(Relaxed),
+                k.expired_keys.load(Relaxed),
+                k.hits.load(Relaxed),
+                k.misses.load(Relaxed),
+            );
+        }
+        "replication" => {
+            let _ = write!(
+                t,
+                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
+            );
+        }
+        "crdt" => {
+            let (live, _, held) = ks.counts();
+            let c = ks.clock();
+            let _ = write!(
+                t,
+                "# CRDT\r\ncrdt_node_id:{:x}\r\ncrdt_clock:{}\r\ncrdt_max_clock_drift_ms:{}\r\ncrdt_skew_alarms:{}\r\ncrdt_max_skew_seen_ms:{}\r\ncrdt_tombstones_pending:{}\r\ncrdt_tombstones_collected:{}\r\ncrdt_tombstone_grace_ms:{}\r\ncrdt_merges_applied:{}\r\ncrdt_merges_noop:{}\r\ncrdt_merges_dropped_stale:{}\r\ncrdt_peers:0\r\n",
+                c.node(),
+                c.now(),
+                c.max_drift_ms(),
+                c.skew_alarms(),
+                c.max_skew_seen_ms(),
+                held - live,
+                ks.stats.tombstones_collected.load(Relaxed),
+                ks.tombstone_grace_ms(),
+                ks.stats.merges_applied.load(Relaxed),
+                ks.stats.merges_noop.load(Relaxed),
+                ks.stats.merges_dropped_stale.load(Relaxed),
+            );
+        }
+        "keyspace" => {
+            let (live, volatile, _) = ks.counts();
+            t.push_str("# Keyspace\r\n");
+            if live > 0 {
+                let _ = write!(t, "db0:keys={live},expires={volatile},avg_ttl=0\r\n");
+            }
+        }
+        _ => {}
+    }
+}

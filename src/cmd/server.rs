@@ -1,0 +1,536 @@
+//! Server commands: CONFIG, COMMAND, TIME, DEBUG (INFO lives in `info`).
+
+use super::table::{all, dispatch_sub, lookup, CommandSpec};
+use super::{glob, CmdError, CmdResult, Ctx};
+use crate::config::{ConfigError, Settings};
+use crate::resp::Args;
+use crate::spec;
+use std::sync::atomic::Ordering::Relaxed;
+
+pub const COMMANDS: &[super::CommandSpec] = &[
+    spec!(
+        "config",
+        -2,
+        [],
+        0,
+        0,
+        0,
+        "server",
+        "2.0.0",
+        "A container for server configuration commands.",
+        dispatch_sub,
+        CONFIG
+    ),
+    spec!(
+        "command",
+        -1,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.8.13",
+        "Returns detailed information about all commands.",
+        command,
+        COMMAND
+    ),
+    spec!(
+        "time",
+        1,
+        ["loading", "stale", "fast"],
+        0,
+        0,
+        0,
+        "server",
+        "2.6.0",
+        "Returns the server time.",
+        time
+    ),
+    spec!(
+        "debug",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "1.0.0",
+        "A container for debugging commands.",
+        dispatch_sub,
+        DEBUG
+    ),
+    spec!(
+        "info",
+        -1,
+        ["loading", "stale", "keyspace_wide"],
+        0,
+        0,
+        0,
+        "server",
+        "1.0.0",
+        "Returns information and statistics about the server.",
+        super::info::info
+    ),
+];
+
+const CONFIG: &[super::CommandSpec] = &[
+    spec!(
+        "config|get",
+        -3,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.0.0",
+        "Returns the effective values of configuration parameters.",
+        config_get
+    ),
+    spec!(
+        "config|set",
+        -4,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.0.0",
+        "Sets configuration parameters in-flight.",
+        config_set
+    ),
+    spec!(
+        "config|resetstat",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.0.0",
+        "Resets the server's statistics.",
+        config_resetstat
+    ),
+    spec!(
+        "config|rewrite",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.8.0",
+        "Persists the effective configuration to file.",
+        config_rewrite
+    ),
+    spec!(
+        "config|help",
+        2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+        config_help
+    ),
+];
+
+const COMMAND: &[super::CommandSpec] = &[
+    spec!(
+        "command|count",
+        2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.8.13",
+        "Returns a count of commands.",
+        command_count
+    ),
+    spec!(
+        "command|info",
+        -2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.8.13",
+        "Returns information about one, multiple or all commands.",
+        command_info
+    ),
+    spec!(
+        "command|docs",
+        -2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "7.0.0",
+        "Returns documentary information about one, multiple or all commands.",
+        command_docs
+    ),
+    spec!(
+        "command|getkeys",
+        -3,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "2.8.13",
+        "Extracts the key names from an arbitrary command.",
+        command_getkeys
+    ),
+    spec!(
+        "command|list",
+        -2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "7.0.0",
+        "Returns a list of command names.",
+        command_list
+    ),
+];
+
+const DEBUG: &[super::CommandSpec] = &[spec!(
+    "debug|sleep",
+    3,
+    ["admin"],
+    0,
+    0,
+    0,
+    "server",
+    "1.0.0",
+    "Blocks the connection for the given number of seconds.",
+    debug_sleep
+)];
+
+// ----- CONFIG -----
+
+fn config_get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let pats: Vec<&[u8]> = args.skip(2).iter().collect();
+    let found = ctx
+        .node
+        .config
+        .get_matching(|name| pats.iter().any(|p| glob::matches(p, name.as_bytes(), true)));
+    ctx.out.map(found.len());
+    for (k, v) in found {
+        ctx.out.bulk(k.as_bytes());
+        ctx.out.bulk(v.as_bytes());
+    }
+    Ok(())
+}
+
+fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() % 2 != 0 {
+        return Err(CmdError::Arity("config|set".into()));
+    }
+    let pairs: Vec<(String, String)> = (2..args.len())
+        .step_by(2)
+        .map(|i| {
+            (
+                String::from_utf8_lossy(args.get(i)).into_owned(),
+                String::from_utf8_lossy(args.get(i + 1)).into_owned(),
+            )
+        })
+        .collect();
+    let settings = ctx.node.config.set(&pairs).map_err(|e| match e {
+        ConfigError::Unknown(k) => CmdError::Msg(format!("ERR Unknown option or number of arguments for CONFIG SET - '{k}'")),
+        ConfigError::Immutable(k) => CmdError::Msg(format!("ERR CONFIG SET failed (possibly related to argument '{k}') - can't set immutable config")),
+        ConfigError::Invalid { name, reason } => CmdError::Msg(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {reason}")),
+        other => CmdError::Msg(format!("ERR {other}")),
+    })?;
+    apply_settings(ctx.node, &settings);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// Pushes settings that other layers cache into them.
+pub fn apply_settings(node: &super::Node, s: &Settings) {
+    node.keyspace.clock().set_max_drift_ms(s.max_clock_drift_ms);
+    node.keyspace.set_tombstone_grace_ms(s.tombstone_grace_ms);
+}
+
+fn config_resetstat(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let st = &ctx.node.stats;
+    for c in [
+        &st.commands_processed,
+        &st.connections_received,
+        &st.rejected_connections,
+        &st.net_input_bytes,
+        &st.net_output_bytes,
+    ] {
+        c.store(0, Relaxed);
+    }
+    let ks = &ctx.node.keyspace.stats;
+    for c in [
+        &ks.hits,
+        &ks.misses,
+        &ks.expired_keys,
+        &ks.tombstones_collected,
+        &ks.merges_applied,
+        &ks.merges_noop,
+        &ks.merges_dropped_stale,
+    ] {
+        c.store(0, Relaxed);
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+fn config_rewrite(_ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    Err(CmdError::Msg(
+        "ERR The server is running without a config file".into(),
+    ))
+}
+
+fn config_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let lines = [
+        "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GET <pattern>",
+        "    Return parameters matching the glob-like <pattern> and their values.",
+        "SET <directive> <value>",
+        "    Set the configuration <directive> to <value>.",
+        "RESETSTAT",
+        "    Reset statistics reported by the INFO command.",
+        "HELP",
+        "    Print this help.",
+    ];
+    ctx.out.array(lines.len());
+    for l in lines {
+        ctx.out.simple(l);
+    }
+    Ok(())
+}
+
+// ----- COMMAND -----
+
+fn acl_categories(c: &CommandSpec) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if c.has_flag("write") {
+        v.push("@write");
+    }
+    if c.has_flag("readonly") {
+        v.push("@read");
+    }
+    v.push(match c.group {
+        "string" => "@string",
+        "generic" => "@keyspace",
+        "connection" => "@connection",
+        "transactions" => "@transaction",
+        _ => "@admin",
+    });
+    v.push(if c.has_flag("fast") { "@fast" } else { "@slow" });
+    v
+}
+
+fn write_info(ctx: &mut Ctx<'_, '_>, c: &CommandSpec) {
+    let out = &mut *ctx.out;
+    out.array(10);
+    out.bulk(c.name.as_bytes());
+    out.int(c.arity as i64);
+    let flags: Vec<&str> = c
+        .public_flags()
+        .filter(|f| *f != "no_auth")
+        .chain(c.has_flag("no_auth").then_some("no_auth"))
+        .collect();
+    out.set(flags.len());
+    for f in flags {
+        out.simple(f);
+    }
+    out.int(c.first_key as i64);
+    out.int(c.last_key as i64);
+    out.int(c.step as i64);
+    let cats = acl_categories(c);
+    out.set(cats.len());
+    for cat in cats {
+        out.simple(cat);
+    }
+    out.array(0); // tips
+    if c.first_key > 0 {
+        out.array(1);
+        out.map(3);
+        out.bulk(b"flags");
+        let kflags: &[&str] = if c.has_flag("write") {
+            &["RW", "UPDATE"]
+        } else {
+            &["RO", "ACCESS"]
+        };
+        out.set(kflags.len());
+        for f in kflags {
+            out.simple(f);
+        }
+        out.bulk(b"begin_search");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"index");
+        out.bulk(b"spec");
+        out.map(1);
+        out.bulk(b"index");
+        out.int(c.first_key as i64);
+        out.bulk(b"find_keys");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"range");
+        out.bulk(b"spec");
+        out.map(3);
+        out.bulk(b"lastkey");
+        out.int(if c.last_key < 0 {
+            c.last_key as i64
+        } else {
+            (c.last_key - c.first_key) as i64
+        });
+        out.bulk(b"keystep");
+        out.int(c.step as i64);
+        out.bulk(b"limit");
+        out.int(0);
+    } else {
+        out.array(0);
+    }
+    out.array(c.subcommands.len());
+    for s in c.subcommands {
+        write_info(ctx, s);
+    }
+}
+
+fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() == 1 {
+        let cmds = all();
+        ctx.out.array(cmds.len());
+        for c in cmds {
+            write_info(ctx, c);
+        }
+        return Ok(());
+    }
+    dispatch_sub(ctx, args)
+}
+
+fn command_count(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    ctx.out.int(all().len() as i64);
+    Ok(())
+}
+
+fn command_info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() == 2 {
+        let cmds = all();
+        ctx.out.array(cmds.len());
+        for c in cmds {
+            write_info(ctx, c);
+        }
+        return Ok(());
+    }
+    ctx.out.array(args.len() - 2);
+    for name in args.skip(2).iter() {
+        match lookup(name) {
+            Some(c) => write_info(ctx, c),
+            None => ctx.out.null_array(),
+        }
+    }
+    Ok(())
+}
+
+fn write_docs(ctx: &mut Ctx<'_, '_>, c: &CommandSpec) {
+    let out = &mut *ctx.out;
+    out.bulk(c.name.as_bytes());
+    let has_subs = !c.subcommands.is_empty();
+    out.map(3 + has_subs as usize);
+    out.bulk(b"summary");
+    out.bulk(c.summary.as_bytes());
+    out.bulk(b"since");
+    out.bulk(c.since.as_bytes());
+    out.bulk(b"group");
+    out.bulk(c.group.as_bytes());
+    if has_subs {
+        out.bulk(b"subcommands");
+        out.map(c.subcommands.len());
+        for s in c.subcommands {
+            write_docs(ctx, s);
+        }
+    }
+}
+
+fn command_docs(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let cmds: Vec<&CommandSpec> = if args.len() == 2 {
+        all()
+    } else {
+        args.skip(2).iter().filter_map(lookup).collect()
+    };
+    ctx.out.map(cmds.len());
+    for c in cmds {
+        write_docs(ctx, c);
+    }
+    Ok(())
+}
+
+fn command_getkeys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let target = args.skip(2);
+    let Some(c) = lookup(target.get(0)) else {
+        return Err(CmdError::Msg("ERR Invalid command specified".into()));
+    };
+    if !c.arity_ok(target.len()) {
+        return Err(CmdError::Msg(
+            "ERR Invalid number of arguments specified for command".into(),
+        ));
+    }
+    let pos = c.key_positions(target.len());
+    if pos.is_empty() {
+        return Err(CmdError::Msg("ERR The command has no key arguments".into()));
+    }
+    ctx.out.bulk_array(
+        pos.into_iter()
+            .map(|i| target.get(i))
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
+    Ok(())
+}
+
+fn command_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let mut names: Vec<&str> = all().into_iter().map(|c| c.name).collect();
+    if args.len() == 5 && super::is(args.get(2), "FILTERBY") {
+        let v = args.get(4);
+        match args.get(3).to_ascii_uppercase().as_slice() {
+            b"PATTERN" => names.retain(|n| glob::matches(v, n.as_bytes(), true)),
+            b"ACLCAT" => {
+                let cat = format!("@{}", String::from_utf8_lossy(v).to_ascii_lowercase());
+                names.retain(|n| {
+                    lookup(n.as_bytes()).is_some_and(|c| acl_categories(c).contains(&cat.as_str()))
+                });
+            }
+            b"MODULE" => names.clear(),
+            _ => return Err(CmdError::Syntax),
+        }
+    } else if args.len() != 2 {
+        return Err(CmdError::Syntax);
+    }
+    ctx.out.bulk_array(names.iter().map(|n| n.as_bytes()));
+    Ok(())
+}
+
+// ----- TIME, DEBUG -----
+
+fn time(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ctx.out.array(2);
+    ctx.out.bulk(now.as_secs().to_string().as_bytes());
+    ctx.out.bulk(now.subsec_micros().to_string().as_bytes());
+    Ok(())
+}
+
+fn debug_sleep(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let secs = crate::crdt::number::parse_f64(args.get(2))
+        .filter(|s| *s >= 0.0 && s.is_finite())
+        .ok_or(CmdError::NotFloat)?;
+    ctx.client.sleep = Some(std::time::Duration::from_secs_f64(secs.min(3600.0)));
+    ctx.out.ok();
+    Ok(())
+}

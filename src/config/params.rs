@@ -1,0 +1,134 @@
+//! The parameter registry: every setting Meridian understands, with redis.conf names.
+//!
+//! One table drives the CLI flags (`--name value`), the config file and `MERIDIAN_*` env keys,
+//! `CONFIG GET/SET` and `meridian --help`, so the four can never disagree.
+
+/// How a parameter's value is parsed and validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An integer in [min, max].
+    Int { min: i64, max: i64 },
+    /// A byte size with Redis's units (`512mb`, `1gb`, `64k`).
+    Memory,
+    /// `yes` or `no`.
+    Bool,
+    /// Free text.
+    Str,
+    /// One of the listed words.
+    Enum(&'static [&'static str]),
+}
+
+/// One parameter.
+#[derive(Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: Kind,
+    /// Can CONFIG SET change it at runtime?
+    pub mutable: bool,
+    pub help: &'static str,
+}
+
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+
+/// Every parameter, in the order `meridian --help` lists them.
+pub const PARAMS: &[Param] = &[
+    Param { name: "port", default: "6379", kind: int(0, 65535), mutable: false, help: "TCP port for RESP clients (0 = pick a free port)" },
+    Param { name: "bind", default: "127.0.0.1", kind: Kind::Str, mutable: false, help: "Addresses to listen on, space separated" },
+    Param { name: "requirepass", default: "", kind: Kind::Str, mutable: true, help: "Password clients must AUTH with (empty = none)" },
+    Param { name: "maxclients", default: "10000", kind: int(1, 1_000_000), mutable: true, help: "Maximum number of connected clients" },
+    Param { name: "timeout", default: "0", kind: int(0, i32::MAX as i64), mutable: true, help: "Close a client idle for this many seconds (0 = never)" },
+    Param { name: "proto-max-bulk-len", default: "512mb", kind: Kind::Memory, mutable: true, help: "Largest bulk string a client may send" },
+    Param { name: "client-query-buffer-limit", default: "1gb", kind: Kind::Memory, mutable: true, help: "Largest unparsed input buffered per client" },
+    Param { name: "client-output-buffer-limit", default: "normal 0 0 0", kind: Kind::Str, mutable: true, help: "Per-class output limits '<class> <hard> <soft> <soft-seconds>'; a client over the normal hard limit is closed (0 = none)" },
+    Param { name: "hz", default: "10", kind: int(1, 500), mutable: true, help: "Background task frequency (active expiry cycles per second)" },
+    Param { name: "active-expire-budget", default: "20000", kind: int(100, 10_000_000), mutable: true, help: "Entries the active expiry cycle may examine per run" },
+    Param { name: "io-threads", default: "0", kind: int(0, 256), mutable: false, help: "Worker threads (0 = one per available core; 1 = single-threaded)" },
+    Param { name: "databases", default: "1", kind: int(1, 1), mutable: false, help: "Number of databases (only db 0, as in cluster mode)" },
+    Param { name: "node-id", default: "", kind: Kind::Str, mutable: false, help: "This node's ID, 1-16 hex digits, non-zero (empty = random at start)" },
+    Param { name: "region", default: "local", kind: Kind::Str, mutable: false, help: "Name of the region this node belongs to" },
+    Param { name: "max-clock-drift", default: "500", kind: int(1, i32::MAX as i64), mutable: true, help: "Milliseconds a received stamp may be ahead of the local clock before a skew alarm" },
+    Param { name: "tombstone-grace", default: "5000", kind: int(0, i32::MAX as i64), mutable: true, help: "Milliseconds a deleted or expired key is kept as a tombstone (after every peer acknowledged it)" },
+    Param { name: "loglevel", default: "notice", kind: Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]), mutable: true, help: "Log verbosity (RUST_LOG overrides)" },
+    Param { name: "save", default: "", kind: Kind::Str, mutable: true, help: "Accepted for client compatibility; persistence is configured separately" },
+    Param { name: "appendonly", default: "no", kind: Kind::Bool, mutable: true, help: "Accepted for client compatibility; persistence is not part of this build" },
+];
+
+pub fn find(name: &str) -> Option<&'static Param> {
+    PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+/// Parses a Redis memory size: digits with an optional unit (b, k, kb, m, mb, g, gb).
+pub fn parse_memory(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mul: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
+/// Why a value was refused (the text follows Redis's CONFIG SET messages).
+pub fn validate(p: &Param, v: &str) -> Result<String, String> {
+    match p.kind {
+        Kind::Int { min, max } => {
+            let n: i64 = v
+                .trim()
+                .parse()
+                .map_err(|_| "argument couldn't be parsed into an integer".to_string())?;
+            if n < min || n > max {
+                return Err(format!(
+                    "argument must be between {min} and {max} inclusive"
+                ));
+            }
+            Ok(n.to_string())
+        }
+        Kind::Memory => parse_memory(v)
+            .map(|n| n.to_string())
+            .ok_or_else(|| "argument must be a memory value".to_string()),
+        Kind::Bool => match v.to_ascii_lowercase().as_str() {
+            "yes" | "no" => Ok(v.to_ascii_lowercase()),
+            _ => Err("argument must be 'yes' or 'no'".into()),
+        },
+        Kind::Str => Ok(v.to_string()),
+        Kind::Enum(words) => {
+            let l = v.to_ascii_lowercase();
+            if words.contains(&l.as_str()) {
+                Ok(l)
+            } else {
+                Err("argument(s) must be one of the following: ".to_string() + &words.join(", "))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("512mb"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_memory("1k"), Some(1000));
+        assert_eq!(parse_memory("12"), Some(12));
+        assert_eq!(parse_memory("1xb"), None);
+    }
+
+    #[test]
+    fn every_default_is_valid() {
+        for p in PARAMS {
+            validate(p, p.default).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        }
+    }
+}

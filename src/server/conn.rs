@@ -1,0 +1,176 @@
+//! One client connection: read a batch, run every complete command in it, write all replies
+//! with one write.
+//!
+//! Limits enforced here (DESIGN.md standards, Redis semantics):
+//! - malformed RESP → `-ERR Protocol error: ...`, then the connection closes;
+//! - `client-query-buffer-limit`: unparsed input beyond it closes the connection;
+//! - `client-output-buffer-limit` (normal class, hard): replies beyond it close the connection;
+//! - `timeout`: an idle client is closed; `maxclients`: the excess client gets
+//!   `-ERR max number of clients reached` and is closed.
+
+use crate::cmd::{dispatch, ClientState, Ctx, Db, Node};
+use crate::resp::{parse_command, Args, Limits, Out, Protocol};
+use bytes::{Buf, BytesMut};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Why a connection ended (read through `Debug` in the close log).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Close {
+    Eof,
+    Quit,
+    Killed,
+    Shutdown,
+    Idle,
+    Protocol,
+    QueryBuffer,
+    OutputBuffer,
+    Io(std::io::Error),
+}
+
+pub async fn serve(
+    node: Arc<Node>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let laddr = stream.local_addr().unwrap_or(peer);
+    let settings = node.config.settings();
+    let Some(handle) = node.clients.register(peer, laddr, settings.maxclients) else {
+        node.stats.rejected_connections.fetch_add(1, Relaxed);
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    };
+    let mut client = ClientState::new(handle.clone(), settings.requirepass.is_none());
+    let why = run(&node, &mut stream, &mut client, shutdown).await;
+    tracing::debug!(client = handle.id, %peer, reason = ?why, "connection closed");
+    // Forget this client's WATCHes and registration.
+    for (key, _, _) in client.watched.drain(..) {
+        node.keyspace.unwatch(&key);
+    }
+    node.clients.unregister(handle.id);
+}
+
+async fn run(
+    node: &Node,
+    stream: &mut TcpStream,
+    client: &mut ClientState,
+    mut shutdown: watch::Receiver<bool>,
+) -> Close {
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Out::new(Protocol::Resp2);
+    let mut spans: Vec<(u32, u32)> = Vec::with_capacity(16);
+    let handle = client.handle.clone();
+    loop {
+        let s = node.config.settings();
+        if inbuf.capacity() - inbuf.len() < 4096 {
+            inbuf.reserve(16 * 1024);
+        }
+        let idle = if s.timeout_secs > 0 {
+            Duration::from_secs(s.timeout_secs)
+        } else {
+            Duration::from_secs(u32::MAX as u64)
+        };
+        let n = tokio::select! {
+            r = stream.read_buf(&mut inbuf) => match r {
+                Ok(0) => return Close::Eof,
+                Ok(n) => n,
+                Err(e) => return Close::Io(e),
+            },
+            _ = handle.kill_signal.notified() => return Close::Killed,
+            _ = shutdown.changed() => return Close::Shutdown,
+            _ = tokio::time::sleep(idle), if s.timeout_secs > 0 => return Close::Idle,
+        };
+        node.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+        if handle.killed.load(Relaxed) {
+            return Close::Killed;
+        }
+        // Run every complete command in the buffer.
+        let limits = Limits {
+            max_bulk_len: s.proto_max_bulk_len,
+            max_multibulk_len: i32::MAX as usize,
+            authenticated: client.authenticated,
+        };
+        let mut pos = 0;
+        let mut failed = None;
+        while pos < inbuf.len() {
+            let parsed = match parse_command(&inbuf[pos..], &limits, &mut spans) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    out.error(&format!("ERR {e}"));
+                    failed = Some(Close::Protocol);
+                    break;
+                }
+            };
+            {
+                let mut ctx = Ctx {
+                    node,
+                    client: &mut *client,
+                    out: &mut out,
+                    db: Db { node, exec: None },
+                };
+                match &parsed.owned {
+                    Some(owned) => dispatch(&mut ctx, owned.args()),
+                    None => dispatch(&mut ctx, Args::new(&inbuf[pos..], &spans)),
+                }
+            }
+            pos += parsed.consumed;
+            if let Some(d) = client.sleep.take() {
+                tokio::time::sleep(d).await;
+            }
+            if client.close_after_reply {
+                failed = Some(Close::Quit);
+                break;
+            }
+            if s.output_hard_limit > 0 && out.len() > s.output_hard_limit {
+                tracing::warn!(
+                    client = handle.id,
+                    bytes = out.len(),
+                    "client output buffer over the hard limit: closing"
+                );
+                return Close::OutputBuffer;
+            }
+        }
+        inbuf.advance(pos);
+        handle.commands.fetch_add(1, Relaxed);
+        handle
+            .last_active_ms
+            .store(handle.created.elapsed().as_millis() as u64, Relaxed);
+        handle.in_multi.store(client.multi.is_some(), Relaxed);
+        handle.resp.store(if out.resp3() { 3 } else { 2 }, Relaxed);
+        if !out.is_empty() {
+            node.stats
+                .net_output_bytes
+                .fetch_add(out.len() as u64, Relaxed);
+            if let Err(e) = stream.write_all(&out.buf).await {
+                return Close::Io(e);
+            }
+            out.buf.clear();
+            // Give back the memory of a huge reply.
+            if out.buf.capacity() > 1024 * 1024 {
+                out.buf = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+        if let Some(why) = failed {
+            return why;
+        }
+        if inbuf.len() > s.client_query_buffer_limit {
+            tracing::warn!(
+                client = handle.id,
+                bytes = inbuf.len(),
+                "client query buffer over the limit: closing"
+            );
+            return Close::QueryBuffer;
+        }
+    }
+}

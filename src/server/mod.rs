@@ -1,0 +1,152 @@
+//! The node's network front: the RESP listener, one task per connection, and the background
+//! tasks (active expiry), all stopped by one shutdown signal.
+//!
+//! Wiring ([`spawn`]) reads like the picture in DESIGN.md §3: clock → keyspace → node → listener
+//! and tasks. `main` and the in-process tests start nodes the same way.
+
+mod conn;
+
+use crate::clock::{random_node_id, Hlc};
+use crate::cmd::{server_apply_settings, Node};
+use crate::config::Config;
+use crate::store::Keyspace;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("no bind address configured")]
+    NoBind,
+}
+
+/// A running node.
+pub struct Running {
+    pub node: Arc<Node>,
+    /// Addresses actually bound (port 0 resolved).
+    pub addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Stops accepting, closes every connection and background task, and waits for them
+    /// (bounded: a task that does not stop within 5 s is aborted).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Builds a node from `config` and starts serving on the current tokio runtime.
+pub async fn spawn(config: Config) -> Result<Running, ServerError> {
+    let s = config.settings();
+    // 1. Clock: one HLC per node.
+    let node_id = s.node_id.unwrap_or_else(random_node_id);
+    let clock = Arc::new(Hlc::new(
+        node_id,
+        Duration::from_millis(s.max_clock_drift_ms),
+    ));
+    // 2. Keyspace: per-slot shards of CRDT entries (no delta sink in a single-node region).
+    let keyspace = Keyspace::new(clock, None);
+    // 3. Node: shared state for commands.
+    let node = Arc::new(Node::new(keyspace, config));
+    server_apply_settings(&node, &s);
+    // 4. Listeners.
+    if s.bind.is_empty() {
+        return Err(ServerError::NoBind);
+    }
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut addrs = Vec::new();
+    for host in &s.bind {
+        let addr = format!("{}:{}", host, s.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        addrs.push(local);
+        tasks.spawn(accept_loop(node.clone(), listener, shutdown_rx.clone()));
+    }
+    node.port.store(addrs[0].port() as u64, Relaxed);
+    // 5. Background tasks.
+    tasks.spawn(expire_task(node.clone(), shutdown_rx.clone()));
+    tracing::info!(node = %format_args!("{node_id:x}"), addrs = ?addrs, region = %s.region, "meridian ready");
+    Ok(Running {
+        node,
+        addrs,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Accepts connections until shutdown; each gets its own task.
+async fn accept_loop(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    node.stats.connections_received.fetch_add(1, Relaxed);
+                    conns.spawn(conn::serve(node.clone(), stream, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    tracing::debug!(task = "accept", "stopping");
+    while conns.join_next().await.is_some() {}
+}
+
+/// The active expiry cycle: `hz` times a second, more often while many keys are expiring.
+async fn expire_task(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let s = node.config.settings();
+        let period = Duration::from_millis(1000 / s.hz.max(1));
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => break,
+        }
+        // A few fast follow-up cycles while a quarter of what we examine is expiring.
+        for _ in 0..4 {
+            let st = node.keyspace.expire_cycle(s.active_expire_budget);
+            if st.examined == 0 || st.expired * 4 < st.examined {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    tracing::debug!(task = "expire", "stopping");
+}
