@@ -77,7 +77,12 @@ impl Contributions {
     }
 
     /// Adds an integer increment (negative = decrement) to `actor`; returns its new totals.
+    /// Adding zero inserts nothing: the list never holds all-zero totals (a zero entry would be
+    /// dropped by `join`, so replicas holding the same sums would compare unequal).
     pub fn add_int(&mut self, actor: NodeId, by: i64) -> Totals {
+        if by == 0 {
+            return self.get(actor);
+        }
         let t = self.slot(actor);
         if by >= 0 {
             t.int_inc += by as u128;
@@ -90,6 +95,9 @@ impl Contributions {
     /// Adds a finite float increment to `actor`; returns its new totals.
     pub fn add_float(&mut self, actor: NodeId, by: f64) -> Totals {
         debug_assert!(by.is_finite());
+        if by == 0.0 {
+            return self.get(actor);
+        }
         let t = self.slot(actor);
         if by >= 0.0 {
             t.float_inc += by;

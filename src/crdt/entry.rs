@@ -230,7 +230,11 @@ impl Entry {
     }
 
     /// Adds an integer (negative = decrement) to `actor`'s contributions.
+    /// Adding zero changes nothing and produces an empty delta (see [`Contributions::add_int`]).
     pub fn add_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> EntryDelta {
+        if by == 0 {
+            return EntryDelta::default();
+        }
         let c = self.counters_mut();
         let t = c.contrib.add_int(actor, by);
         c.stamp = c.stamp.max(stamp);
@@ -238,7 +242,11 @@ impl Entry {
     }
 
     /// Adds a finite float to `actor`'s contributions.
+    /// Adding zero (or -0.0) changes nothing and produces an empty delta.
     pub fn add_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> EntryDelta {
+        if by == 0.0 {
+            return EntryDelta::default();
+        }
         let c = self.counters_mut();
         let t = c.contrib.add_float(actor, by);
         c.stamp = c.stamp.max(stamp);
@@ -386,6 +394,21 @@ mod tests {
         let inc = other.add_int(2, 1, s(1, 2));
         e.merge(&inc);
         assert_eq!(e.value().unwrap().as_ref(), b"abc");
+    }
+
+    #[test]
+    fn adding_zero_changes_nothing() {
+        let mut e = Entry::empty();
+        assert_eq!(e.add_int(1, 0, s(1, 1)), EntryDelta::default());
+        assert_eq!(e.add_float(1, -0.0, s(2, 1)), EntryDelta::default());
+        assert_eq!(e, Entry::empty());
+        e.add_int(1, 2, s(3, 1));
+        let before = e.clone();
+        e.add_int(2, 0, s(4, 1));
+        assert_eq!(
+            e, before,
+            "a zero increment leaves no all-zero actor behind"
+        );
     }
 
     #[test]
