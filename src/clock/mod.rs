@@ -20,6 +20,8 @@ use uhlc::{HLCBuilder, Timestamp, HLC, ID, NTP64};
 /// A node's clock.
 pub struct Hlc {
     inner: HLC,
+    /// The physical clock the HLC reads; drift is measured against it.
+    physical: fn() -> NTP64,
     node: NodeId,
     max_drift_ms: AtomicU64,
     skew_alarms: AtomicU64,
@@ -56,6 +58,7 @@ impl Hlc {
             .build();
         Hlc {
             inner,
+            physical: clock,
             node,
             max_drift_ms: AtomicU64::new(max_drift.as_millis() as u64),
             skew_alarms: AtomicU64::new(0),
@@ -75,7 +78,7 @@ impl Hlc {
 
     /// Records a received stamp (rule 2); reports skew beyond `max_clock_drift` (rule 3).
     pub fn observe(&self, stamp: Stamp) -> Result<(), SkewAlarm> {
-        let phys = Stamp::new(system_ntp64(), 0).unix_ms();
+        let phys = Stamp::new((self.physical)().as_u64(), 0).unix_ms();
         let ahead = stamp.unix_ms().saturating_sub(phys);
         let id = ID::try_from(stamp.node.max(1)).expect("non-zero");
         let _ = self
@@ -110,10 +113,6 @@ impl Hlc {
     pub fn max_skew_seen_ms(&self) -> u64 {
         self.max_skew_seen_ms.load(Ordering::Relaxed)
     }
-}
-
-fn system_ntp64() -> u64 {
-    uhlc::system_time_clock().as_u64()
 }
 
 /// Wall-clock milliseconds since the UNIX epoch (expiry deadlines are in this unit).

@@ -6,8 +6,9 @@
 //! 1. a live-counted key whose deadline passed is uncounted (it reads as absent already);
 //! 2. an entry without a value (tombstone or expired) is removed once its newest stamp is older
 //!    than both the grace period and the stamp every peer region has acknowledged — only then can
-//!    no late or duplicated delta need it to stay dead. The watermark used is remembered so such
-//!    late deltas are recognised and dropped (`Keyspace::merge`).
+//!    no late or duplicated delta need it to stay dead. In replicated mode the watermark used is
+//!    remembered so such late deltas are recognised and dropped (`Keyspace::merge`); a
+//!    standalone node has no peers to send late deltas, and drops nothing.
 
 use super::{Keyspace, SLOTS};
 use crate::clock::unix_ms;
@@ -35,7 +36,9 @@ impl Keyspace {
     pub fn expire_cycle(&self, budget: usize) -> CycleStats {
         let now = unix_ms();
         let watermark = self.collect_watermark(now);
-        self.collected_below.fetch_max(watermark, Relaxed);
+        if self.peer_watermark.load(Relaxed) != Self::STANDALONE {
+            self.collected_below.fetch_max(watermark, Relaxed);
+        }
         let mut st = CycleStats::default();
         let mut cursor = self.expire_cursor.load(Relaxed);
         while st.examined < budget && st.slots < SLOTS {

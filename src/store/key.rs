@@ -149,6 +149,9 @@ impl<'t> KeyMut<'t> {
     }
 
     fn record(&mut self, d: EntryDelta) {
+        if d == EntryDelta::default() {
+            return;
+        }
         self.changed = true;
         if self.out.is_some() {
             match &mut self.pending {
@@ -213,8 +216,19 @@ impl<'t> KeyMut<'t> {
         }
     }
 
+    /// Adding zero changes no contribution; on a key without a value it creates "0", as Redis's
+    /// `INCRBY k 0` does (a register write, so it also races like a SET of "0").
+    fn add_zero(&mut self) {
+        if !self.exists() {
+            self.set(b"0".to_vec().into(), Ttl::Clear);
+        }
+    }
+
     /// Adds to this node's integer contribution (the caller checked type and overflow).
     pub fn add_int(&mut self, by: i64) {
+        if by == 0 {
+            return self.add_zero();
+        }
         self.reset_if_dead();
         let s = self.stamp();
         let actor = self.ks.clock.node();
@@ -224,6 +238,9 @@ impl<'t> KeyMut<'t> {
 
     /// Adds to this node's float contribution (the caller checked type and finiteness).
     pub fn add_float(&mut self, by: f64) {
+        if by == 0.0 {
+            return self.add_zero();
+        }
         self.reset_if_dead();
         let s = self.stamp();
         let actor = self.ks.clock.node();

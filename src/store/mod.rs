@@ -67,9 +67,13 @@ pub struct Keyspace {
     pub stats: Stats,
     /// Tombstones (and expired entries) are kept at least this long after their last stamp.
     tombstone_grace_ms: AtomicU64,
-    /// Stamp time every peer has acknowledged (u64::MAX when there are no peers).
+    /// Stamp time up to which this node has received every delta from every peer, and every
+    /// peer has acknowledged ours. `STANDALONE` (u64::MAX) when the node has no peers.
     peer_watermark: AtomicU64,
-    /// Largest watermark the collector has used: deltas at or below it for absent keys are stale.
+    /// Largest peer watermark the collector has used. Because the watermark promises that
+    /// everything at or below it was already delivered here, a delta at or below it for a key
+    /// we do not hold is a late duplicate of a collected key: dropped as stale. Stays 0 while
+    /// standalone (no delivery promise exists, so nothing is ever dropped).
     collected_below: AtomicU64,
     expire_cursor: AtomicUsize,
     started: Instant,
@@ -103,10 +107,15 @@ impl Keyspace {
         self.tombstone_grace_ms.load(Relaxed)
     }
 
-    /// Replication reports the stamp time every peer has acknowledged.
+    /// Replication reports the stamp time (NTP64) up to which every delta from and to every
+    /// peer has been delivered (see `peer_watermark`). Calling it puts the keyspace in
+    /// replicated mode; [`Keyspace::STANDALONE`] returns it to standalone.
     pub fn set_peer_watermark(&self, ntp64: u64) {
         self.peer_watermark.store(ntp64, Relaxed);
     }
+
+    /// The watermark value of a node without peers.
+    pub const STANDALONE: u64 = u64::MAX;
 
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
