@@ -158,8 +158,12 @@ impl<'a, 'n> Db<'a, 'n> {
     }
 
     /// Runs `f` on one key.
+    #[inline]
     pub fn key<R>(&mut self, key: &[u8], f: impl FnOnce(&mut KeyMut<'_>) -> R) -> R {
-        self.keys(&[key], |txn| f(&mut txn.key(key)))
+        match self.exec.as_deref_mut() {
+            Some(txn) => f(&mut txn.key(key)),
+            None => f(&mut self.node.keyspace.lock_key(key).key(key)),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use params::{find, parse_memory, validate, PARAMS};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ pub struct Settings {
 pub struct Config {
     values: RwLock<BTreeMap<&'static str, String>>,
     typed: RwLock<Arc<Settings>>,
+    /// Bumped on every change, so hot paths can cache `Settings` and refresh cheaply.
+    version: AtomicU64,
 }
 
 fn normalize(key: &str) -> String {
@@ -137,6 +140,7 @@ impl Config {
         Ok(Config {
             values: RwLock::new(values),
             typed: RwLock::new(typed),
+            version: AtomicU64::new(0),
         })
     }
 
@@ -184,6 +188,11 @@ impl Config {
         self.typed.read().clone()
     }
 
+    /// Changes with every successful `set`: compare to know a cached `Settings` is stale.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// (name, value) pairs whose name matches `matches`, in table order.
     pub fn get_matching(&self, matches: impl Fn(&str) -> bool) -> Vec<(&'static str, String)> {
         let values = self.values.read();
@@ -212,6 +221,7 @@ impl Config {
         let typed = Arc::new(Self::typed(&next)?);
         *values = next;
         *self.typed.write() = typed.clone();
+        self.version.fetch_add(1, Ordering::Release);
         Ok(typed)
     }
 }

@@ -206,12 +206,26 @@ impl Entry {
     /// A register write (SET, DEL, APPEND...): the new bytes (None = tombstone) at `stamp`,
     /// observing every contribution so far.
     pub fn write_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) -> EntryDelta {
+        self.apply_register(value, stamp);
+        self.register_delta()
+    }
+
+    /// [`Entry::write_register`] without building the delta: the hot path of a node that has
+    /// nobody to ship deltas to. The state change is identical.
+    #[inline]
+    pub fn apply_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) {
         debug_assert!(stamp > self.stamp, "a local write must carry a newer stamp");
         self.value = value;
         self.stamp = stamp;
-        let mut delta = EntryDelta::default();
         if let Some(c) = &mut self.counters {
             c.observed = c.contrib.clone();
+        }
+    }
+
+    /// The delta of the last register write: the register and the contributions it observed.
+    fn register_delta(&self) -> EntryDelta {
+        let mut delta = EntryDelta::default();
+        if let Some(c) = &self.counters {
             delta.contrib = c.contrib.clone();
             delta.contrib_stamp = c.stamp;
         }

@@ -70,25 +70,40 @@ async fn run(
     let mut out = Out::new(Protocol::Resp2);
     let mut spans: Vec<(u32, u32)> = Vec::with_capacity(16);
     let handle = client.handle.clone();
+    // Settings are cached and refreshed only when CONFIG SET changed them.
+    let mut s = node.config.settings();
+    let mut version = node.config.version();
+    // Futures that live across iterations are created once, not per read.
+    let stop = async {
+        tokio::select! {
+            _ = handle.kill_signal.notified() => Close::Killed,
+            _ = shutdown.changed() => Close::Shutdown,
+        }
+    };
+    tokio::pin!(stop);
+    let idle = tokio::time::sleep(Duration::from_secs(s.timeout_secs.max(1)));
+    tokio::pin!(idle);
     loop {
-        let s = node.config.settings();
+        if node.config.version() != version {
+            version = node.config.version();
+            s = node.config.settings();
+        }
+        if s.timeout_secs > 0 {
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_secs(s.timeout_secs));
+        }
         if inbuf.capacity() - inbuf.len() < 4096 {
             inbuf.reserve(16 * 1024);
         }
-        let idle = if s.timeout_secs > 0 {
-            Duration::from_secs(s.timeout_secs)
-        } else {
-            Duration::from_secs(u32::MAX as u64)
-        };
         let n = tokio::select! {
+            biased;
             r = stream.read_buf(&mut inbuf) => match r {
                 Ok(0) => return Close::Eof,
                 Ok(n) => n,
                 Err(e) => return Close::Io(e),
             },
-            _ = handle.kill_signal.notified() => return Close::Killed,
-            _ = shutdown.changed() => return Close::Shutdown,
-            _ = tokio::time::sleep(idle), if s.timeout_secs > 0 => return Close::Idle,
+            why = &mut stop => return why,
+            _ = &mut idle, if s.timeout_secs > 0 => return Close::Idle,
         };
         node.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
         if handle.killed.load(Relaxed) {

@@ -9,7 +9,7 @@
 //! observed and not resurrected), exactly what every other region computes from the same
 //! replicated deadline.
 
-use super::shard::{Node, Shard};
+use super::shard::{KeyBytes, Node, Shard};
 use super::{Delta, Keyspace};
 use crate::crdt::{Entry, EntryDelta, Stamp};
 use std::borrow::Cow;
@@ -132,7 +132,7 @@ impl<'t> KeyMut<'t> {
     fn entry_mut(&mut self) -> &mut Entry {
         if self.shard.find(self.hash, self.key).is_none() {
             let node = Node {
-                key: self.key.into(),
+                key: KeyBytes::from_slice(self.key),
                 entry: Entry::empty(),
                 counted: false,
                 volatile: false,
@@ -146,6 +146,22 @@ impl<'t> KeyMut<'t> {
             .find_mut(self.hash, self.key)
             .expect("just inserted")
             .entry
+    }
+
+    /// A register write; the delta is built only when someone will receive it.
+    fn write_register(&mut self, value: Option<Box<[u8]>>, s: Stamp) {
+        if self.out.is_some() {
+            let d = self.entry_mut().write_register(value, s);
+            self.record(d);
+        } else {
+            self.entry_mut().apply_register(value, s);
+            self.changed = true;
+        }
+    }
+
+    fn write_expiry(&mut self, deadline: Option<u64>, s: Stamp) {
+        let d = self.entry_mut().write_expiry(deadline, s);
+        self.record(d);
     }
 
     fn record(&mut self, d: EntryDelta) {
@@ -165,16 +181,11 @@ impl<'t> KeyMut<'t> {
     pub fn set(&mut self, value: Box<[u8]>, ttl: Ttl) {
         let was_live = self.exists();
         let s = self.stamp();
-        let entry = self.entry_mut();
-        let d = entry.write_register(Some(value), s);
-        let e = match ttl {
-            Ttl::Keep if was_live => None,
-            Ttl::Keep | Ttl::Clear => Some(entry.write_expiry(None, s)),
-            Ttl::At(ms) => Some(entry.write_expiry(Some(ms), s)),
-        };
-        self.record(d);
-        if let Some(e) = e {
-            self.record(e);
+        self.write_register(Some(value), s);
+        match ttl {
+            Ttl::Keep if was_live => {}
+            Ttl::Keep | Ttl::Clear => self.write_expiry(None, s),
+            Ttl::At(ms) => self.write_expiry(Some(ms), s),
         }
     }
 
@@ -184,11 +195,8 @@ impl<'t> KeyMut<'t> {
             return false;
         }
         let s = self.stamp();
-        let entry = self.entry_mut();
-        let d = entry.write_register(None, s);
-        let e = entry.write_expiry(None, s);
-        self.record(d);
-        self.record(e);
+        self.write_register(None, s);
+        self.write_expiry(None, s);
         true
     }
 
@@ -205,14 +213,11 @@ impl<'t> KeyMut<'t> {
         let expired = node.entry.is_expired(now);
         let has_deadline = node.entry.deadline().is_some();
         let s = self.stamp();
-        let entry = self.entry_mut();
         if expired {
-            let d = entry.write_register(None, s);
-            self.record(d);
+            self.write_register(None, s);
         }
         if has_deadline {
-            let e = self.entry_mut().write_expiry(None, s);
-            self.record(e);
+            self.write_expiry(None, s);
         }
     }
 
@@ -252,8 +257,7 @@ impl<'t> KeyMut<'t> {
     pub fn set_deadline(&mut self, deadline_ms: Option<u64>) {
         debug_assert!(self.exists());
         let s = self.stamp();
-        let d = self.entry_mut().write_expiry(deadline_ms, s);
-        self.record(d);
+        self.write_expiry(deadline_ms, s);
     }
 }
 

@@ -138,6 +138,12 @@ impl Keyspace {
         self.lock_slots(&slots)
     }
 
+    /// Locks one key's slot (the common case, without sorting).
+    #[inline]
+    pub fn lock_key<'a>(&'a self, key: &[u8]) -> Txn<'a> {
+        self.lock_slots(&[key_slot(key)])
+    }
+
     /// Locks the given slots, which must be sorted and distinct.
     pub fn lock_slots<'a>(&'a self, slots: &[u16]) -> Txn<'a> {
         let guards = slots
@@ -186,7 +192,7 @@ impl Keyspace {
             None => {
                 let entry = Entry::from_delta(delta);
                 let node = Node {
-                    key: key.into(),
+                    key: shard::KeyBytes::from_slice(key),
                     entry,
                     counted: false,
                     volatile: false,
@@ -224,7 +230,7 @@ impl Keyspace {
         shard
             .table
             .iter()
-            .map(|n| (n.key.clone(), n.entry.clone()))
+            .map(|n| (Box::from(&n.key[..]), n.entry.clone()))
             .collect()
     }
 
@@ -287,7 +293,7 @@ impl Keyspace {
                 .filter(|n| n.entry.is_live(now))
                 .collect();
             if !live.is_empty() {
-                return Some(live[rng.gen_range(0..live.len())].key.clone());
+                return Some(live[rng.gen_range(0..live.len())].key[..].into());
             }
         }
         None
@@ -306,7 +312,7 @@ impl Keyspace {
                     .table
                     .iter()
                     .filter(|n| n.counted)
-                    .map(|n| n.key.clone())
+                    .map(|n| Box::<[u8]>::from(&n.key[..]))
                     .collect()
             };
             let mut txn = self.lock_slots(&[slot]);
