@@ -141,7 +141,7 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         };
         let apply = !(o.nx && exists || o.xx && !exists);
         if apply {
-            k.set(value.into(), o.ttl);
+            k.set_bytes(value, o.ttl);
         }
         match (o.get, apply) {
             (true, _) => out.bulk_opt(old.as_deref()),
@@ -157,7 +157,7 @@ fn setnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let created = ctx.db.key(key, |k| {
         let absent = !k.exists();
         if absent {
-            k.set(value.into(), Ttl::Clear);
+            k.set_bytes(value, Ttl::Clear);
         }
         absent
     });
@@ -173,7 +173,7 @@ fn setex_generic(
 ) -> CmdResult {
     let deadline = deadline_arg(args.get(2), unit, false, crate::clock::unix_ms(), cmd)?;
     let (key, value) = (args.get(1), args.get(3));
-    ctx.db.key(key, |k| k.set(value.into(), Ttl::At(deadline)));
+    ctx.db.key(key, |k| k.set_bytes(value, Ttl::At(deadline)));
     ctx.out.ok();
     Ok(())
 }
@@ -190,7 +190,7 @@ fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (key, value) = (args.get(1), args.get(2));
     let old = ctx.db.key(key, |k| {
         let old = k.value().map(|v| v.into_owned());
-        k.set(value.into(), Ttl::Clear);
+        k.set_bytes(value, Ttl::Clear);
         old
     });
     ctx.out.bulk_opt(old.as_deref());
@@ -282,7 +282,7 @@ fn mset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let keys: Vec<&[u8]> = kv.iter().map(|(k, _)| *k).collect();
     ctx.db.keys(&keys, |txn| {
         for (k, v) in &kv {
-            txn.key(k).set((*v).into(), Ttl::Clear);
+            txn.key(k).set_bytes(v, Ttl::Clear);
         }
     });
     ctx.out.ok();
@@ -297,7 +297,7 @@ fn msetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             return false;
         }
         for (k, v) in &kv {
-            txn.key(k).set((*v).into(), Ttl::Clear);
+            txn.key(k).set_bytes(v, Ttl::Clear);
         }
         true
     });

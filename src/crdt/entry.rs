@@ -77,10 +77,18 @@ struct Counters {
     stamp: Stamp,
 }
 
-/// The state of one key. 64 bytes inline; counters live behind a pointer.
+/// Register bytes up to this size are stored inside the entry (no allocation, no extra cache
+/// miss on read); larger values spill to the heap.
+pub const INLINE_VALUE: usize = 32;
+type ValueBytes = smallvec::SmallVec<[u8; INLINE_VALUE]>;
+
+/// The state of one key. 96 bytes inline; counters live behind a pointer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
-    value: Option<Box<[u8]>>,
+    /// Register bytes; empty when `tombstone` (so equal states compare equal).
+    value: ValueBytes,
+    /// The register holds a tombstone (a DEL or "never written"), not bytes.
+    tombstone: bool,
     stamp: Stamp,
     /// Expiry deadline in UNIX ms; 0 means none.
     deadline_ms: u64,
@@ -98,7 +106,8 @@ impl Entry {
     /// "Never written": a tombstone at the bottom stamp with no expiry.
     pub fn empty() -> Self {
         Entry {
-            value: None,
+            value: ValueBytes::new(),
+            tombstone: true,
             stamp: Stamp::ZERO,
             deadline_ms: 0,
             expiry_stamp: Stamp::ZERO,
@@ -117,7 +126,7 @@ impl Entry {
 
     /// The register bytes (None for a tombstone), ignoring counters and expiry.
     pub fn register_value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
+        (!self.tombstone).then_some(&self.value[..])
     }
 
     pub fn register_stamp(&self) -> Stamp {
@@ -161,7 +170,7 @@ impl Entry {
 
     /// The value a reader sees, ignoring expiry (see the module doc). `None` = no value.
     pub fn value(&self) -> Option<Cow<'_, [u8]>> {
-        let base = self.value.as_deref();
+        let base = self.register_value();
         if self.counters.is_none() {
             return base.map(Cow::Borrowed);
         }
@@ -198,7 +207,7 @@ impl Entry {
         if self.is_expired(now_ms) {
             return false;
         }
-        self.value.is_some() || (self.counters.is_some() && self.unobserved().any)
+        !self.tombstone || (self.counters.is_some() && self.unobserved().any)
     }
 
     // ----- mutators: each returns the delta it produced -----
@@ -206,19 +215,40 @@ impl Entry {
     /// A register write (SET, DEL, APPEND...): the new bytes (None = tombstone) at `stamp`,
     /// observing every contribution so far.
     pub fn write_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) -> EntryDelta {
-        self.apply_register(value, stamp);
+        self.apply_register(value.as_deref(), stamp);
         self.register_delta()
     }
 
     /// [`Entry::write_register`] without building the delta: the hot path of a node that has
     /// nobody to ship deltas to. The state change is identical.
     #[inline]
-    pub fn apply_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) {
+    pub fn apply_register(&mut self, value: Option<&[u8]>, stamp: Stamp) {
         debug_assert!(stamp > self.stamp, "a local write must carry a newer stamp");
-        self.value = value;
+        self.set_value(value);
         self.stamp = stamp;
         if let Some(c) = &mut self.counters {
             c.observed = c.contrib.clone();
+        }
+    }
+
+    fn set_value(&mut self, value: Option<&[u8]>) {
+        self.value.clear();
+        match value {
+            Some(v) => {
+                if v.len() > INLINE_VALUE || self.value.spilled() {
+                    // Exact size: no slack kept from a previous, larger value.
+                    self.value = ValueBytes::from_slice(v);
+                } else {
+                    self.value.extend_from_slice(v);
+                }
+                self.tombstone = false;
+            }
+            None => {
+                if self.value.spilled() {
+                    self.value = ValueBytes::new();
+                }
+                self.tombstone = true;
+            }
         }
     }
 
@@ -289,7 +319,7 @@ impl Entry {
 
     fn register(&self) -> Register {
         Register {
-            value: self.value.clone(),
+            value: self.register_value().map(Box::from),
             stamp: self.stamp,
             observed: self
                 .counters
@@ -312,7 +342,7 @@ impl Entry {
         }
         if let Some(r) = &d.register {
             if r.stamp > self.stamp {
-                self.value = r.value.clone();
+                self.set_value(r.value.as_deref());
                 self.stamp = r.stamp;
                 if !r.observed.is_empty() || self.counters.is_some() {
                     self.counters_mut().observed = r.observed.clone();
@@ -356,7 +386,11 @@ impl Entry {
 
     /// Approximate heap bytes owned by the entry beyond its inline size (for memory stats).
     pub fn heap_bytes(&self) -> usize {
-        let v = self.value.as_ref().map_or(0, |v| v.len());
+        let v = if self.value.spilled() {
+            self.value.capacity()
+        } else {
+            0
+        };
         let c = self.counters.as_ref().map_or(0, |c| {
             std::mem::size_of::<Counters>()
                 + (c.contrib.len() + c.observed.len()) * std::mem::size_of::<(NodeId, Totals)>()

@@ -149,9 +149,9 @@ impl<'t> KeyMut<'t> {
     }
 
     /// A register write; the delta is built only when someone will receive it.
-    fn write_register(&mut self, value: Option<Box<[u8]>>, s: Stamp) {
+    fn write_register(&mut self, value: Option<&[u8]>, s: Stamp) {
         if self.out.is_some() {
-            let d = self.entry_mut().write_register(value, s);
+            let d = self.entry_mut().write_register(value.map(Box::from), s);
             self.record(d);
         } else {
             self.entry_mut().apply_register(value, s);
@@ -179,6 +179,11 @@ impl<'t> KeyMut<'t> {
 
     /// Writes the register (SET and friends) and applies the TTL rule.
     pub fn set(&mut self, value: Box<[u8]>, ttl: Ttl) {
+        self.set_bytes(&value, ttl)
+    }
+
+    /// [`KeyMut::set`] from borrowed bytes (no intermediate allocation).
+    pub fn set_bytes(&mut self, value: &[u8], ttl: Ttl) {
         let was_live = self.exists();
         let s = self.stamp();
         self.write_register(Some(value), s);
@@ -225,7 +230,7 @@ impl<'t> KeyMut<'t> {
     /// `INCRBY k 0` does (a register write, so it also races like a SET of "0").
     fn add_zero(&mut self) {
         if !self.exists() {
-            self.set(b"0".to_vec().into(), Ttl::Clear);
+            self.set_bytes(b"0", Ttl::Clear);
         }
     }
 

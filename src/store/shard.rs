@@ -12,10 +12,11 @@ use hashbrown::HashMap;
 use hashbrown::HashTable;
 
 /// Keys up to this many bytes live inside the node (no allocation, one cache miss less).
-pub const INLINE_KEY: usize = 24;
+pub const INLINE_KEY: usize = 16;
 pub type KeyBytes = smallvec::SmallVec<[u8; INLINE_KEY]>;
 
-/// A key and its CRDT entry.
+/// A key and its CRDT entry: 128 bytes, one allocation for keys up to 16 bytes and values up
+/// to 32 (jemalloc's 128-byte class).
 pub struct Node {
     pub key: KeyBytes,
     pub entry: Entry,
@@ -132,5 +133,17 @@ impl Shard {
             .as_ref()
             .and_then(|w| w.get(key))
             .map_or(0, |v| v.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_fits_the_128_byte_class() {
+        assert!(
+            std::mem::size_of::<super::Node>() <= 128,
+            "{}",
+            std::mem::size_of::<super::Node>()
+        );
     }
 }
