@@ -199,12 +199,13 @@ pub fn dispatch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     if !ctx.client.authenticated && !spec.has_flag("no_auth") {
         return reject(ctx, CmdError::NoAuth);
     }
-    if ctx.client.multi.is_some() && !spec.has_flag("txn_control") {
-        ctx.client
-            .multi
-            .as_mut()
-            .expect("in multi")
-            .push(args.to_owned());
+    if let Some(queue) = ctx
+        .client
+        .multi
+        .as_mut()
+        .filter(|_| !spec.has_flag("txn_control"))
+    {
+        queue.push(args.to_owned());
         ctx.out.simple("QUEUED");
         return;
     }

@@ -229,7 +229,7 @@ impl Config {
 /// Extracts the normal class's hard limit from a Redis `client-output-buffer-limit` value.
 fn parse_output_limit(s: &str) -> Option<usize> {
     let words: Vec<&str> = s.split_whitespace().collect();
-    if words.len() % 4 != 0 {
+    if !words.len().is_multiple_of(4) {
         return None;
     }
     let mut hard = 0;

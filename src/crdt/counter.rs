@@ -161,6 +161,21 @@ pub struct Unobserved {
     pub any: bool,
 }
 
+impl Contributions {
+    /// A single actor's totals.
+    pub fn from_one(actor: NodeId, t: Totals) -> Self {
+        if t.is_zero() {
+            Contributions::new()
+        } else {
+            Contributions(vec![(actor, t)])
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,20 +206,5 @@ mod tests {
         assert_eq!(u.int, 2);
         assert!(u.any && !u.has_float);
         assert!(!c.unobserved(&c).any);
-    }
-}
-
-impl Contributions {
-    /// A single actor's totals.
-    pub fn from_one(actor: NodeId, t: Totals) -> Self {
-        if t.is_zero() {
-            Contributions::new()
-        } else {
-            Contributions(vec![(actor, t)])
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
     }
 }

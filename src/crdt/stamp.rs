@@ -40,7 +40,7 @@ impl Stamp {
     pub fn ntp64_from_unix_ms(ms: u64) -> u64 {
         let secs = ms / 1000;
         let rem = ms % 1000;
-        (secs << 32) | (((rem << 32) + 999) / 1000)
+        (secs << 32) | (rem << 32).div_ceil(1000)
     }
 
     pub fn is_zero(&self) -> bool {

@@ -33,7 +33,13 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Protocol error: {0}")]
-pub struct ProtocolError(pub &'static str);
+pub struct ProtocolError(pub std::borrow::Cow<'static, str>);
+
+impl ProtocolError {
+    fn new(msg: &'static str) -> Self {
+        ProtocolError(std::borrow::Cow::Borrowed(msg))
+    }
+}
 
 /// One command's arguments: ranges into a buffer.
 #[derive(Clone, Copy)]
@@ -117,14 +123,14 @@ fn line<'b>(
     match memchr(b'\r', &buf[pos..]) {
         Some(i) => {
             if i > INLINE_MAX {
-                return Err(ProtocolError(too_big));
+                return Err(ProtocolError::new(too_big));
             }
             if pos + i + 1 >= buf.len() {
                 return Ok(None);
             }
             Ok(Some((&buf[pos..pos + i], pos + i + 2)))
         }
-        None if buf.len() - pos > INLINE_MAX => Err(ProtocolError(too_big)),
+        None if buf.len() - pos > INLINE_MAX => Err(ProtocolError::new(too_big)),
         None => Ok(None),
     }
 }
@@ -162,10 +168,10 @@ pub fn parse_command(
     let count = match parse_len(count) {
         Some(n) if n <= 0 => n,
         Some(n) if n <= i32::MAX as i64 && (n as usize) <= limits.max_multibulk_len => n,
-        _ => return Err(ProtocolError("invalid multibulk length")),
+        _ => return Err(ProtocolError::new("invalid multibulk length")),
     };
     if !limits.authenticated && count > 10 {
-        return Err(ProtocolError("unauthenticated multibulk length"));
+        return Err(ProtocolError::new("unauthenticated multibulk length"));
     }
     if count <= 0 {
         return Ok(Some(Parsed {
@@ -187,16 +193,16 @@ pub fn parse_command(
         };
         let len = match parse_len(len) {
             Some(n) if n >= 0 && (n as usize) <= limits.max_bulk_len => n as usize,
-            _ => return Err(ProtocolError("invalid bulk length")),
+            _ => return Err(ProtocolError::new("invalid bulk length")),
         };
         if !limits.authenticated && len > 16384 {
-            return Err(ProtocolError("unauthenticated bulk length"));
+            return Err(ProtocolError::new("unauthenticated bulk length"));
         }
         if buf.len() < body + len + 2 {
             return Ok(None);
         }
         if buf.len() > u32::MAX as usize {
-            return Err(ProtocolError("invalid bulk length"));
+            return Err(ProtocolError::new("invalid bulk length"));
         }
         spans.push((body as u32, (body + len) as u32));
         pos = body + len + 2;
@@ -207,37 +213,21 @@ pub fn parse_command(
     }))
 }
 
-/// Redis says which byte it found instead of `$`.
+/// Redis says which byte it found instead of `$` (`expected '$', got '%c'`).
 fn expected_dollar(got: u8) -> ProtocolError {
-    // Redis: "Protocol error: expected '$', got '%c'". The message must be static for our error
-    // type, so printable bytes map through a table and anything else reads as a space.
-    const TABLE: [&str; 95] = {
-        let mut t = ["expected '$', got ' '"; 95];
-        macro_rules! set { ($($c:literal),*) => { $( t[($c as u8 - b' ') as usize] = concat!("expected '$', got '", $c, "'"); )* } }
-        set!(
-            '!', '"', '#', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', '0', '1', '2',
-            '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?', '@', 'A', 'B', 'C',
-            'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', 'P', 'Q', 'R', 'S', 'T',
-            'U', 'V', 'W', 'X', 'Y', 'Z', '[', '\\', ']', '^', '_', '`', 'a', 'b', 'c', 'd', 'e',
-            'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u', 'v',
-            'w', 'x', 'y', 'z', '{', '|', '}', '~'
-        );
-        t
-    };
-    let i = got.wrapping_sub(b' ') as usize;
-    ProtocolError(if i < TABLE.len() { TABLE[i] } else { TABLE[0] })
+    ProtocolError(format!("expected '$', got '{}'", char::from(got)).into())
 }
 
 /// Inline command: one line split on whitespace, with Redis's quoting rules (sdssplitargs).
 fn parse_inline(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Result<Option<Parsed>, ProtocolError> {
     let Some(nl) = memchr(b'\n', buf) else {
         if buf.len() > INLINE_MAX {
-            return Err(ProtocolError("too big inline request"));
+            return Err(ProtocolError::new("too big inline request"));
         }
         return Ok(None);
     };
     if nl > INLINE_MAX {
-        return Err(ProtocolError("too big inline request"));
+        return Err(ProtocolError::new("too big inline request"));
     }
     let end = if nl > 0 && buf[nl - 1] == b'\r' {
         nl - 1
@@ -248,7 +238,7 @@ fn parse_inline(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Result<Option<Parsed
     if line.contains(&b'"') || line.contains(&b'\'') {
         // Quoted arguments are unescaped, so they cannot point into the buffer: copy them.
         let parts =
-            split_inline_quoted(line).ok_or(ProtocolError("unbalanced quotes in request"))?;
+            split_inline_quoted(line).ok_or(ProtocolError::new("unbalanced quotes in request"))?;
         let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
         return Ok(Some(Parsed {
             consumed: nl + 1,

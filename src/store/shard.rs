@@ -28,13 +28,16 @@ pub struct Node {
     pub atime: u32,
 }
 
+/// key -> (version, number of watchers).
+pub type Watches = HashMap<Box<[u8]>, (u64, u32)>;
+
 #[derive(Default)]
 pub struct Shard {
     pub table: HashTable<Box<Node>>,
     pub live: usize,
     pub volatile: usize,
-    /// WATCHed keys of this slot: key -> (version, watchers). Absent until someone watches.
-    pub watched: Option<Box<HashMap<Box<[u8]>, (u64, u32)>>>,
+    /// WATCHed keys of this slot. Absent until someone watches.
+    pub watched: Option<Box<Watches>>,
 }
 
 impl Shard {
