@@ -44,7 +44,7 @@ pub const PARAMS: &[Param] = &[
     Param { name: "client-query-buffer-limit", default: "1gb", kind: Kind::Memory, mutable: true, help: "Largest unparsed input buffered per client" },
     Param { name: "client-output-buffer-limit", default: "normal 0 0 0", kind: Kind::Str, mutable: true, help: "Per-class output limits '<class> <hard> <soft> <soft-seconds>'; a client over the normal hard limit is closed (0 = none)" },
     Param { name: "hz", default: "10", kind: int(1, 500), mutable: true, help: "Background task frequency (active expiry cycles per second)" },
-    Param { name: "active-expire-budget", default: "20000", kind: int(100, 10_000_000), mutable: true, help: "Entries the active expiry cycle may examine per run" },
+    Param { name: "active-expire-budget", default: "5000", kind: int(100, 10_000_000), mutable: true, help: "Entries the active expiry cycle may examine per run" },
     Param { name: "io-threads", default: "0", kind: int(0, 256), mutable: false, help: "Worker threads (0 = one per available core; 1 = single-threaded)" },
     Param { name: "databases", default: "1", kind: int(1, 1), mutable: false, help: "Number of databases (only db 0, as in cluster mode)" },
     Param { name: "node-id", default: "", kind: Kind::Str, mutable: false, help: "This node's ID, 1-16 hex digits, non-zero (empty = random at start)" },

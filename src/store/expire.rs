@@ -10,6 +10,7 @@
 //!    remembered so such late deltas are recognised and dropped (`Keyspace::merge`); a
 //!    standalone node has no peers to send late deltas, and drops nothing.
 
+use super::shard::Shard;
 use super::{Keyspace, SLOTS};
 use crate::clock::unix_ms;
 use crate::crdt::Stamp;
@@ -51,26 +52,36 @@ impl Keyspace {
                 continue;
             }
             st.examined += shard.table.len();
-            let mut newly_expired = Vec::new();
-            let mut collectable = Vec::new();
-            for n in shard.table.iter() {
-                let hash = self.hash(&n.key);
-                if n.counted {
-                    if n.entry.is_expired(now) {
-                        newly_expired.push((hash, n.key.clone()));
-                    }
-                } else if n.entry.max_stamp().time <= watermark && !n.entry.is_live(now) {
-                    collectable.push((hash, n.key.clone()));
+            // One pass: uncount keys found expired, drop dead entries the watermark allows.
+            let Shard {
+                table,
+                live,
+                volatile,
+                ..
+            } = &mut *shard;
+            let (mut expired, mut collected) = (0, 0);
+            table.retain(|n| {
+                let dead = !n.entry.is_live(now);
+                if dead && n.entry.max_stamp().time <= watermark {
+                    *live -= n.counted as usize;
+                    *volatile -= n.volatile as usize;
+                    expired += (n.counted && n.entry.is_expired(now)) as usize;
+                    collected += 1;
+                    return false;
                 }
-            }
-            for (hash, key) in &newly_expired {
-                shard.recount(*hash, key, now);
-            }
-            for (hash, key) in &collectable {
-                shard.remove(*hash, key);
-            }
-            st.expired += newly_expired.len();
-            st.collected += collectable.len();
+                if n.counted && dead {
+                    n.counted = false;
+                    *live -= 1;
+                    if n.volatile {
+                        n.volatile = false;
+                        *volatile -= 1;
+                    }
+                    expired += 1;
+                }
+                true
+            });
+            st.expired += expired;
+            st.collected += collected;
         }
         self.expire_cursor.store(cursor % SLOTS, Relaxed);
         self.stats

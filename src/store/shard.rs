@@ -55,22 +55,6 @@ impl Shard {
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
     }
 
-    pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Box<Node>> {
-        let node = self
-            .table
-            .find_entry(hash, |n| &*n.key == key)
-            .ok()?
-            .remove()
-            .0;
-        if node.counted {
-            self.live -= 1;
-        }
-        if node.volatile {
-            self.volatile -= 1;
-        }
-        Some(node)
-    }
-
     /// Re-derives a node's counted/volatile flags after its entry changed.
     pub fn recount(&mut self, hash: u64, key: &[u8], now_ms: u64) {
         let Some(node) = self.table.find_mut(hash, |n| &*n.key == key) else {
