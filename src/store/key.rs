@@ -11,7 +11,7 @@
 
 use super::shard::{KeyBytes, Node, Shard};
 use super::{Delta, Keyspace};
-use crate::crdt::{Entry, EntryDelta, Stamp};
+use crate::crdt::{Entry, EntryDelta, NodeId, Stamp};
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -236,25 +236,23 @@ impl<'t> KeyMut<'t> {
 
     /// Adds to this node's integer contribution (the caller checked type and overflow).
     pub fn add_int(&mut self, by: i64) {
-        if by == 0 {
-            return self.add_zero();
-        }
-        self.reset_if_dead();
-        let s = self.stamp();
-        let actor = self.ks.clock.node();
-        let d = self.entry_mut().add_int(actor, by, s);
-        self.record(d);
+        self.contribute(by == 0, |e, actor, s| e.add_int(actor, by, s));
     }
 
     /// Adds to this node's float contribution (the caller checked type and finiteness).
     pub fn add_float(&mut self, by: f64) {
-        if by == 0.0 {
+        self.contribute(by == 0.0, |e, actor, s| e.add_float(actor, by, s));
+    }
+
+    /// Runs one contribution op on the entry (after making a dead key explicitly absent).
+    fn contribute(&mut self, zero: bool, op: impl FnOnce(&mut Entry, NodeId, Stamp) -> EntryDelta) {
+        if zero {
             return self.add_zero();
         }
         self.reset_if_dead();
         let s = self.stamp();
         let actor = self.ks.clock.node();
-        let d = self.entry_mut().add_float(actor, by, s);
+        let d = op(self.entry_mut(), actor, s);
         self.record(d);
     }
 
