@@ -160,6 +160,8 @@ pub fn parse_command(
         return Ok(None);
     };
     let count = match parse_len(count) {
+        // Redis ignores empty and negative multibulks (`*0`, `*-1`).
+        Some(n) if n <= 0 => n,
         Some(n) if n <= i32::MAX as i64 && (n as usize) <= limits.max_multibulk_len => n,
         Some(n) if n <= i32::MAX as i64 && !limits.authenticated => n,
         _ => return Err(ProtocolError("invalid multibulk length")),
