@@ -38,7 +38,7 @@ pub const COMMANDS: &[super::CommandSpec] = &[
     spec!(
         "quit",
         -1,
-        ["no_auth", "fast", "allow_busy"],
+        ["no_auth", "fast", "allow_busy", "txn_control"],
         0,
         0,
         0,
@@ -409,24 +409,21 @@ fn client_getname(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
 }
 
 fn client_setinfo(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    // Redis checks the attribute name first, then the value.
+    let attr = String::from_utf8_lossy(args.get(2)).into_owned();
+    let h = &ctx.client.handle;
+    let dest = match attr.to_ascii_uppercase().as_str() {
+        "LIB-NAME" => &h.lib_name,
+        "LIB-VER" => &h.lib_ver,
+        _ => return Err(CmdError::Msg(format!("ERR Unrecognized option '{attr}'"))),
+    };
     let value = String::from_utf8_lossy(args.get(3)).into_owned();
     if value.contains(|c: char| c == ' ' || c == '\n' || !c.is_ascii_graphic()) {
         return Err(CmdError::Msg(format!(
-            "ERR {} cannot contain spaces, newlines or special characters.",
-            String::from_utf8_lossy(args.get(2)).to_ascii_lowercase()
+            "ERR {attr} cannot contain spaces, newlines or special characters."
         )));
     }
-    let h = &ctx.client.handle;
-    match args.get(2).to_ascii_uppercase().as_slice() {
-        b"LIB-NAME" => *h.lib_name.lock() = value,
-        b"LIB-VER" => *h.lib_ver.lock() = value,
-        _ => {
-            return Err(CmdError::Msg(format!(
-                "ERR Unrecognized option '{}'",
-                String::from_utf8_lossy(args.get(2))
-            )))
-        }
-    }
+    *dest.lock() = value;
     ctx.out.ok();
     Ok(())
 }

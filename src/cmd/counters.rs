@@ -6,9 +6,10 @@
 //! checked against the value the client sees now, with Redis's errors.
 
 use super::{arg_i64, CmdError, CmdResult, Ctx};
-use crate::crdt::number::{parse_f64, parse_i64};
+use crate::crdt::number::{format_float, parse_f64, parse_i64};
 use crate::resp::Args;
 use crate::spec;
+use crate::store::Ttl;
 
 pub const COMMANDS: &[super::CommandSpec] = &[
     spec!("incr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", incr),
@@ -25,6 +26,7 @@ fn incr_generic(ctx: &mut Ctx<'_, '_>, key: &[u8], by: i64) -> CmdResult {
             Some(v) => parse_i64(&v).ok_or(CmdError::NotInteger)?,
         };
         let new = cur.checked_add(by).ok_or(CmdError::Overflow)?;
+        // Adding zero to a missing key creates "0", as Redis does (KeyMut::add_int).
         k.add_int(by);
         Ok::<_, CmdError>(new)
     })?;
@@ -64,7 +66,13 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         if !by.is_finite() || !(cur + by).is_finite() {
             return Err(CmdError::NanOrInfinity);
         }
-        k.add_float(by);
+        if by != 0.0 {
+            k.add_float(by);
+        } else {
+            // Zero adds no contribution; like Redis, rewrite the value in its canonical form
+            // (a missing key becomes "0", "5.0" becomes "5"), keeping the TTL.
+            k.set_bytes(format_float(cur).as_bytes(), Ttl::Keep);
+        }
         out.bulk_opt(k.value().as_deref());
         Ok(())
     })

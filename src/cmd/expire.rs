@@ -128,7 +128,7 @@ fn expire_generic(
     absolute: bool,
     cmd: &'static str,
 ) -> CmdResult {
-    let when = arg_i64(args.get(2))?;
+    // Redis checks the options before it parses the time.
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for a in args.skip(3).iter() {
         match a.to_ascii_uppercase().as_slice() {
@@ -154,6 +154,7 @@ fn expire_generic(
             "ERR GT and LT options at the same time are not compatible".into(),
         ));
     }
+    let when = arg_i64(args.get(2))?;
     let now = crate::clock::unix_ms() as i64;
     let ms = match unit {
         Unit::Seconds => when.checked_mul(1000).ok_or(CmdError::InvalidExpire(cmd))?,
@@ -227,7 +228,8 @@ fn pttl(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn expiretime(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    ttl_generic(ctx, args.get(1), |d, _| (d / 1000) as i64)
+    // Rounded to the nearest second, as Redis does (and as TTL does).
+    ttl_generic(ctx, args.get(1), |d, _| ((d + 500) / 1000) as i64)
 }
 
 fn pexpiretime(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {

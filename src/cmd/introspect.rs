@@ -14,7 +14,9 @@ use crate::spec;
 pub const COMMANDS: &[super::CommandSpec] = &[spec!(
     "meridian",
     -2,
-    [],
+    // keyspace_wide: EXPLAIN reads the raw entry through the keyspace, so EXEC must not hold
+    // the key's slot lock around it (a non-reentrant lock: it would deadlock).
+    ["keyspace_wide"],
     0,
     0,
     0,

@@ -153,11 +153,8 @@ fn keys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn scan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let cursor: usize = std::str::from_utf8(args.get(1))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| CmdError::Msg("ERR invalid cursor".into()))?
-        as usize;
+    let cursor = parse_cursor(args.get(1))
+        .ok_or_else(|| CmdError::Msg("ERR invalid cursor".into()))? as usize;
     let (mut pattern, mut count, mut type_filter) = (None, 10usize, None);
     let mut i = 2;
     while i < args.len() {
@@ -192,6 +189,21 @@ fn scan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     ctx.out.bulk(next.to_string().as_bytes());
     ctx.out.bulk_array(found.iter().map(|k| &**k));
     Ok(())
+}
+
+/// Reads a cursor like Redis's `strtoul`: an optional sign, then decimal digits; a negative
+/// cursor wraps around (so it is past the end), an overflowing one is invalid.
+fn parse_cursor(a: &[u8]) -> Option<u64> {
+    let (neg, digits) = match a.first() {
+        Some(b'-') => (true, &a[1..]),
+        Some(b'+') => (false, &a[1..]),
+        _ => (false, a),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(if neg { v.wrapping_neg() } else { v })
 }
 
 fn randomkey(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {

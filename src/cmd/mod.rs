@@ -196,6 +196,13 @@ pub fn dispatch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     if !spec.arity_ok(args.len()) {
         return reject(ctx, CmdError::Arity(spec.name.to_string()));
     }
+    // Like Redis, an unknown subcommand or a subcommand's arity is an error before AUTH and
+    // MULTI are considered (so inside MULTI it dooms the transaction instead of queueing).
+    if !spec.subcommands.is_empty() && args.len() >= 2 {
+        if let Err(e) = table::check_sub(spec, args) {
+            return reject(ctx, e);
+        }
+    }
     if !ctx.client.authenticated && !spec.has_flag("no_auth") {
         return reject(ctx, CmdError::NoAuth);
     }

@@ -175,7 +175,7 @@ const COMMAND: &[super::CommandSpec] = &[
     ),
     spec!(
         "command|getkeys",
-        -3,
+        -4,
         ["loading", "stale"],
         0,
         0,
@@ -359,9 +359,9 @@ fn write_info(ctx: &mut Ctx<'_, '_>, c: &CommandSpec) {
         out.map(3);
         out.bulk(b"flags");
         let kflags: &[&str] = if c.has_flag("write") {
-            &["RW", "UPDATE"]
+            &["RW", "update"]
         } else {
-            &["RO", "ACCESS"]
+            &["RO", "access"]
         };
         out.set(kflags.len());
         for f in kflags {
@@ -430,7 +430,8 @@ fn command_info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     for name in args.skip(2).iter() {
         match lookup(name) {
             Some(c) => write_info(ctx, c),
-            None => ctx.out.null_array(),
+            // Redis answers a null (`$-1` in RESP2) for an unknown name.
+            None => ctx.out.null(),
         }
     }
     Ok(())
@@ -474,15 +475,16 @@ fn command_getkeys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let Some(c) = lookup(target.get(0)) else {
         return Err(CmdError::Msg("ERR Invalid command specified".into()));
     };
+    // Redis's order: a command without keys is reported before a wrong argument count.
+    if c.first_key <= 0 {
+        return Err(CmdError::Msg("ERR The command has no key arguments".into()));
+    }
     if !c.arity_ok(target.len()) {
         return Err(CmdError::Msg(
             "ERR Invalid number of arguments specified for command".into(),
         ));
     }
     let pos = c.key_positions(target.len());
-    if pos.is_empty() {
-        return Err(CmdError::Msg("ERR The command has no key arguments".into()));
-    }
     ctx.out.bulk_array(
         pos.into_iter()
             .map(|i| target.get(i))

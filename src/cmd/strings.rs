@@ -75,6 +75,37 @@ struct SetOpts {
     ttl: Ttl,
 }
 
+/// An expire option's name, unit and whether it is absolute (EX, PX, EXAT, PXAT).
+fn expire_option(a: &[u8]) -> Option<(&'static str, Unit, bool)> {
+    [
+        ("EX", Unit::Seconds, false),
+        ("PX", Unit::Millis, false),
+        ("EXAT", Unit::Seconds, true),
+        ("PXAT", Unit::Millis, true),
+    ]
+    .into_iter()
+    .find(|(name, _, _)| is(a, name))
+}
+
+/// A pending expire option: (value argument, option name, unit, absolute).
+type ExpireArg<'a> = (&'a [u8], &'static str, Unit, bool);
+
+/// Accepts an expire option at `i` the way Redis `parseExtendedStringArgumentsOrReply` does:
+/// it needs a value, and may repeat (the last wins) but not mix with another expire option or
+/// with `blocked` (KEEPTTL for SET, PERSIST for GETEX).
+fn take_expire<'a>(
+    args: Args<'a>,
+    i: usize,
+    current: Option<ExpireArg<'a>>,
+    blocked: bool,
+) -> Option<ExpireArg<'a>> {
+    let (name, unit, abs) = expire_option(args.get(i))?;
+    let compatible = current.is_none_or(|(_, cur, _, _)| cur == name);
+    (i + 1 < args.len() && compatible && !blocked).then(|| (args.get(i + 1), name, unit, abs))
+}
+
+/// Like Redis: every option is checked first (a conflict or unknown word is a syntax error),
+/// then the expire value is parsed.
 fn parse_set_opts(args: Args<'_>, now_ms: u64) -> Result<SetOpts, CmdError> {
     let mut o = SetOpts {
         nx: false,
@@ -82,42 +113,32 @@ fn parse_set_opts(args: Args<'_>, now_ms: u64) -> Result<SetOpts, CmdError> {
         get: false,
         ttl: Ttl::Clear,
     };
-    let mut expire_given = false;
+    let mut keepttl = false;
+    let mut expire = None;
     let mut i = 3;
     while i < args.len() {
         let a = args.get(i);
-        let next = (i + 1 < args.len()).then(|| args.get(i + 1));
-        let timed = |unit, abs| -> Result<Ttl, CmdError> {
-            let v = next.ok_or(CmdError::Syntax)?;
-            Ok(Ttl::At(deadline_arg(v, unit, abs, now_ms, "set")?))
-        };
         if is(a, "NX") && !o.xx {
             o.nx = true;
         } else if is(a, "XX") && !o.nx {
             o.xx = true;
         } else if is(a, "GET") {
             o.get = true;
-        } else if is(a, "KEEPTTL") && !expire_given {
-            o.ttl = Ttl::Keep;
-            expire_given = true;
-        } else if !expire_given
-            && next.is_some()
-            && (is(a, "EX") || is(a, "PX") || is(a, "EXAT") || is(a, "PXAT"))
-        {
-            let (unit, abs) = match a[..].to_ascii_uppercase().as_slice() {
-                b"EX" => (Unit::Seconds, false),
-                b"PX" => (Unit::Millis, false),
-                b"EXAT" => (Unit::Seconds, true),
-                _ => (Unit::Millis, true),
-            };
-            o.ttl = timed(unit, abs)?;
-            expire_given = true;
+        } else if is(a, "KEEPTTL") && expire.is_none() {
+            keepttl = true;
+        } else if let Some(e) = take_expire(args, i, expire, keepttl) {
+            expire = Some(e);
             i += 1;
         } else {
             return Err(CmdError::Syntax);
         }
         i += 1;
     }
+    o.ttl = match expire {
+        Some((v, _, unit, abs)) => Ttl::At(deadline_arg(v, unit, abs, now_ms, "set")?),
+        None if keepttl => Ttl::Keep,
+        None => Ttl::Clear,
+    };
     Ok(o)
 }
 
@@ -217,26 +238,34 @@ enum GetexOp {
     At(u64),
 }
 
+/// Redis order: options are checked first, then the key is looked up (a missing key is nil
+/// whatever the expire value), then the expire value is parsed.
 fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let now = crate::clock::unix_ms();
-    let op = match args.len() {
-        2 => GetexOp::Keep,
-        3 if is(args.get(2), "PERSIST") => GetexOp::Persist,
-        4 => {
-            let (unit, abs) = match args.get(2).to_ascii_uppercase().as_slice() {
-                b"EX" => (Unit::Seconds, false),
-                b"PX" => (Unit::Millis, false),
-                b"EXAT" => (Unit::Seconds, true),
-                b"PXAT" => (Unit::Millis, true),
-                _ => return Err(CmdError::Syntax),
-            };
-            GetexOp::At(deadline_arg(args.get(3), unit, abs, now, "getex")?)
+    let mut persist = false;
+    let mut expire = None;
+    let mut i = 2;
+    while i < args.len() {
+        if is(args.get(i), "PERSIST") && expire.is_none() {
+            persist = true;
+        } else if let Some(e) = take_expire(args, i, expire, persist) {
+            expire = Some(e);
+            i += 1;
+        } else {
+            return Err(CmdError::Syntax);
         }
-        _ => return Err(CmdError::Syntax),
-    };
+        i += 1;
+    }
+    let now = crate::clock::unix_ms();
     let key = args.get(1);
     let v = ctx.db.key(key, |k| {
-        let v = k.read().map(|v| v.into_owned())?;
+        let Some(v) = k.read().map(|v| v.into_owned()) else {
+            return Ok(None);
+        };
+        let op = match expire {
+            Some((arg, _, unit, abs)) => GetexOp::At(deadline_arg(arg, unit, abs, now, "getex")?),
+            None if persist => GetexOp::Persist,
+            None => GetexOp::Keep,
+        };
         match op {
             GetexOp::Keep => {}
             GetexOp::Persist => {
@@ -249,8 +278,8 @@ fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             }
             GetexOp::At(d) => k.set_deadline(Some(d)),
         }
-        Some(v)
-    });
+        Ok::<_, CmdError>(Some(v))
+    })?;
     ctx.out.bulk_opt(v.as_deref());
     Ok(())
 }

@@ -128,9 +128,11 @@ pub fn lookup_sub(container: &'static CommandSpec, sub: &[u8]) -> Option<&'stati
         .find(|s| s.name.len() > prefix && s.name.as_bytes()[prefix..].eq_ignore_ascii_case(sub))
 }
 
-/// Runs a container command's subcommand, with Redis's errors for unknown ones and arity.
-pub fn dispatch_sub(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let container = super::lookup(args.get(0)).expect("container is in the table");
+/// Finds the subcommand `args[1]` of `container` and checks its arity, with Redis's errors.
+pub fn check_sub(
+    container: &'static CommandSpec,
+    args: Args<'_>,
+) -> Result<&'static CommandSpec, super::CmdError> {
     let sub = args.get(1);
     let Some(spec) = lookup_sub(container, sub) else {
         return Err(super::CmdError::Msg(format!(
@@ -142,6 +144,13 @@ pub fn dispatch_sub(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     if !spec.arity_ok(args.len()) {
         return Err(super::CmdError::Arity(spec.name.to_string()));
     }
+    Ok(spec)
+}
+
+/// Runs a container command's subcommand, with Redis's errors for unknown ones and arity.
+pub fn dispatch_sub(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let container = super::lookup(args.get(0)).expect("container is in the table");
+    let spec = check_sub(container, args)?;
     (spec.handler)(ctx, args)
 }
 

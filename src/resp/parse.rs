@@ -166,6 +166,7 @@ pub fn parse_command(
         return Ok(None);
     };
     let count = match parse_len(count) {
+        // Redis ignores empty and negative multibulks (`*0`, `*-1`).
         Some(n) if n <= 0 => n,
         Some(n) if n <= i32::MAX as i64 && (n as usize) <= limits.max_multibulk_len => n,
         _ => return Err(ProtocolError::new("invalid multibulk length")),
