@@ -494,7 +494,7 @@ fn client_kill(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         return Ok(());
     }
     // New form: filters, all must match; replies with the number killed.
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(CmdError::Syntax);
     }
     let (mut id, mut addr, mut laddr, mut skipme) = (None, None, None, true);
@@ -597,9 +597,6 @@ fn client_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "HELP",
         "    Print this help.",
     ];
-    ctx.out.array(lines.len());
-    for l in lines {
-        ctx.out.simple(l);
-    }
+    ctx.out.help(&lines);
     Ok(())
 }

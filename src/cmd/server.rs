@@ -229,7 +229,7 @@ fn config_get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(CmdError::Arity("config|set".into()));
     }
     let pairs: Vec<(String, String)> = (2..args.len())
@@ -303,10 +303,7 @@ fn config_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "HELP",
         "    Print this help.",
     ];
-    ctx.out.array(lines.len());
-    for l in lines {
-        ctx.out.simple(l);
-    }
+    ctx.out.help(&lines);
     Ok(())
 }
 

@@ -296,8 +296,11 @@ fn mget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-fn pairs<'a>(args: Args<'a>, name: &str) -> Result<Vec<(&'a [u8], &'a [u8])>, CmdError> {
-    if args.len() % 2 == 0 {
+/// Key-value pairs of MSET and MSETNX.
+type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn pairs<'a>(args: Args<'a>, name: &str) -> Result<Pairs<'a>, CmdError> {
+    if args.len().is_multiple_of(2) {
         return Err(CmdError::Arity(name.into()));
     }
     Ok((1..args.len())

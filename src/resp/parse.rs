@@ -352,7 +352,9 @@ pub fn split_inline_quoted(line: &[u8]) -> Option<Vec<Vec<u8>>> {
 mod tests {
     use super::*;
 
-    fn parse(b: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, ProtocolError> {
+    type Parsed = Option<(usize, Vec<Vec<u8>>)>;
+
+    fn parse(b: &[u8]) -> Result<Parsed, ProtocolError> {
         let mut spans = Vec::new();
         Ok(
             parse_command(b, &Limits::default(), &mut spans)?.map(|p| match p.owned {

@@ -158,6 +158,14 @@ impl Out {
         }
     }
 
+    /// A HELP reply: one simple string per line, as Redis's `addReplyHelp`.
+    pub fn help(&mut self, lines: &[&str]) {
+        self.array(lines.len());
+        for l in lines {
+            self.simple(l);
+        }
+    }
+
     /// Writes a bulk string per element.
     pub fn bulk_array<'a>(&mut self, items: impl ExactSizeIterator<Item = &'a [u8]>) {
         self.array(items.len());
