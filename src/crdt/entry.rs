@@ -383,20 +383,6 @@ impl Entry {
             expiry: Some(self.expiry()),
         }
     }
-
-    /// Approximate heap bytes owned by the entry beyond its inline size (for memory stats).
-    pub fn heap_bytes(&self) -> usize {
-        let v = if self.value.spilled() {
-            self.value.capacity()
-        } else {
-            0
-        };
-        let c = self.counters.as_ref().map_or(0, |c| {
-            std::mem::size_of::<Counters>()
-                + (c.contrib.len() + c.observed.len()) * std::mem::size_of::<(NodeId, Totals)>()
-        });
-        v + c
-    }
 }
 
 #[cfg(test)]

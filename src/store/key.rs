@@ -33,7 +33,6 @@ pub struct KeyMut<'t> {
     key: &'t [u8],
     hash: u64,
     now_ms: u64,
-    atime: u32,
     out: Option<&'t mut Vec<Delta>>,
     stamp: Option<Stamp>,
     pending: Option<EntryDelta>,
@@ -49,7 +48,6 @@ impl<'t> KeyMut<'t> {
         key: &'t [u8],
         hash: u64,
         now_ms: u64,
-        atime: u32,
         out: Option<&'t mut Vec<Delta>>,
     ) -> Self {
         KeyMut {
@@ -59,7 +57,6 @@ impl<'t> KeyMut<'t> {
             key,
             hash,
             now_ms,
-            atime,
             out,
             stamp: None,
             pending: None,
@@ -79,7 +76,6 @@ impl<'t> KeyMut<'t> {
     pub fn live(&mut self) -> Option<&Entry> {
         let (hash, key, now) = (self.hash, self.key, self.now_ms);
         let node = self.shard.find_mut(hash, key)?;
-        node.atime = self.atime;
         if node.entry.is_live(now) {
             return self.shard.find(hash, key).map(|n| &n.entry);
         }
@@ -117,11 +113,6 @@ impl<'t> KeyMut<'t> {
         self.live().map(|e| e.deadline())
     }
 
-    /// Last access time in server seconds (OBJECT IDLETIME).
-    pub fn atime(&self) -> Option<u32> {
-        self.shard.find(self.hash, self.key).map(|n| n.atime)
-    }
-
     // ----- writes -----
 
     fn stamp(&mut self) -> Stamp {
@@ -136,7 +127,6 @@ impl<'t> KeyMut<'t> {
                 entry: Entry::empty(),
                 counted: false,
                 volatile: false,
-                atime: self.atime,
             };
             let ks = self.ks;
             self.shard.insert(self.hash, Box::new(node), |k| ks.hash(k));

@@ -16,13 +16,12 @@ pub use key::{KeyMut, Ttl};
 pub use slot::{key_slot, SLOTS};
 
 use crate::clock::{unix_ms, Hlc, SkewAlarm};
-use crate::crdt::{Entry, EntryDelta, Stamp};
+use crate::crdt::{Entry, EntryDelta};
 use parking_lot::{Mutex, MutexGuard};
 use shard::{Node, Shard};
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// A change to one key, as shipped to replicas, peers and the log.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -76,7 +75,6 @@ pub struct Keyspace {
     /// standalone (no delivery promise exists, so nothing is ever dropped).
     collected_below: AtomicU64,
     expire_cursor: AtomicUsize,
-    started: Instant,
 }
 
 impl Keyspace {
@@ -91,7 +89,6 @@ impl Keyspace {
             peer_watermark: AtomicU64::new(u64::MAX),
             collected_below: AtomicU64::new(0),
             expire_cursor: AtomicUsize::new(0),
-            started: Instant::now(),
         }
     }
 
@@ -119,10 +116,6 @@ impl Keyspace {
 
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
-    }
-
-    fn now_secs(&self) -> u32 {
-        self.started.elapsed().as_secs() as u32
     }
 
     /// Locks the slots of `keys` (ascending, deduplicated) for one atomic unit of work.
@@ -196,7 +189,6 @@ impl Keyspace {
                     entry,
                     counted: false,
                     volatile: false,
-                    atime: self.now_secs(),
                 };
                 shard.insert(hash, Box::new(node), |k| self.hash(k));
                 MergeOutcome::Changed
@@ -354,7 +346,6 @@ impl<'a> Txn<'a> {
             .position(|(s, _)| *s == slot)
             .unwrap_or_else(|| panic!("slot {slot} was not locked for this command"));
         let record = self.ks.sink.is_some();
-        let atime = self.ks.now_secs();
         KeyMut::new(
             self.ks,
             &mut self.guards[idx].1,
@@ -362,7 +353,6 @@ impl<'a> Txn<'a> {
             key,
             self.ks.hash(key),
             self.now_ms,
-            atime,
             record.then_some(&mut self.deltas),
         )
     }
@@ -394,9 +384,4 @@ impl Drop for Txn<'_> {
             }
         }
     }
-}
-
-/// The largest stamp a new write could be compared against: used by tests and GC.
-pub fn stamp_of_unix_ms(ms: u64) -> Stamp {
-    Stamp::new(Stamp::ntp64_from_unix_ms(ms), u64::MAX)
 }

@@ -24,8 +24,6 @@ pub struct Node {
     pub counted: bool,
     /// Counted in `Shard::volatile`.
     pub volatile: bool,
-    /// Last access, in seconds of the server clock (OBJECT IDLETIME; eviction later).
-    pub atime: u32,
 }
 
 /// key -> (version, number of watchers).
