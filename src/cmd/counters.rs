@@ -6,7 +6,7 @@
 //! checked against the value the client sees now, with Redis's errors.
 
 use super::{arg_i64, CmdError, CmdResult, Ctx};
-use crate::crdt::number::{format_float, parse_f64, parse_i64};
+use crate::crdt::number::{format_float, parse_f64};
 use crate::resp::Args;
 use crate::spec;
 use crate::store::Ttl;
@@ -21,10 +21,7 @@ pub const COMMANDS: &[super::CommandSpec] = &[
 
 fn incr_generic(ctx: &mut Ctx<'_, '_>, key: &[u8], by: i64) -> CmdResult {
     let new = ctx.db.key(key, |k| {
-        let cur = match k.value() {
-            None => 0,
-            Some(v) => parse_i64(&v).ok_or(CmdError::NotInteger)?,
-        };
+        let cur = k.integer().map_err(|_| CmdError::NotInteger)?.unwrap_or(0);
         let new = cur.checked_add(by).ok_or(CmdError::Overflow)?;
         // Adding zero to a missing key creates "0", as Redis does (KeyMut::add_int).
         k.add_int(by);

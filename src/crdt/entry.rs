@@ -276,35 +276,60 @@ impl Entry {
     /// Adds an integer (negative = decrement) to `actor`'s contributions.
     /// Adding zero changes nothing and produces an empty delta (see [`Contributions::add_int`]).
     pub fn add_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> EntryDelta {
-        if by == 0 {
-            return EntryDelta::default();
-        }
-        let c = self.counters_mut();
-        let t = c.contrib.add_int(actor, by);
-        c.stamp = c.stamp.max(stamp);
-        Self::contrib_delta(actor, t, c.stamp)
+        self.apply_int(actor, by, stamp)
+            .map_or_else(EntryDelta::default, |t| self.contrib_delta(actor, t))
     }
 
     /// Adds a finite float to `actor`'s contributions.
     /// Adding zero (or -0.0) changes nothing and produces an empty delta.
     pub fn add_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> EntryDelta {
-        if by == 0.0 {
-            return EntryDelta::default();
-        }
-        let c = self.counters_mut();
-        let t = c.contrib.add_float(actor, by);
-        c.stamp = c.stamp.max(stamp);
-        Self::contrib_delta(actor, t, c.stamp)
+        self.apply_float(actor, by, stamp)
+            .map_or_else(EntryDelta::default, |t| self.contrib_delta(actor, t))
     }
 
-    fn contrib_delta(actor: NodeId, t: Totals, stamp: Stamp) -> EntryDelta {
-        let mut contrib = Contributions::new();
-        contrib.join(&Contributions::from_one(actor, t));
+    /// [`Entry::add_int`] without building the delta; returns the actor's new totals.
+    pub fn apply_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> Option<Totals> {
+        (by != 0).then(|| self.bump(stamp, |c| c.add_int(actor, by)))
+    }
+
+    /// [`Entry::add_float`] without building the delta; returns the actor's new totals.
+    pub fn apply_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> Option<Totals> {
+        (by != 0.0).then(|| self.bump(stamp, |c| c.add_float(actor, by)))
+    }
+
+    fn bump(&mut self, stamp: Stamp, op: impl FnOnce(&mut Contributions) -> Totals) -> Totals {
+        let c = self.counters_mut();
+        let t = op(&mut c.contrib);
+        c.stamp = c.stamp.max(stamp);
+        t
+    }
+
+    fn contrib_delta(&self, actor: NodeId, t: Totals) -> EntryDelta {
         EntryDelta {
-            contrib,
-            contrib_stamp: stamp,
+            contrib: Contributions::from_one(actor, t),
+            contrib_stamp: self.counters.as_ref().map_or(Stamp::ZERO, |c| c.stamp),
             ..Default::default()
         }
+    }
+
+    /// The value as a Redis integer without formatting it (INCR's hot path): `Ok(None)` when
+    /// there is no value, `Err(())` when the value is not an integer in i64 range. Always the
+    /// same answer as parsing [`Entry::value`].
+    #[allow(clippy::result_unit_err)]
+    pub fn integer(&self) -> Result<Option<i64>, ()> {
+        let u = self.unobserved();
+        if u.has_float {
+            return self.value().map(|v| parse_i64(&v).ok_or(())).transpose();
+        }
+        let base = match self.register_value() {
+            None => None,
+            Some(b) => Some(parse_i64(b).ok_or(())?),
+        };
+        if !u.any {
+            return Ok(base);
+        }
+        let sum = (base.unwrap_or(0) as i128).saturating_add(u.int);
+        i64::try_from(sum).map(Some).map_err(|_| ())
     }
 
     fn counters_mut(&mut self) -> &mut Counters {
@@ -455,5 +480,37 @@ mod tests {
         e.merge(&early);
         assert_eq!(e.deadline(), Some(100));
         assert!(e.is_expired(101) && !e.is_expired(100));
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// INCR's fast path agrees with parsing the formatted value, whatever the state.
+        #[test]
+        fn integer_agrees_with_value(
+            reg in proptest::option::of(proptest::prop_oneof![
+                (-1000i64..1000).prop_map(|n| n.to_string()),
+                proptest::strategy::Just(i64::MAX.to_string()),
+                proptest::strategy::Just("abc".to_string()),
+                proptest::strategy::Just("1.5".to_string()),
+            ]),
+            ops in proptest::collection::vec((1u64..4, -1_000_000i64..1_000_000, proptest::bool::ANY), 0..6),
+            big in proptest::bool::ANY,
+        ) {
+            let mut e = Entry::empty();
+            let mut t = 1;
+            for (actor, by, float) in &ops {
+                t += 1;
+                if *float { e.add_float(*actor, *by as f64 / 8.0, s(t, *actor)); } else { e.add_int(*actor, *by, s(t, *actor)); }
+            }
+            t += 1;
+            e.write_register(reg.map(|r| r.into_bytes().into_boxed_slice()), s(t, 9));
+            for (actor, by, _) in &ops {
+                t += 1;
+                e.add_int(*actor, if big { i64::MAX } else { *by }, s(t, *actor));
+            }
+            let expected = e.value().map(|v| crate::crdt::number::parse_i64(&v).ok_or(())).transpose();
+            prop_assert_eq!(e.integer(), expected);
+        }
     }
 }

@@ -11,7 +11,7 @@
 
 use super::shard::{KeyBytes, Node, Shard};
 use super::{Delta, Keyspace};
-use crate::crdt::{Entry, EntryDelta, NodeId, Stamp};
+use crate::crdt::{Entry, EntryDelta, Stamp};
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -24,6 +24,13 @@ pub enum Ttl {
     Clear,
     /// Expire at this UNIX time in milliseconds.
     At(u64),
+}
+
+/// A counter increment.
+#[derive(Clone, Copy)]
+enum Bump {
+    Int(i64),
+    Float(f64),
 }
 
 pub struct KeyMut<'t> {
@@ -226,24 +233,48 @@ impl<'t> KeyMut<'t> {
 
     /// Adds to this node's integer contribution (the caller checked type and overflow).
     pub fn add_int(&mut self, by: i64) {
-        self.contribute(by == 0, |e, actor, s| e.add_int(actor, by, s));
+        self.contribute(Bump::Int(by));
     }
 
     /// Adds to this node's float contribution (the caller checked type and finiteness).
     pub fn add_float(&mut self, by: f64) {
-        self.contribute(by == 0.0, |e, actor, s| e.add_float(actor, by, s));
+        self.contribute(Bump::Float(by));
     }
 
-    /// Runs one contribution op on the entry (after making a dead key explicitly absent).
-    fn contribute(&mut self, zero: bool, op: impl FnOnce(&mut Entry, NodeId, Stamp) -> EntryDelta) {
-        if zero {
+    /// The live value as an integer (see [`Entry::integer`]).
+    #[allow(clippy::result_unit_err)]
+    pub fn integer(&mut self) -> Result<Option<i64>, ()> {
+        self.live().map_or(Ok(None), |e| e.integer())
+    }
+
+    /// One contribution op on the entry, after making a dead key explicitly absent.
+    fn contribute(&mut self, by: Bump) {
+        if matches!(by, Bump::Int(0)) || matches!(by, Bump::Float(f) if f == 0.0) {
             return self.add_zero();
         }
         self.reset_if_dead();
         let s = self.stamp();
         let actor = self.ks.clock.node();
-        let d = op(self.entry_mut(), actor, s);
-        self.record(d);
+        let recording = self.out.is_some();
+        let e = self.entry_mut();
+        match (by, recording) {
+            (Bump::Int(n), true) => {
+                let d = e.add_int(actor, n, s);
+                self.record(d)
+            }
+            (Bump::Float(f), true) => {
+                let d = e.add_float(actor, f, s);
+                self.record(d)
+            }
+            (Bump::Int(n), false) => {
+                e.apply_int(actor, n, s);
+                self.changed = true;
+            }
+            (Bump::Float(f), false) => {
+                e.apply_float(actor, f, s);
+                self.changed = true;
+            }
+        }
     }
 
     /// Sets (or clears, with None) the deadline of a live key.
