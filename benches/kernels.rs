@@ -1,1 +1,237 @@
-fn main() {}
+//! Micro-benchmarks of the hot-path kernels (criterion 0.5).
+//!
+//! Quick run (about a minute):
+//!
+//! ```text
+//! cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 2
+//! ```
+//!
+//! A subset: append a filter, e.g. `cargo bench --bench kernels -- parse --warm-up-time 1 --measurement-time 2`.
+//!
+//! Groups:
+//! - `parse`: Meridian's RESP request parser against the `redis-protocol` crate (v6) on the same
+//!   pipeline of 16 `SET key:NNNN <32 bytes>` commands, to decide whether that crate could sit on
+//!   the hot path. Meridian fills a reused span list per command; `redis_protocol` is measured in
+//!   its zero-copy range form (`decode_range`), its `Bytes` form (`decode_bytes`, what a codec
+//!   would use) and its owned form (`decode`).
+//! - `crdt`: `Entry::merge` (newer delta, duplicate delta, counter delta), `write_register`,
+//!   `add_int`.
+//! - `slot`: `key_slot` (CRC16 of the key or its hash tag).
+//! - `keyspace`: a SET then a GET through `Keyspace::lock` / `Txn::key` / `KeyMut::set` / `read`.
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use meridian::clock::Hlc;
+use meridian::crdt::{Entry, Stamp};
+use meridian::resp::{parse_command, Limits};
+use meridian::store::{key_slot, Keyspace, Ttl};
+use std::sync::Arc;
+use std::time::Duration;
+
+const PIPELINE: usize = 16;
+
+/// `*3 $3 SET $9 key:NNNN $32 <32 bytes>` sixteen times, as one read would deliver them.
+fn set_pipeline() -> Vec<u8> {
+    let mut buf = Vec::new();
+    for i in 0..PIPELINE {
+        let key = format!("key:{i:05}");
+        let val = format!("{:032}", i * 7919);
+        buf.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n",
+                key.len(),
+                val.len()
+            )
+            .as_bytes(),
+        );
+    }
+    buf
+}
+
+fn parse(c: &mut Criterion) {
+    let buf = set_pipeline();
+    let bytes = Bytes::from(buf.clone());
+    let limits = Limits::default();
+    let mut g = c.benchmark_group("parse");
+    g.throughput(Throughput::Elements(PIPELINE as u64));
+
+    g.bench_function("meridian_parse_command", |b| {
+        let mut spans: Vec<(u32, u32)> = Vec::with_capacity(16);
+        b.iter(|| {
+            let buf = black_box(&buf[..]);
+            let mut pos = 0;
+            let mut args = 0;
+            while pos < buf.len() {
+                let p = parse_command(&buf[pos..], &limits, &mut spans)
+                    .unwrap()
+                    .unwrap();
+                args += spans.len();
+                black_box(&spans);
+                pos += p.consumed;
+            }
+            args
+        })
+    });
+
+    g.bench_function("redis_protocol_decode_range", |b| {
+        b.iter(|| {
+            let buf = black_box(&buf[..]);
+            let mut pos = 0;
+            let mut args = 0;
+            while pos < buf.len() {
+                let (frame, used) = redis_protocol::resp2::decode::decode_range(&buf[pos..])
+                    .unwrap()
+                    .unwrap();
+                if let redis_protocol::resp2::types::RangeFrame::Array(a) = &frame {
+                    args += a.len();
+                }
+                black_box(&frame);
+                pos += used;
+            }
+            args
+        })
+    });
+
+    g.bench_function("redis_protocol_decode_bytes", |b| {
+        b.iter(|| {
+            let mut rest = black_box(&bytes).clone();
+            let mut args = 0;
+            while !rest.is_empty() {
+                let (frame, used) = redis_protocol::resp2::decode::decode_bytes(&rest)
+                    .unwrap()
+                    .unwrap();
+                if let redis_protocol::resp2::types::BytesFrame::Array(a) = &frame {
+                    args += a.len();
+                }
+                black_box(&frame);
+                let _ = rest.split_to(used);
+            }
+            args
+        })
+    });
+
+    g.bench_function("redis_protocol_decode_owned", |b| {
+        b.iter(|| {
+            let buf = black_box(&buf[..]);
+            let mut pos = 0;
+            let mut args = 0;
+            while pos < buf.len() {
+                let (frame, used) = redis_protocol::resp2::decode::decode(&buf[pos..])
+                    .unwrap()
+                    .unwrap();
+                if let redis_protocol::resp2::types::OwnedFrame::Array(a) = &frame {
+                    args += a.len();
+                }
+                black_box(&frame);
+                pos += used;
+            }
+            args
+        })
+    });
+    g.finish();
+}
+
+fn crdt(c: &mut Criterion) {
+    let value: Box<[u8]> = vec![b'v'; 32].into_boxed_slice();
+    let mut g = c.benchmark_group("crdt");
+
+    // A remote register write newer than the local state: the common replication case.
+    let mut base = Entry::empty();
+    base.write_register(Some(value.clone()), Stamp::new(100, 1));
+    let mut newer = Entry::empty();
+    let newer_delta = newer.write_register(Some(value.clone()), Stamp::new(200, 2));
+    g.bench_function("merge_register_newer", |b| {
+        b.iter_batched_ref(
+            || base.clone(),
+            |e| e.merge(black_box(&newer_delta)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // The same delta again (a duplicate delivery): must be a cheap no-op.
+    let mut applied = base.clone();
+    applied.merge(&newer_delta);
+    g.bench_function("merge_register_duplicate", |b| {
+        b.iter(|| black_box(&mut applied).merge(black_box(&newer_delta)))
+    });
+
+    // A counter contribution from another actor into an entry with a register.
+    let mut other = Entry::empty();
+    let counter_delta = other.add_int(7, 5, Stamp::new(300, 7));
+    g.bench_function("merge_counter", |b| {
+        b.iter_batched_ref(
+            || base.clone(),
+            |e| e.merge(black_box(&counter_delta)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Local writes (stamps strictly increase, as the HLC guarantees). Includes the 32-byte
+    // value's allocation, as SET pays it.
+    let mut e = Entry::empty();
+    let mut t = 1_000u64;
+    g.bench_function("write_register", |b| {
+        b.iter(|| {
+            t += 1;
+            black_box(e.write_register(Some(black_box(&value).clone()), Stamp::new(t, 1)))
+        })
+    });
+
+    let mut e = Entry::empty();
+    let mut t = 1_000u64;
+    g.bench_function("add_int", |b| {
+        b.iter(|| {
+            t += 1;
+            black_box(e.add_int(1, black_box(1), Stamp::new(t, 1)))
+        })
+    });
+    g.finish();
+}
+
+fn slot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("slot");
+    g.bench_function("key_slot_16B", |b| {
+        b.iter(|| key_slot(black_box(b"key:000000001234")))
+    });
+    g.bench_function("key_slot_hash_tag", |b| {
+        b.iter(|| key_slot(black_box(b"{user1000}.following")))
+    });
+    g.finish();
+}
+
+fn keyspace(c: &mut Criterion) {
+    const KEYS: usize = 10_000;
+    let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
+    let keys: Vec<Vec<u8>> = (0..KEYS)
+        .map(|i| format!("key:{i:012}").into_bytes())
+        .collect();
+    let value = vec![b'v'; 32];
+    for k in &keys {
+        ks.lock([k])
+            .key(k)
+            .set(value.clone().into_boxed_slice(), Ttl::Clear);
+    }
+    let mut g = c.benchmark_group("keyspace");
+    g.throughput(Throughput::Elements(2));
+    let mut i = 0usize;
+    g.bench_function("set_then_get", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let k = &keys[i][..];
+            {
+                let mut txn = ks.lock([k]);
+                txn.key(k).set(
+                    black_box(&value[..]).to_vec().into_boxed_slice(),
+                    Ttl::Clear,
+                );
+            }
+            let mut txn = ks.lock([k]);
+            let mut km = txn.key(k);
+            km.read().map(|v| v.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, crdt, slot, keyspace);
+criterion_main!(benches);
