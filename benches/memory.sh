@@ -102,7 +102,7 @@ measure() {
     case "$name" in
         meridian)
             # Meridian reads MERIDIAN_<PARAM> env vars as configuration; keep MERIDIAN_BIN out.
-            env -u MERIDIAN_BIN taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" --port "$port" --bind 127.0.0.1 \
+            taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" --port "$port" --bind 127.0.0.1 \
                 --io-threads 1 --save "" --appendonly no >"$log" 2>&1 &
             ;;
         redis)

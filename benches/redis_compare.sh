@@ -162,7 +162,7 @@ sched_ns() {
 M_PORT="$(free_port)"
 # Meridian reads MERIDIAN_<PARAM> variables as configuration and rejects unknown ones, so the
 # script's own MERIDIAN_BIN must not reach it (other MERIDIAN_* settings pass through on purpose).
-env -u MERIDIAN_BIN taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" --port "$M_PORT" --bind 127.0.0.1 --io-threads 1 \
+taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" --port "$M_PORT" --bind 127.0.0.1 --io-threads 1 \
     --save "" --appendonly no >"$WORK/meridian.log" 2>&1 &
 M_PID=$!
 PIDS+=("$M_PID")

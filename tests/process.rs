@@ -128,7 +128,12 @@ fn flags_beat_environment_which_beats_the_file() {
     let penv = p_env.to_string();
     let mut c = start(
         &["--config", file.to_str().unwrap()],
-        &[("MERIDIAN_PORT", &penv), ("MERIDIAN_MAXCLIENTS", "9")],
+        // MERIDIAN_BIN names no parameter: not ours, ignored rather than refused.
+        &[
+            ("MERIDIAN_PORT", &penv),
+            ("MERIDIAN_MAXCLIENTS", "9"),
+            ("MERIDIAN_BIN", "/x"),
+        ],
     );
     assert_eq!(
         config_get(p_env, "maxclients"),

@@ -118,7 +118,11 @@ impl Config {
                 .add_source(config::Environment::with_prefix("MERIDIAN").prefix_separator("_"))
                 .build()
                 .map_err(ConfigError::Env)?;
-            layers.push(flatten(&c));
+            // The environment is a shared namespace (scripts set MERIDIAN_BIN and the like):
+            // only variables naming a parameter are configuration; the rest are not ours.
+            let mut env = flatten(&c);
+            env.retain(|k, _| find(k).is_some());
+            layers.push(env);
         }
         layers.push(
             overrides
