@@ -9,7 +9,7 @@
 //! observed and not resurrected), exactly what every other region computes from the same
 //! replicated deadline.
 
-use super::shard::{KeyBytes, Node, Shard};
+use super::shard::Shard;
 use super::{Delta, Keyspace};
 use crate::crdt::{Entry, EntryDelta, Stamp};
 use std::borrow::Cow;
@@ -128,37 +128,38 @@ impl<'t> KeyMut<'t> {
     }
 
     fn entry_mut(&mut self) -> &mut Entry {
-        if self.shard.find(self.hash, self.key).is_none() {
-            let node = Node {
-                key: KeyBytes::from_slice(self.key),
-                entry: Entry::empty(),
-                counted: false,
-                volatile: false,
-            };
-            let ks = self.ks;
-            self.shard.insert(self.hash, Box::new(node), |k| ks.hash(k));
-        }
+        let ks = self.ks;
         &mut self
             .shard
-            .find_mut(self.hash, self.key)
-            .expect("just inserted")
+            .find_or_insert(self.hash, self.key, |k| ks.hash(k))
             .entry
     }
 
-    /// A register write; the delta is built only when someone will receive it.
-    fn write_register(&mut self, value: Option<&[u8]>, s: Stamp) {
-        if self.out.is_some() {
-            let d = self.entry_mut().write_register(value.map(Box::from), s);
+    /// Writes the register (`Some(bytes or None for a tombstone)`) and/or the expiry
+    /// (`Some(deadline or None)`) at this command's stamp, in one probe. The delta is built
+    /// only when someone will receive it.
+    fn write(&mut self, register: Option<Option<&[u8]>>, expiry: Option<Option<u64>>) {
+        let s = self.stamp();
+        let recording = self.out.is_some();
+        let e = self.entry_mut();
+        if recording {
+            let mut d = EntryDelta::default();
+            if let Some(v) = register {
+                d = e.write_register(v.map(Box::from), s);
+            }
+            if let Some(x) = expiry {
+                d.join(&e.write_expiry(x, s));
+            }
             self.record(d);
         } else {
-            self.entry_mut().apply_register(value, s);
+            if let Some(v) = register {
+                e.apply_register(v, s);
+            }
+            if let Some(x) = expiry {
+                e.write_expiry(x, s);
+            }
             self.changed = true;
         }
-    }
-
-    fn write_expiry(&mut self, deadline: Option<u64>, s: Stamp) {
-        let d = self.entry_mut().write_expiry(deadline, s);
-        self.record(d);
     }
 
     fn record(&mut self, d: EntryDelta) {
@@ -182,13 +183,12 @@ impl<'t> KeyMut<'t> {
     /// [`KeyMut::set`] from borrowed bytes (no intermediate allocation).
     pub fn set_bytes(&mut self, value: &[u8], ttl: Ttl) {
         let was_live = self.exists();
-        let s = self.stamp();
-        self.write_register(Some(value), s);
-        match ttl {
-            Ttl::Keep if was_live => {}
-            Ttl::Keep | Ttl::Clear => self.write_expiry(None, s),
-            Ttl::At(ms) => self.write_expiry(Some(ms), s),
-        }
+        let expiry = match ttl {
+            Ttl::Keep if was_live => None,
+            Ttl::Keep | Ttl::Clear => Some(None),
+            Ttl::At(ms) => Some(Some(ms)),
+        };
+        self.write(Some(Some(value)), expiry);
     }
 
     /// Deletes the key (a tombstone observing every increment). Returns whether it existed.
@@ -196,9 +196,7 @@ impl<'t> KeyMut<'t> {
         if !self.exists() {
             return false;
         }
-        let s = self.stamp();
-        self.write_register(None, s);
-        self.write_expiry(None, s);
+        self.write(Some(None), Some(None));
         true
     }
 
@@ -214,12 +212,8 @@ impl<'t> KeyMut<'t> {
         }
         let expired = node.entry.is_expired(now);
         let has_deadline = node.entry.deadline().is_some();
-        let s = self.stamp();
-        if expired {
-            self.write_register(None, s);
-        }
-        if has_deadline {
-            self.write_expiry(None, s);
+        if expired || has_deadline {
+            self.write(expired.then_some(None), has_deadline.then_some(None));
         }
     }
 
@@ -280,8 +274,7 @@ impl<'t> KeyMut<'t> {
     /// Sets (or clears, with None) the deadline of a live key.
     pub fn set_deadline(&mut self, deadline_ms: Option<u64>) {
         debug_assert!(self.exists());
-        let s = self.stamp();
-        self.write_expiry(deadline_ms, s);
+        self.write(None, Some(deadline_ms));
     }
 }
 

@@ -49,6 +49,28 @@ impl Shard {
             .map(|b| &mut **b)
     }
 
+    /// The node of `key`, inserting an empty one if absent: one probe either way.
+    pub fn find_or_insert(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        hasher: impl Fn(&[u8]) -> u64,
+    ) -> &mut Node {
+        let entry = self
+            .table
+            .entry(hash, |n| &*n.key == key, |n| hasher(&n.key));
+        let occupied = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => o,
+            hashbrown::hash_table::Entry::Vacant(v) => v.insert(Box::new(Node {
+                key: KeyBytes::from_slice(key),
+                entry: crate::crdt::Entry::empty(),
+                counted: false,
+                volatile: false,
+            })),
+        };
+        occupied.into_mut()
+    }
+
     pub fn insert(&mut self, hash: u64, node: Box<Node>, hasher: impl Fn(&[u8]) -> u64) {
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
     }
