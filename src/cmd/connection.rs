@@ -10,227 +10,30 @@ use std::sync::atomic::Ordering::Relaxed;
 /// The Redis version Meridian reports, so clients enable Redis 7 features.
 pub const REDIS_VERSION: &str = "7.2.4";
 
+#[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
-    spec!(
-        "ping",
-        -1,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "1.0.0",
-        "Returns the server's liveliness response.",
-        ping
-    ),
-    spec!(
-        "echo",
-        2,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "1.0.0",
-        "Returns the given string.",
-        echo
-    ),
-    spec!(
-        "quit",
-        -1,
-        ["no_auth", "fast", "allow_busy", "txn_control"],
-        0,
-        0,
-        0,
-        "connection",
-        "1.0.0",
-        "Closes the connection.",
-        quit
-    ),
-    spec!(
-        "reset",
-        1,
-        ["no_auth", "fast", "txn_control", "allow_busy"],
-        0,
-        0,
-        0,
-        "connection",
-        "6.2.0",
-        "Resets the connection.",
-        reset
-    ),
-    spec!(
-        "select",
-        2,
-        ["loading", "stale", "fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "1.0.0",
-        "Changes the selected database.",
-        select
-    ),
-    spec!(
-        "auth",
-        -2,
-        ["no_auth", "fast", "allow_busy"],
-        0,
-        0,
-        0,
-        "connection",
-        "1.0.0",
-        "Authenticates the connection.",
-        auth
-    ),
-    spec!(
-        "hello",
-        -1,
-        ["no_auth", "fast", "allow_busy"],
-        0,
-        0,
-        0,
-        "connection",
-        "6.0.0",
-        "Handshakes with the Redis server.",
-        hello
-    ),
-    spec!(
-        "client",
-        -2,
-        [],
-        0,
-        0,
-        0,
-        "connection",
-        "2.4.0",
-        "A container for client connection commands.",
-        dispatch_sub,
-        CLIENT
-    ),
+    spec!("ping", -1, ["fast"], 0, 0, 0, "connection", "1.0.0", "Returns the server's liveliness response.", ping),
+    spec!("echo", 2, ["fast"], 0, 0, 0, "connection", "1.0.0", "Returns the given string.", echo),
+    spec!("quit", -1, ["no_auth", "fast", "allow_busy", "txn_control"], 0, 0, 0, "connection", "1.0.0", "Closes the connection.", quit),
+    spec!("reset", 1, ["no_auth", "fast", "txn_control", "allow_busy"], 0, 0, 0, "connection", "6.2.0", "Resets the connection.", reset),
+    spec!("select", 2, ["loading", "stale", "fast"], 0, 0, 0, "connection", "1.0.0", "Changes the selected database.", select),
+    spec!("auth", -2, ["no_auth", "fast", "allow_busy"], 0, 0, 0, "connection", "1.0.0", "Authenticates the connection.", auth),
+    spec!("hello", -1, ["no_auth", "fast", "allow_busy"], 0, 0, 0, "connection", "6.0.0", "Handshakes with the Redis server.", hello),
+    spec!("client", -2, [], 0, 0, 0, "connection", "2.4.0", "A container for client connection commands.", dispatch_sub, CLIENT),
 ];
 
+#[rustfmt::skip]
 const CLIENT: &[super::CommandSpec] = &[
-    spec!(
-        "client|id",
-        2,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "5.0.0",
-        "Returns the unique client ID of the connection.",
-        client_id
-    ),
-    spec!(
-        "client|setname",
-        3,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "2.6.9",
-        "Sets the connection name.",
-        client_setname
-    ),
-    spec!(
-        "client|getname",
-        2,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "2.6.9",
-        "Returns the name of the connection.",
-        client_getname
-    ),
-    spec!(
-        "client|setinfo",
-        4,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "7.2.0",
-        "Sets information specific to the client or connection.",
-        client_setinfo
-    ),
-    spec!(
-        "client|list",
-        -2,
-        [],
-        0,
-        0,
-        0,
-        "connection",
-        "2.4.0",
-        "Lists open connections.",
-        client_list
-    ),
-    spec!(
-        "client|info",
-        2,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "6.2.0",
-        "Returns information about the connection.",
-        client_info
-    ),
-    spec!(
-        "client|kill",
-        -3,
-        [],
-        0,
-        0,
-        0,
-        "connection",
-        "2.4.0",
-        "Terminates open connections.",
-        client_kill
-    ),
-    spec!(
-        "client|no-evict",
-        3,
-        [],
-        0,
-        0,
-        0,
-        "connection",
-        "7.0.0",
-        "Sets the client eviction mode of the connection.",
-        client_no_evict
-    ),
-    spec!(
-        "client|no-touch",
-        3,
-        ["fast"],
-        0,
-        0,
-        0,
-        "connection",
-        "7.2.0",
-        "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
-        client_no_touch
-    ),
-    spec!(
-        "client|help",
-        2,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "connection",
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        client_help
-    ),
+    spec!("client|id", 2, ["fast"], 0, 0, 0, "connection", "5.0.0", "Returns the unique client ID of the connection.", client_id),
+    spec!("client|setname", 3, ["fast"], 0, 0, 0, "connection", "2.6.9", "Sets the connection name.", client_setname),
+    spec!("client|getname", 2, ["fast"], 0, 0, 0, "connection", "2.6.9", "Returns the name of the connection.", client_getname),
+    spec!("client|setinfo", 4, ["fast"], 0, 0, 0, "connection", "7.2.0", "Sets information specific to the client or connection.", client_setinfo),
+    spec!("client|list", -2, [], 0, 0, 0, "connection", "2.4.0", "Lists open connections.", client_list),
+    spec!("client|info", 2, ["fast"], 0, 0, 0, "connection", "6.2.0", "Returns information about the connection.", client_info),
+    spec!("client|kill", -3, [], 0, 0, 0, "connection", "2.4.0", "Terminates open connections.", client_kill),
+    spec!("client|no-evict", 3, [], 0, 0, 0, "connection", "7.0.0", "Sets the client eviction mode of the connection.", client_no_evict),
+    spec!("client|no-touch", 3, ["fast"], 0, 0, 0, "connection", "7.2.0", "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.", client_no_touch),
+    spec!("client|help", 2, ["loading", "stale"], 0, 0, 0, "connection", "5.0.0", "Returns helpful text about the different subcommands.", client_help),
 ];
 
 fn ping(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {

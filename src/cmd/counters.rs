@@ -11,6 +11,7 @@ use crate::resp::Args;
 use crate::spec;
 use crate::store::Ttl;
 
+#[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
     spec!("incr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", incr),
     spec!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", decr),

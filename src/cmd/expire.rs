@@ -9,115 +9,17 @@ use super::{arg_i64, CmdError, CmdResult, Ctx};
 use crate::resp::Args;
 use crate::spec;
 
+#[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
-    spec!(
-        "expire",
-        -3,
-        ["write", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "1.0.0",
-        "Sets the expiration time of a key in seconds.",
-        expire
-    ),
-    spec!(
-        "pexpire",
-        -3,
-        ["write", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "2.6.0",
-        "Sets the expiration time of a key in milliseconds.",
-        pexpire
-    ),
-    spec!(
-        "expireat",
-        -3,
-        ["write", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "1.2.0",
-        "Sets the expiration time of a key to a Unix timestamp.",
-        expireat
-    ),
-    spec!(
-        "pexpireat",
-        -3,
-        ["write", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "2.6.0",
-        "Sets the expiration time of a key to a Unix milliseconds timestamp.",
-        pexpireat
-    ),
-    spec!(
-        "ttl",
-        2,
-        ["readonly", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "1.0.0",
-        "Returns the expiration time in seconds of a key.",
-        ttl
-    ),
-    spec!(
-        "pttl",
-        2,
-        ["readonly", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "2.6.0",
-        "Returns the expiration time in milliseconds of a key.",
-        pttl
-    ),
-    spec!(
-        "expiretime",
-        2,
-        ["readonly", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "7.0.0",
-        "Returns the expiration time of a key as a Unix timestamp.",
-        expiretime
-    ),
-    spec!(
-        "pexpiretime",
-        2,
-        ["readonly", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "7.0.0",
-        "Returns the expiration time of a key as a Unix milliseconds timestamp.",
-        pexpiretime
-    ),
-    spec!(
-        "persist",
-        2,
-        ["write", "fast"],
-        1,
-        1,
-        1,
-        "generic",
-        "2.2.0",
-        "Removes the expiration time of a key.",
-        persist
-    ),
+    spec!("expire", -3, ["write", "fast"], 1, 1, 1, "generic", "1.0.0", "Sets the expiration time of a key in seconds.", expire),
+    spec!("pexpire", -3, ["write", "fast"], 1, 1, 1, "generic", "2.6.0", "Sets the expiration time of a key in milliseconds.", pexpire),
+    spec!("expireat", -3, ["write", "fast"], 1, 1, 1, "generic", "1.2.0", "Sets the expiration time of a key to a Unix timestamp.", expireat),
+    spec!("pexpireat", -3, ["write", "fast"], 1, 1, 1, "generic", "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp.", pexpireat),
+    spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "1.0.0", "Returns the expiration time in seconds of a key.", ttl),
+    spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "2.6.0", "Returns the expiration time in milliseconds of a key.", pttl),
+    spec!("expiretime", 2, ["readonly", "fast"], 1, 1, 1, "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp.", expiretime),
+    spec!("pexpiretime", 2, ["readonly", "fast"], 1, 1, 1, "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp.", pexpiretime),
+    spec!("persist", 2, ["write", "fast"], 1, 1, 1, "generic", "2.2.0", "Removes the expiration time of a key.", persist),
 ];
 
 /// Redis `expireGenericCommand`.

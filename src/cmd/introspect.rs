@@ -11,22 +11,14 @@ use crate::crdt::{Contributions, Stamp};
 use crate::resp::{Args, Out};
 use crate::spec;
 
-pub const COMMANDS: &[super::CommandSpec] = &[spec!(
-    "meridian",
-    -2,
-    // keyspace_wide: EXPLAIN reads the raw entry through the keyspace, so EXEC must not hold
-    // the key's slot lock around it (a non-reentrant lock: it would deadlock).
-    ["keyspace_wide"],
-    0,
-    0,
-    0,
-    "server",
-    "0.1.0",
-    "A container for Meridian's own commands (conflict introspection).",
-    dispatch_sub,
-    MERIDIAN
-)];
+// keyspace_wide: EXPLAIN reads the raw entry through the keyspace, so EXEC must not hold the
+// key's slot lock around it (a non-reentrant lock: it would deadlock).
+#[rustfmt::skip]
+pub const COMMANDS: &[super::CommandSpec] = &[
+    spec!("meridian", -2, ["keyspace_wide"], 0, 0, 0, "server", "0.1.0", "A container for Meridian's own commands (conflict introspection).", dispatch_sub, MERIDIAN),
+];
 
+#[rustfmt::skip]
 const MERIDIAN: &[super::CommandSpec] = &[
     spec!("meridian|explain", 3, ["readonly"], 2, 2, 1, "server", "0.1.0", "Shows a key's register stamp and origin, counter contributions and expiry: why it has its value.", explain),
 ];

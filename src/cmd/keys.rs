@@ -10,6 +10,7 @@ use crate::resp::Args;
 use crate::spec;
 use crate::store::Ttl;
 
+#[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
     spec!("del", -2, ["write"], 1, -1, 1, "generic", "1.0.0", "Deletes one or more keys.", del),
     spec!("unlink", -2, ["write", "fast"], 1, -1, 1, "generic", "4.0.0", "Asynchronously deletes one or more keys.", del),

@@ -7,210 +7,35 @@ use crate::resp::Args;
 use crate::spec;
 use std::sync::atomic::Ordering::Relaxed;
 
+#[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
-    spec!(
-        "config",
-        -2,
-        [],
-        0,
-        0,
-        0,
-        "server",
-        "2.0.0",
-        "A container for server configuration commands.",
-        dispatch_sub,
-        CONFIG
-    ),
-    spec!(
-        "command",
-        -1,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.8.13",
-        "Returns detailed information about all commands.",
-        command,
-        COMMAND
-    ),
-    spec!(
-        "time",
-        1,
-        ["loading", "stale", "fast"],
-        0,
-        0,
-        0,
-        "server",
-        "2.6.0",
-        "Returns the server time.",
-        time
-    ),
-    spec!(
-        "debug",
-        -2,
-        ["admin", "noscript", "loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "1.0.0",
-        "A container for debugging commands.",
-        dispatch_sub,
-        DEBUG
-    ),
-    spec!(
-        "info",
-        -1,
-        ["loading", "stale", "keyspace_wide"],
-        0,
-        0,
-        0,
-        "server",
-        "1.0.0",
-        "Returns information and statistics about the server.",
-        super::info::info
-    ),
+    spec!("config", -2, [], 0, 0, 0, "server", "2.0.0", "A container for server configuration commands.", dispatch_sub, CONFIG),
+    spec!("command", -1, ["loading", "stale"], 0, 0, 0, "server", "2.8.13", "Returns detailed information about all commands.", command, COMMAND),
+    spec!("time", 1, ["loading", "stale", "fast"], 0, 0, 0, "server", "2.6.0", "Returns the server time.", time),
+    spec!("debug", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "1.0.0", "A container for debugging commands.", dispatch_sub, DEBUG),
+    spec!("info", -1, ["loading", "stale", "keyspace_wide"], 0, 0, 0, "server", "1.0.0", "Returns information and statistics about the server.", super::info::info),
 ];
 
+#[rustfmt::skip]
 const CONFIG: &[super::CommandSpec] = &[
-    spec!(
-        "config|get",
-        -3,
-        ["admin", "noscript", "loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.0.0",
-        "Returns the effective values of configuration parameters.",
-        config_get
-    ),
-    spec!(
-        "config|set",
-        -4,
-        ["admin", "noscript", "loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.0.0",
-        "Sets configuration parameters in-flight.",
-        config_set
-    ),
-    spec!(
-        "config|resetstat",
-        2,
-        ["admin", "noscript", "loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.0.0",
-        "Resets the server's statistics.",
-        config_resetstat
-    ),
-    spec!(
-        "config|rewrite",
-        2,
-        ["admin", "noscript", "loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.8.0",
-        "Persists the effective configuration to file.",
-        config_rewrite
-    ),
-    spec!(
-        "config|help",
-        2,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        config_help
-    ),
+    spec!("config|get", -3, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "2.0.0", "Returns the effective values of configuration parameters.", config_get),
+    spec!("config|set", -4, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "2.0.0", "Sets configuration parameters in-flight.", config_set),
+    spec!("config|resetstat", 2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "2.0.0", "Resets the server's statistics.", config_resetstat),
+    spec!("config|rewrite", 2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "2.8.0", "Persists the effective configuration to file.", config_rewrite),
+    spec!("config|help", 2, ["loading", "stale"], 0, 0, 0, "server", "5.0.0", "Returns helpful text about the different subcommands.", config_help),
 ];
 
+#[rustfmt::skip]
 const COMMAND: &[super::CommandSpec] = &[
-    spec!(
-        "command|count",
-        2,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.8.13",
-        "Returns a count of commands.",
-        command_count
-    ),
-    spec!(
-        "command|info",
-        -2,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.8.13",
-        "Returns information about one, multiple or all commands.",
-        command_info
-    ),
-    spec!(
-        "command|docs",
-        -2,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "7.0.0",
-        "Returns documentary information about one, multiple or all commands.",
-        command_docs
-    ),
-    spec!(
-        "command|getkeys",
-        -4,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "2.8.13",
-        "Extracts the key names from an arbitrary command.",
-        command_getkeys
-    ),
-    spec!(
-        "command|list",
-        -2,
-        ["loading", "stale"],
-        0,
-        0,
-        0,
-        "server",
-        "7.0.0",
-        "Returns a list of command names.",
-        command_list
-    ),
+    spec!("command|count", 2, ["loading", "stale"], 0, 0, 0, "server", "2.8.13", "Returns a count of commands.", command_count),
+    spec!("command|info", -2, ["loading", "stale"], 0, 0, 0, "server", "2.8.13", "Returns information about one, multiple or all commands.", command_info),
+    spec!("command|docs", -2, ["loading", "stale"], 0, 0, 0, "server", "7.0.0", "Returns documentary information about one, multiple or all commands.", command_docs),
+    spec!("command|getkeys", -4, ["loading", "stale"], 0, 0, 0, "server", "2.8.13", "Extracts the key names from an arbitrary command.", command_getkeys),
+    spec!("command|list", -2, ["loading", "stale"], 0, 0, 0, "server", "7.0.0", "Returns a list of command names.", command_list),
 ];
 
-const DEBUG: &[super::CommandSpec] = &[spec!(
-    "debug|sleep",
-    3,
-    ["admin"],
-    0,
-    0,
-    0,
-    "server",
-    "1.0.0",
-    "Blocks the connection for the given number of seconds.",
-    debug_sleep
-)];
+#[rustfmt::skip]
+const DEBUG: &[super::CommandSpec] = &[spec!("debug|sleep", 3, ["admin"], 0, 0, 0, "server", "1.0.0", "Blocks the connection for the given number of seconds.", debug_sleep)];
 
 // ----- CONFIG -----
 

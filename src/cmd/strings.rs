@@ -8,6 +8,7 @@ use crate::resp::Args;
 use crate::spec;
 use crate::store::Ttl;
 
+#[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
     spec!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "1.0.0", "Returns the string value of a key.", get),
     spec!("set", -3, ["write", "denyoom"], 1, 1, 1, "string", "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.", set),

@@ -10,67 +10,13 @@ use super::{dispatch, lookup, CmdError, CmdResult, Ctx, Db};
 use crate::resp::Args;
 use crate::spec;
 
+#[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
-    spec!(
-        "multi",
-        1,
-        ["fast", "txn_control", "allow_busy"],
-        0,
-        0,
-        0,
-        "transactions",
-        "1.2.0",
-        "Starts a transaction.",
-        multi
-    ),
-    spec!(
-        "exec",
-        1,
-        ["txn_control", "skip_slowlog"],
-        0,
-        0,
-        0,
-        "transactions",
-        "1.2.0",
-        "Executes all commands in a transaction.",
-        exec
-    ),
-    spec!(
-        "discard",
-        1,
-        ["fast", "txn_control", "allow_busy"],
-        0,
-        0,
-        0,
-        "transactions",
-        "2.0.0",
-        "Discards a transaction.",
-        discard
-    ),
-    spec!(
-        "watch",
-        -2,
-        ["fast", "txn_control", "allow_busy"],
-        1,
-        -1,
-        1,
-        "transactions",
-        "2.2.0",
-        "Monitors changes to keys to determine the execution of a transaction.",
-        watch
-    ),
-    spec!(
-        "unwatch",
-        1,
-        ["fast", "allow_busy"],
-        0,
-        0,
-        0,
-        "transactions",
-        "2.2.0",
-        "Forgets about watched keys of a transaction.",
-        unwatch
-    ),
+    spec!("multi", 1, ["fast", "txn_control", "allow_busy"], 0, 0, 0, "transactions", "1.2.0", "Starts a transaction.", multi),
+    spec!("exec", 1, ["txn_control", "skip_slowlog"], 0, 0, 0, "transactions", "1.2.0", "Executes all commands in a transaction.", exec),
+    spec!("discard", 1, ["fast", "txn_control", "allow_busy"], 0, 0, 0, "transactions", "2.0.0", "Discards a transaction.", discard),
+    spec!("watch", -2, ["fast", "txn_control", "allow_busy"], 1, -1, 1, "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction.", watch),
+    spec!("unwatch", 1, ["fast", "allow_busy"], 0, 0, 0, "transactions", "2.2.0", "Forgets about watched keys of a transaction.", unwatch),
 ];
 
 fn multi(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
