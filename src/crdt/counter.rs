@@ -41,13 +41,14 @@ impl Totals {
     }
 }
 
-/// Per-actor totals, sorted by actor.
+/// Per-actor totals, sorted by actor. One actor (a region's own node) is the common case and
+/// is stored inline: a counter key costs one allocation, not three.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Contributions(Vec<(NodeId, Totals)>);
+pub struct Contributions(smallvec::SmallVec<[(NodeId, Totals); 1]>);
 
 impl Contributions {
     pub fn new() -> Self {
-        Contributions(Vec::new())
+        Contributions(smallvec::SmallVec::new())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,7 +168,7 @@ impl Contributions {
         if t.is_zero() {
             Contributions::new()
         } else {
-            Contributions(vec![(actor, t)])
+            Contributions(smallvec::smallvec![(actor, t)])
         }
     }
 

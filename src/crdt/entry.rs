@@ -92,7 +92,10 @@ pub struct Entry {
     stamp: Stamp,
     /// Expiry deadline in UNIX ms; 0 means none.
     deadline_ms: u64,
-    expiry_stamp: Stamp,
+    /// The expiry's stamp when it differs from the register's. A SET writes both with one
+    /// stamp, so most keys keep none (8 bytes instead of 16: room for longer inline keys).
+    /// Normal form: `None` exactly when the two stamps are equal.
+    expiry_stamp: Option<Box<Stamp>>,
     counters: Option<Box<Counters>>,
 }
 
@@ -110,7 +113,7 @@ impl Entry {
             tombstone: true,
             stamp: Stamp::ZERO,
             deadline_ms: 0,
-            expiry_stamp: Stamp::ZERO,
+            expiry_stamp: None,
             counters: None,
         }
     }
@@ -136,8 +139,24 @@ impl Entry {
     pub fn expiry(&self) -> Expiry {
         Expiry {
             deadline_ms: self.deadline(),
-            stamp: self.expiry_stamp,
+            stamp: self.expiry_stamp(),
         }
+    }
+
+    /// The stamp of the command that set the expiry.
+    pub fn expiry_stamp(&self) -> Stamp {
+        self.expiry_stamp.as_deref().copied().unwrap_or(self.stamp)
+    }
+
+    fn set_expiry_stamp(&mut self, s: Stamp) {
+        self.expiry_stamp = (s != self.stamp).then(|| Box::new(s));
+    }
+
+    /// Changes the register stamp, keeping the expiry stamp (and the normal form).
+    fn set_register_stamp(&mut self, s: Stamp) {
+        let expiry = self.expiry_stamp();
+        self.stamp = s;
+        self.set_expiry_stamp(expiry);
     }
 
     pub fn deadline(&self) -> Option<u64> {
@@ -158,7 +177,7 @@ impl Entry {
     /// The largest stamp of any part: nothing older than this can change the entry.
     pub fn max_stamp(&self) -> Stamp {
         let c = self.counters.as_ref().map_or(Stamp::ZERO, |c| c.stamp);
-        self.stamp.max(self.expiry_stamp).max(c)
+        self.stamp.max(self.expiry_stamp()).max(c)
     }
 
     fn unobserved(&self) -> Unobserved {
@@ -225,7 +244,7 @@ impl Entry {
     pub fn apply_register(&mut self, value: Option<&[u8]>, stamp: Stamp) {
         debug_assert!(stamp > self.stamp, "a local write must carry a newer stamp");
         self.set_value(value);
-        self.stamp = stamp;
+        self.set_register_stamp(stamp);
         if let Some(c) = &mut self.counters {
             c.observed = c.contrib.clone();
         }
@@ -266,7 +285,7 @@ impl Entry {
     /// Sets or clears the expiry at `stamp`.
     pub fn write_expiry(&mut self, deadline_ms: Option<u64>, stamp: Stamp) -> EntryDelta {
         self.deadline_ms = deadline_ms.map_or(0, |d| d.max(1));
-        self.expiry_stamp = stamp;
+        self.set_expiry_stamp(stamp);
         EntryDelta {
             expiry: Some(self.expiry()),
             ..Default::default()
@@ -367,8 +386,8 @@ impl Entry {
         }
         if let Some(r) = &d.register {
             if r.stamp > self.stamp {
+                self.set_register_stamp(r.stamp);
                 self.set_value(r.value.as_deref());
-                self.stamp = r.stamp;
                 if !r.observed.is_empty() || self.counters.is_some() {
                     self.counters_mut().observed = r.observed.clone();
                 }
@@ -376,9 +395,9 @@ impl Entry {
             }
         }
         if let Some(e) = &d.expiry {
-            if e.stamp > self.expiry_stamp {
+            if e.stamp > self.expiry_stamp() {
                 self.deadline_ms = e.deadline_ms.map_or(0, |d| d.max(1));
-                self.expiry_stamp = e.stamp;
+                self.set_expiry_stamp(e.stamp);
                 changed = true;
             }
         }

@@ -12,10 +12,10 @@ use hashbrown::HashMap;
 use hashbrown::HashTable;
 
 /// Keys up to this many bytes live inside the node (no allocation, one cache miss less).
-pub const INLINE_KEY: usize = 16;
+pub const INLINE_KEY: usize = 24;
 pub type KeyBytes = smallvec::SmallVec<[u8; INLINE_KEY]>;
 
-/// A key and its CRDT entry: 128 bytes, one allocation for keys up to 16 bytes and values up
+/// A key and its CRDT entry: 128 bytes, one allocation for keys up to 24 bytes and values up
 /// to 32 (jemalloc's 128-byte class).
 pub struct Node {
     pub key: KeyBytes,
