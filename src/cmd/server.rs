@@ -222,14 +222,19 @@ fn write_info(ctx: &mut Ctx<'_, '_>, c: &CommandSpec) {
     }
 }
 
+/// COMMAND and COMMAND INFO without names: every command.
+fn write_all_info(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let cmds = all();
+    ctx.out.array(cmds.len());
+    for c in cmds {
+        write_info(ctx, c);
+    }
+    Ok(())
+}
+
 fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     if args.len() == 1 {
-        let cmds = all();
-        ctx.out.array(cmds.len());
-        for c in cmds {
-            write_info(ctx, c);
-        }
-        return Ok(());
+        return write_all_info(ctx);
     }
     dispatch_sub(ctx, args)
 }
@@ -241,12 +246,7 @@ fn command_count(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
 
 fn command_info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     if args.len() == 2 {
-        let cmds = all();
-        ctx.out.array(cmds.len());
-        for c in cmds {
-            write_info(ctx, c);
-        }
-        return Ok(());
+        return write_all_info(ctx);
     }
     ctx.out.array(args.len() - 2);
     for name in args.skip(2).iter() {
