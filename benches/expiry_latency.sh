@@ -11,15 +11,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KEYS="${KEYS:-1000000}"; TTL_MS="${TTL_MS:-10000}"; N="${N:-300000}"
 SERVER_CPU="${SERVER_CPU:-0}"; CLIENT_CPU="${CLIENT_CPU:-1}"
-if [ -z "${MERIDIAN_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q)
-  MERIDIAN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/meridian"
-fi
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" --port "$PORT" --io-threads 1 >/dev/null 2>&1 &
+REDIS_CLI="${REDIS_CLI:-redis-cli}"
+die() { echo "expiry_latency: $*" >&2; exit 1; }
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
+build_meridian
+PORT="$(free_port)"
+LOG="$(mktemp)"
+taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" --port "$PORT" --io-threads 1 >"$LOG" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
+wait_ready "$PORT" "$PID" meridian "$LOG"
 
 get_latency() { # prints "rps p50 p99"
   taskset -c "$CLIENT_CPU" timeout 300 redis-benchmark -p "$PORT" -t get -c 50 -n "$N" -r 1000000 -d 32 -q --csv \

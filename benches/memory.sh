@@ -23,20 +23,15 @@ OUT_DIR="${OUT_DIR:-$ROOT/bench-results}"
 LOAD_TIMEOUT="${LOAD_TIMEOUT:-600}"
 
 die() { echo "memory: $*" >&2; exit 1; }
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 
 for tool in "$REDIS_SERVER" "$REDIS_CLI" taskset python3 timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool"
 done
 [[ "$KEYS" =~ ^[1-9][0-9]*$ && "$KEYS" -lt 1000000000000 ]] || die "KEYS must be a positive integer below 10^12"
 
-if [[ -z "${MERIDIAN_BIN:-}" ]]; then
-    echo "building meridian (release)..." >&2
-    (cd "$ROOT" && cargo build --release --quiet --bin meridian)
-    TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    MERIDIAN_BIN="$TARGET_DIR/release/meridian"
-fi
-[[ -x "$MERIDIAN_BIN" ]] || die "meridian binary not found or not executable: $MERIDIAN_BIN"
+build_meridian
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/meridian-memory.XXXXXX")"
 PID=""
@@ -55,20 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
-wait_ready() {
-    local port=$1 name=$2 log=$3
-    for _ in $(seq 100); do
-        kill -0 "$PID" 2>/dev/null || { tail -20 "$log" >&2 || true; die "$name exited during start-up"; }
-        [[ "$(timeout 1 "$REDIS_CLI" -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && return 0
-        sleep 0.1
-    done
-    tail -20 "$log" >&2 || true
-    die "$name did not answer PING on port $port within 10 s"
-}
 
 rss_bytes() {
     awk '/^VmRSS:/ { printf "%.0f\n", $2 * 1024 }' "/proc/$1/status"
@@ -111,7 +93,7 @@ measure() {
             ;;
     esac
     PID=$!
-    wait_ready "$port" "$name" "$log"
+    wait_ready "$port" "$PID" "$name" "$log"
     sleep 0.5
     local rss0 used0 rss1 used1 dbsize
     rss0="$(rss_bytes "$PID")"

@@ -49,6 +49,8 @@ QUIET_WAIT="${QUIET_WAIT:-0.05}"
 OUT_DIR="${OUT_DIR:-$ROOT/bench-results}"
 
 die() { echo "redis_compare: $*" >&2; exit 1; }
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 
 for tool in "$REDIS_SERVER" "$REDIS_BENCHMARK" "$REDIS_CLI" taskset python3 timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool"
@@ -104,14 +106,7 @@ if [[ "${1:-}" == "--report" ]]; then
 fi
 
 # ----- build -----
-if [[ -z "${MERIDIAN_BIN:-}" ]]; then
-    echo "building meridian (release)..." >&2
-    (cd "$ROOT" && cargo build --release --quiet --bin meridian)
-    TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    MERIDIAN_BIN="$TARGET_DIR/release/meridian"
-fi
-[[ -x "$MERIDIAN_BIN" ]] || die "meridian binary not found or not executable: $MERIDIAN_BIN"
+build_meridian
 
 # ----- processes and cleanup -----
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/meridian-compare.XXXXXX")"
@@ -132,26 +127,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
-# wait_ready PORT PID NAME LOG: up to 10 s for PING to answer.
-wait_ready() {
-    local port=$1 pid=$2 name=$3 log=$4
-    for _ in $(seq 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -20 "$log" >&2 || true
-            die "$name exited during start-up"
-        fi
-        if [[ "$(timeout 1 "$REDIS_CLI" -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -20 "$log" >&2 || true
-    die "$name did not answer PING on port $port within 10 s"
-}
 
 # "<on-cpu ns> <runnable-but-waiting ns>" summed over a process's threads (/proc schedstat):
 # nanosecond CPU time, and how long the scheduler kept the server off a core it wanted.
