@@ -317,6 +317,9 @@ async fn client_subcommands() {
     assert!(list.contains(&format!("id={id_a} ")) && list.contains(&format!("id={id_b} ")));
     let one = call(&mut a, &["CLIENT", "LIST", "ID", &id_b.to_string()]).await;
     assert_eq!(one.matches("id=").count(), 1, "{one}");
+    // `cmd=` names the other client's last command, as the command table spells it.
+    let b_cmd = one.split(' ').find(|f| f.starts_with("cmd=")).unwrap();
+    assert_ne!(b_cmd, "cmd=NULL", "{one}");
     assert!(one.contains(&format!("id={id_b} ")));
     // CLIENT KILL ID closes the other connection.
     expect_all(

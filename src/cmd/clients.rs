@@ -23,14 +23,14 @@ pub struct ClientHandle {
     pub name: Mutex<String>,
     pub lib_name: Mutex<String>,
     pub lib_ver: Mutex<String>,
-    pub last_cmd: Mutex<String>,
+    /// Name of the last command run (`cmd=` in CLIENT LIST), as in the command table.
+    pub last_cmd: Mutex<&'static str>,
     pub resp: AtomicU8,
     pub in_multi: AtomicBool,
     pub no_evict: AtomicBool,
     pub no_touch: AtomicBool,
     pub killed: AtomicBool,
     pub kill_signal: Notify,
-    pub commands: AtomicU64,
 }
 
 impl ClientHandle {
@@ -44,14 +44,13 @@ impl ClientHandle {
             name: Mutex::new(String::new()),
             lib_name: Mutex::new(String::new()),
             lib_ver: Mutex::new(String::new()),
-            last_cmd: Mutex::new("NULL".into()),
+            last_cmd: Mutex::new("NULL"),
             resp: AtomicU8::new(2),
             in_multi: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
             no_touch: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             kill_signal: Notify::new(),
-            commands: AtomicU64::new(0),
         }
     }
 

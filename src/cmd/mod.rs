@@ -116,6 +116,9 @@ pub struct ClientState {
     pub close_after_reply: bool,
     /// Set by DEBUG SLEEP: the connection waits this long before continuing.
     pub sleep: Option<Duration>,
+    /// The last command dispatched (the connection publishes it to `ClientHandle::last_cmd`
+    /// once per batch, not per command).
+    pub last_cmd: &'static str,
 }
 
 impl ClientState {
@@ -128,6 +131,7 @@ impl ClientState {
             watched: Vec::new(),
             close_after_reply: false,
             sleep: None,
+            last_cmd: "NULL",
         }
     }
 }
@@ -193,6 +197,7 @@ pub fn dispatch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
         Some(s) => s,
         None => return reject(ctx, unknown_command(args)),
     };
+    ctx.client.last_cmd = spec.name;
     if !spec.arity_ok(args.len()) {
         return reject(ctx, CmdError::Arity(spec.name.to_string()));
     }

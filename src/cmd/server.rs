@@ -158,11 +158,7 @@ fn write_info(ctx: &mut Ctx<'_, '_>, c: &CommandSpec) {
     out.array(10);
     out.bulk(c.name.as_bytes());
     out.int(c.arity as i64);
-    let flags: Vec<&str> = c
-        .public_flags()
-        .filter(|f| *f != "no_auth")
-        .chain(c.has_flag("no_auth").then_some("no_auth"))
-        .collect();
+    let flags: Vec<&str> = c.public_flags().collect();
     out.set(flags.len());
     for f in flags {
         out.simple(f);

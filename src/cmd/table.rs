@@ -49,7 +49,7 @@ impl CommandSpec {
         self.flags
             .iter()
             .copied()
-            .filter(|f| !matches!(*f, "no_auth_internal" | "txn_control" | "keyspace_wide"))
+            .filter(|f| !matches!(*f, "txn_control" | "keyspace_wide"))
     }
 
     /// Positions of the keys in `args` (by the first/last/step rule).

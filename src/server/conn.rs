@@ -157,7 +157,7 @@ async fn run(
             }
         }
         inbuf.advance(pos);
-        handle.commands.fetch_add(1, Relaxed);
+        *handle.last_cmd.lock() = client.last_cmd;
         handle
             .last_active_ms
             .store(handle.created.elapsed().as_millis() as u64, Relaxed);
