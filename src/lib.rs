@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod crdt;
+pub mod mesh;
 pub mod resp;
 pub mod server;
 pub mod store;
