@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn_proto::HashedConnectionIdGenerator;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -44,7 +45,10 @@ impl std::fmt::Debug for TlsMaterial {
     /// Never prints the private key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")
-            .field("ca_cert_pem", &format_args!("{} bytes", self.ca_cert_pem.len()))
+            .field(
+                "ca_cert_pem",
+                &format_args!("{} bytes", self.ca_cert_pem.len()),
+            )
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
             .field("key_pem", &"<redacted>")
             .finish()
@@ -70,7 +74,9 @@ impl TlsMaterial {
             key_pem: read(KEY_FILE)?,
         };
         // Fail at load time, with the directory in the message, rather than at bind.
-        material.parse().map_err(|e| MeshError::Tls(format!("{}: {e}", dir.display())))?;
+        material
+            .parse()
+            .map_err(|e| MeshError::Tls(format!("{}: {e}", dir.display())))?;
         Ok(material)
     }
 
@@ -86,7 +92,11 @@ impl TlsMaterial {
                 .add(cert)
                 .map_err(|e| MeshError::Tls(format!("CA certificate unusable: {e}")))?;
         }
-        Ok(Parsed { roots: Arc::new(roots), chain, key })
+        Ok(Parsed {
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
     }
 
     /// The rustls server side: our certificate, and client certificates required and verified
@@ -138,24 +148,38 @@ impl TlsMaterial {
         Ok(server)
     }
 
-    /// The endpoint config, with a stateless-reset key derived from this node's private key.
+    /// The endpoint config, with a stateless-reset key and connection-ID key derived from this
+    /// node's private key.
     ///
-    /// Invariant: the key is stable across restarts of the same node, so when a node restarts on
-    /// the same address it answers its peers' packets for the old connections with a stateless
-    /// reset they accept, and they drop those connections at once instead of after the idle
-    /// timeout. The key is a hash of secret material, so it discloses nothing.
+    /// Invariant: both keys are stable across restarts of the same node. When a node restarts on
+    /// the same address, packets its peers still send on the old connections carry connection
+    /// IDs the new endpoint recognises as its own (the CID key) and answers with a stateless
+    /// reset the peers accept (the reset key), so they drop those connections at once instead of
+    /// after the idle timeout. The keys are hashes of secret material, so they disclose nothing.
     pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(b"meridian mesh stateless reset v1\0");
-        ctx.update(self.key_pem.as_bytes());
-        let secret = ctx.finish();
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_ref());
-        quinn::EndpointConfig::new(Arc::new(key))
+        let reset_secret = derive(b"meridian mesh stateless reset v1\0", &self.key_pem);
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret);
+        let cid_secret = derive(b"meridian mesh connection id v1\0", &self.key_pem);
+        let cid_key = u64::from_le_bytes(cid_secret[..8].try_into().expect("32-byte digest"));
+        let mut cfg = quinn::EndpointConfig::new(Arc::new(reset_key));
+        cfg.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+        cfg
     }
 }
 
+/// SHA-256 of a domain-separation label and secret material.
+fn derive(label: &[u8], secret: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(label);
+    ctx.update(secret.as_bytes());
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
 /// ALPN protocol id of the mesh; a peer speaking something else fails the handshake.
-const ALPN: &[u8] = b"meridian-mesh/1";
+pub const ALPN: &[u8] = b"meridian-mesh/1";
 
 struct Parsed {
     roots: Arc<RootCertStore>,
@@ -201,4 +225,3 @@ pub(crate) fn transport(cfg: &MeshConfig) -> Result<TransportConfig, MeshError> 
         .datagram_send_buffer_size(DATAGRAM_BUFFER);
     Ok(t)
 }
-
