@@ -398,14 +398,14 @@ async fn a_client_without_a_deployment_certificate_cannot_deliver() {
     let (rogue, _rx_rogue) = Mesh::bind(MeshConfig::new(local(), rogue_tls))
         .await
         .unwrap();
-    let _ = rogue.send_frame(to, Bytes::from_static(b"\x01evil")).await;
-    let _ = rogue
-        .request(
-            to,
-            Bytes::from_static(b"\x01evil"),
-            Duration::from_millis(500),
-        )
+    // The rogue learns it was refused: its dial never counts as connected.
+    let sent = rogue.send_frame(to, Bytes::from_static(b"\x01evil")).await;
+    assert!(matches!(sent, Err(MeshError::Connect { .. })), "{sent:?}");
+    let asked = rogue
+        .request(to, Bytes::from_static(b"\x01evil"), WAIT)
         .await;
+    assert!(matches!(asked, Err(MeshError::Connect { .. })), "{asked:?}");
+    assert!(!rogue.is_connected(to));
 
     // 2. A self-signed certificate.
     let self_signed = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()]).unwrap();
@@ -638,4 +638,49 @@ async fn a_crashed_peer_that_restarts_is_detected_before_the_idle_timeout() {
     tracing::info!(elapsed = ?started.elapsed(), "reconnected after crash");
     a.shutdown().await;
     b2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_to_a_dead_peer_share_one_failed_dial() {
+    init_tracing();
+    let ca = Ca::generate().unwrap();
+    let mut cfg = config(&ca);
+    cfg.idle_timeout = Duration::from_secs(1); // also the handshake bound
+    cfg.keep_alive = Duration::from_millis(300);
+    let (a, _rx_a) = Mesh::bind(cfg).await.unwrap();
+    let dead = std::net::UdpSocket::bind(local())
+        .unwrap()
+        .local_addr()
+        .unwrap(); // now unbound
+
+    let started = tokio::time::Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let a = a.clone();
+        sends.spawn(async move { a.send_frame(dead, Bytes::from_static(b"\x01x")).await });
+    }
+    while let Some(sent) = sends.join_next().await {
+        assert!(matches!(sent.unwrap(), Err(MeshError::Connect { .. })));
+    }
+    // One handshake timeout for all of them, not twenty in a row.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!a.is_connected(dead));
+    // The abandoned handshake drains inside quinn for 3 × PTO (~3 s without an RTT sample);
+    // shutdown waits for that, and then the port is free.
+    let addr = a.local_addr();
+    let started = tokio::time::Instant::now();
+    a.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut cfg = config(&ca);
+    cfg.bind = addr;
+    let (again, _rx) = Mesh::bind(cfg).await.expect("port released");
+    again.shutdown().await;
 }

@@ -80,6 +80,9 @@ pub enum MeshError {
     /// The peer does not accept datagrams.
     #[error("peer {0} does not accept datagrams")]
     DatagramsUnsupported(SocketAddr),
+    /// The peer stopped the stream before taking the whole message (code: see [`frame::code`]).
+    #[error("peer {peer} refused the stream (code {code})")]
+    StreamRefused { peer: SocketAddr, code: u64 },
     /// The peer reset the stream, dropped the request, or sent a malformed response.
     #[error("request to {peer} failed: {reason}")]
     Request { peer: SocketAddr, reason: String },

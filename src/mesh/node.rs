@@ -30,8 +30,11 @@ use super::{serve, Inbound, MeshConfig, MeshError, MeshStats, SERVER_NAME};
 
 /// Requested kernel buffer for the UDP socket; the kernel caps it at `net.core.[rw]mem_max`.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-/// How long shutdown waits for closing connections to reach their peers.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long shutdown waits for closing connections to drain. Draining takes 3 × PTO: ~0.1 s on
+/// a LAN, about a second on a WAN path, and about 3 s for a handshake abandoned before any RTT
+/// sample (quinn's initial RTT estimate is 333 ms), e.g. a dial to a dead peer that just timed
+/// out.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// State shared by the handle and every task.
 pub(crate) struct Shared {
@@ -322,11 +325,19 @@ impl Mesh {
         let endpoint = self.shared.begin_shutdown();
         self.shared.tracker.wait().await;
         let Some(endpoint) = endpoint else { return };
-        // Give the CONNECTION_CLOSE frames a moment to reach the peers, so they reconnect at once
-        // instead of waiting out their idle timeout.
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
+        // Let the closing connections drain (3 × PTO) so the CONNECTION_CLOSE frames reach the
+        // peers, which then reconnect at once instead of waiting out their idle timeout. quinn's
+        // driver owns the socket until the last connection has drained, so this wait is also
+        // what frees the port.
+        if tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            debug!("mesh: connections still draining at the shutdown deadline");
+        }
+        let local = self.shared.local_addr;
         drop(endpoint);
-        wait_port_released(self.shared.local_addr).await;
+        wait_port_released(local).await;
         info!(local = %self.shared.local_addr, "mesh: shut down");
     }
 }
@@ -362,9 +373,13 @@ pub(crate) async fn connect(
         let connecting = endpoint
             .connect(peer.addr, SERVER_NAME)
             .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(shared.connect_timeout, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(describe_handshake_error(&e)),
+        let handshake = async {
+            let conn = connecting.await.map_err(|e| describe_handshake_error(&e))?;
+            confirmed(&conn).await?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(shared.connect_timeout, handshake).await {
+            Ok(result) => result,
             Err(_) => Err("handshake timed out".to_string()),
         }
     };
@@ -388,6 +403,27 @@ pub(crate) async fn connect(
                 reason,
             })
         }
+    }
+}
+
+/// Waits until the server has confirmed the handshake.
+///
+/// Invariant: a dialled connection is only used once the peer has accepted *our* certificate.
+/// In TLS 1.3 the client completes its side of the handshake before the server has checked the
+/// client certificate, so quinn hands out the connection one flight early; the server sends
+/// HANDSHAKE_DONE only after accepting it. Without this wait, a node whose certificate the peer
+/// refuses would see every send "succeed" on a connection that is about to be torn down.
+async fn confirmed(conn: &Connection) -> Result<(), String> {
+    let done = async {
+        // quinn has no event for it; the frame counter is the one observable. The wait is about
+        // one round trip, polled at the timer's 1 ms resolution, once per dial.
+        while conn.stats().frame_rx.handshake_done == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        reason = conn.closed() => Err(describe_handshake_error(&reason)),
+        _ = done => Ok(()),
     }
 }
 
@@ -447,9 +483,9 @@ fn send_datagram_on(peer: &Peer, conn: &Connection, bytes: Bytes) -> Result<(), 
 
 fn write_error(peer: SocketAddr, e: quinn::WriteError) -> MeshError {
     match e {
-        quinn::WriteError::Stopped(code) => MeshError::Request {
+        quinn::WriteError::Stopped(code) => MeshError::StreamRefused {
             peer,
-            reason: format!("peer refused the stream (code {code})"),
+            code: code.into_inner(),
         },
         other => MeshError::ConnectionLost {
             peer,
