@@ -684,3 +684,40 @@ async fn concurrent_sends_to_a_dead_peer_share_one_failed_dial() {
     let (again, _rx) = Mesh::bind(cfg).await.expect("port released");
     again.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_inbound_channel_holds_frames_and_drops_datagrams() {
+    init_tracing();
+    let ca = Ca::generate().unwrap();
+    let (a, _rx_a) = node(&ca).await;
+    let mut cfg = config(&ca);
+    cfg.inbound_capacity = 4;
+    let (b, mut rx_b) = Mesh::bind(cfg).await.unwrap();
+    let to = b.local_addr();
+
+    // Nobody reads rx_b: 4 frames fill the channel, the rest wait in their stream readers.
+    for i in 0..50u8 {
+        a.send_frame(to, Bytes::from(vec![1, i])).await.unwrap();
+    }
+    for _ in 0..20 {
+        a.send_datagram(to, Bytes::from_static(b"\x01dgram"))
+            .unwrap();
+    }
+    tokio::time::timeout(WAIT, async {
+        while b.stats().inbound_datagrams_dropped == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("datagrams were not dropped while the channel was full");
+
+    // Frames were held, not dropped: all 50 arrive once the consumer reads.
+    let mut frames = HashSet::new();
+    while frames.len() < 50 {
+        if let Inbound::Frame { bytes, .. } = next(&mut rx_b).await {
+            assert!(frames.insert(bytes[1]));
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
