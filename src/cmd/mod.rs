@@ -30,7 +30,7 @@ use crate::resp::{Args, Out, OwnedArgs};
 use crate::store::{KeyMut, Keyspace, Txn};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// An error reply, with Redis's exact text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +83,8 @@ pub struct Node {
     pub run_id: String,
     /// The RESP port actually bound (known once listening).
     pub port: AtomicU64,
+    /// The region's slot map and cluster runtime; `None` for a standalone node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Node {
@@ -98,6 +100,7 @@ impl Node {
             started: Instant::now(),
             run_id,
             port: AtomicU64::new(0),
+            cluster: None,
         }
     }
 }
@@ -114,8 +117,13 @@ pub struct ClientState {
     pub watched: Vec<(Box<[u8]>, u64, bool)>,
     /// Set by QUIT or CLIENT KILL of self: close after the reply is written.
     pub close_after_reply: bool,
-    /// Set by DEBUG SLEEP: the connection waits this long before continuing.
-    pub sleep: Option<Duration>,
+    /// Set by a command that must wait (WAIT, MIGRATE, DEBUG SLEEP): the connection awaits
+    /// it, writes the reply it produces, then runs the rest of the pipeline.
+    pub blocked: Option<Blocked>,
+    /// ASKING was sent: the next command may touch an importing slot (one-shot).
+    pub asking: bool,
+    /// READONLY was sent: reads of the primary's slots are served on a replica.
+    pub readonly: bool,
     /// The last command dispatched (the connection publishes it to `ClientHandle::last_cmd`
     /// once per batch, not per command).
     pub last_cmd: &'static str,
@@ -130,11 +138,17 @@ impl ClientState {
             multi_failed: false,
             watched: Vec::new(),
             close_after_reply: false,
-            sleep: None,
+            blocked: None,
+            asking: false,
+            readonly: false,
             last_cmd: "NULL",
         }
     }
 }
+
+/// A command's deferred reply: awaited by the connection, then written in order.
+pub type Blocked =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Box<dyn FnOnce(&mut Out) + Send>> + Send>>;
 
 /// What a handler works with.
 pub struct Ctx<'a, 'n> {
