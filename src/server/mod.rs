@@ -61,6 +61,14 @@ impl Running {
 
 /// Builds a node from `config` and starts serving on the current tokio runtime.
 pub async fn spawn(config: Config) -> Result<Running, ServerError> {
+    spawn_with(config, None).await
+}
+
+/// [`spawn`] with a cluster handle installed before the first client connects.
+pub async fn spawn_with(
+    config: Config,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+) -> Result<Running, ServerError> {
     let s = config.settings();
     // 1. Clock: one HLC per node.
     let node_id = s.node_id.unwrap_or_else(random_node_id);
@@ -71,7 +79,9 @@ pub async fn spawn(config: Config) -> Result<Running, ServerError> {
     // 2. Keyspace: per-slot shards of CRDT entries (no delta sink in a single-node region).
     let keyspace = Keyspace::new(clock, None);
     // 3. Node: shared state for commands.
-    let node = Arc::new(Node::new(keyspace, config));
+    let mut node = Node::new(keyspace, config);
+    node.cluster = cluster;
+    let node = Arc::new(node);
     server_apply_settings(&node, &s);
     // 4. Listeners.
     if s.bind.is_empty() {
