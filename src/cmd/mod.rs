@@ -75,7 +75,7 @@ pub struct ServerStats {
 
 /// Everything a node shares between its connections.
 pub struct Node {
-    pub keyspace: Keyspace,
+    pub keyspace: Arc<Keyspace>,
     pub config: Config,
     pub clients: Clients,
     pub stats: ServerStats,
@@ -88,7 +88,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(keyspace: Keyspace, config: Config) -> Self {
+    pub fn new(keyspace: Arc<Keyspace>, config: Config) -> Self {
         let run_id = (0..40)
             .map(|_| format!("{:x}", rand::random::<u8>() % 16))
             .collect();

@@ -77,7 +77,7 @@ pub async fn spawn_with(
         Duration::from_millis(s.max_clock_drift_ms),
     ));
     // 2. Keyspace: per-slot shards of CRDT entries (no delta sink in a single-node region).
-    let keyspace = Keyspace::new(clock, None);
+    let keyspace = Arc::new(Keyspace::new(clock, None));
     // 3. Node: shared state for commands.
     let mut node = Node::new(keyspace, config);
     node.cluster = cluster;
