@@ -160,6 +160,9 @@ pub struct Topology {
     pub migrating: BTreeMap<u16, u64>,
     /// This node's open imports: slot → source node.
     pub importing: BTreeMap<u16, u64>,
+    /// Owners told by `SETSLOT NODE` whose own record has not arrived yet: used only while
+    /// the slot has no claimant, so a real claim always takes over.
+    hints: BTreeMap<u16, u64>,
 }
 
 impl Topology {
@@ -171,6 +174,7 @@ impl Topology {
             current_epoch: 0,
             migrating: BTreeMap::new(),
             importing: BTreeMap::new(),
+            hints: BTreeMap::new(),
         };
         t.upsert(me, now_ms);
         t
@@ -255,6 +259,17 @@ impl Topology {
         for (o, b) in self.owner.iter_mut().zip(best) {
             *o = b.1;
         }
+        let owner = &self.owner;
+        self.hints.retain(|&s, _| owner[s as usize] == 0);
+        for (&s, &id) in &self.hints {
+            self.owner[s as usize] = id;
+        }
+    }
+
+    /// Records that `id` owns `slot` (SETSLOT NODE on a node that gave the slot away).
+    pub fn hint_owner(&mut self, slot: u16, id: u64) {
+        self.hints.insert(slot, id);
+        self.resolve();
     }
 
     /// The node that owns `slot`, if any.
