@@ -6,6 +6,7 @@
 //! `clock` owns the hybrid logical clock, `config` the layered configuration.
 
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod crdt;
