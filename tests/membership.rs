@@ -62,10 +62,20 @@ async fn start(id: u64, bind: SocketAddr, seeds: Vec<SocketAddr>) -> Node {
             }
         }
     });
-    let udp = Arc::new(Udp { sock, dead: AtomicBool::new(false) });
+    let udp = Arc::new(Udp {
+        sock,
+        dead: AtomicBool::new(false),
+    });
     let me = Member::new(id, addr);
     let (m, events) = Membership::spawn(me, MembershipConfig::lan_fast(), udp.clone(), rx, seeds);
-    Node { id, addr, m, events, udp, rx_task }
+    Node {
+        id,
+        addr,
+        m,
+        events,
+        udp,
+        rx_task,
+    }
 }
 
 impl Node {
@@ -92,7 +102,10 @@ impl Node {
                 Ok(Some(ev)) if want(&ev) => return (ev, before),
                 Ok(Some(ev)) => before.push(ev),
                 Ok(None) => panic!("node {}: event channel closed", self.id),
-                Err(_) => panic!("node {}: no matching event in time; saw {before:?}", self.id),
+                Err(_) => panic!(
+                    "node {}: no matching event in time; saw {before:?}",
+                    self.id
+                ),
             }
         }
     }
@@ -120,7 +133,11 @@ async fn converge(nodes: &[Node], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let ok = nodes.iter().all(|n| {
-            let mut want: Vec<u64> = nodes.iter().map(|o| o.id).filter(|id| *id != n.id).collect();
+            let mut want: Vec<u64> = nodes
+                .iter()
+                .map(|o| o.id)
+                .filter(|id| *id != n.id)
+                .collect();
             want.sort_unstable();
             n.member_ids() == want
         });
@@ -128,7 +145,10 @@ async fn converge(nodes: &[Node], within: Duration) {
             return;
         }
         let views: Vec<(u64, Vec<u64>)> = nodes.iter().map(|n| (n.id, n.member_ids())).collect();
-        assert!(Instant::now() < deadline, "no convergence within {within:?}: {views:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no convergence within {within:?}: {views:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -157,7 +177,11 @@ async fn kill_and_measure(nodes: &mut Vec<Node>, victim: usize) -> (u64, SocketA
     for n in nodes.iter_mut() {
         let (ev, before) = n.expect(t0 + DETECT_BOUND, is_down(id)).await;
         assert_eq!(ev, MemberEvent::Down(old.clone()));
-        assert!(before.is_empty(), "node {}: unexpected events {before:?}", n.id);
+        assert!(
+            before.is_empty(),
+            "node {}: unexpected events {before:?}",
+            n.id
+        );
         times.push(t0.elapsed());
         assert!(!n.m.is_alive(id));
     }
@@ -192,7 +216,11 @@ async fn five_nodes_see_each_other_detect_kill_and_rejoin_after_restart() {
     for n in nodes.iter_mut() {
         let (ev, before) = n.expect(t0 + Duration::from_secs(5), is_up(id)).await;
         assert_eq!(ev, MemberEvent::Up(new.clone()));
-        assert!(before.is_empty(), "node {}: unexpected events {before:?}", n.id);
+        assert!(
+            before.is_empty(),
+            "node {}: unexpected events {before:?}",
+            n.id
+        );
     }
     println!("node {id} restarted: reported up after {:?}", t0.elapsed());
     nodes.push(back);
@@ -218,7 +246,12 @@ async fn fast_restart_replaces_the_old_incarnation() {
     for n in nodes.iter_mut() {
         let (ev, before) = n.expect(deadline, is_up(id)).await;
         assert_eq!(ev, MemberEvent::Up(new.clone()));
-        assert_eq!(before, vec![MemberEvent::Down(old.clone())], "node {}", n.id);
+        assert_eq!(
+            before,
+            vec![MemberEvent::Down(old.clone())],
+            "node {}",
+            n.id
+        );
     }
     nodes.push(back);
     converge(&nodes, Duration::from_secs(5)).await;
@@ -232,7 +265,10 @@ async fn restarted_seed_without_seeds_is_found_again() {
     // The seed knows nobody: the others' announces to down members must find it.
     nodes.push(start(id, addr, vec![]).await);
     converge(&nodes, Duration::from_secs(6)).await;
-    println!("seed restarted without seeds: cluster whole again after {:?}", t0.elapsed());
+    println!(
+        "seed restarted without seeds: cluster whole again after {:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -249,7 +285,11 @@ async fn graceful_shutdown_is_reported_down_quickly() {
     for n in nodes.iter_mut() {
         let (ev, before) = n.expect(t0 + Duration::from_secs(1), is_down(me.id)).await;
         assert_eq!(ev, MemberEvent::Down(me.clone()));
-        assert!(before.is_empty(), "node {}: unexpected events {before:?}", n.id);
+        assert!(
+            before.is_empty(),
+            "node {}: unexpected events {before:?}",
+            n.id
+        );
     }
     println!("graceful leave: reported down after {:?}", t0.elapsed());
     converge(&nodes, Duration::from_secs(1)).await;
@@ -262,12 +302,16 @@ async fn garbage_datagrams_are_ignored() {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 64], vec![0; 5000]];
     for len in [1usize, 2, 3, 7, 16, 40, 100, 600, 1199, 1200, 1201, 1400] {
-        junk.push((0..len).map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        }).collect());
+        junk.push(
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect(),
+        );
     }
     for _round in 0..20 {
         for payload in &junk {
@@ -282,7 +326,11 @@ async fn garbage_datagrams_are_ignored() {
     converge(&nodes, Duration::from_secs(5)).await;
     for n in nodes.iter_mut() {
         assert!(n.m.is_running());
-        let downs: Vec<_> = n.drain().into_iter().filter(|e| matches!(e, MemberEvent::Down(_))).collect();
+        let downs: Vec<_> = n
+            .drain()
+            .into_iter()
+            .filter(|e| matches!(e, MemberEvent::Down(_)))
+            .collect();
         assert!(downs.is_empty(), "node {}: {downs:?}", n.id);
     }
 }
@@ -316,9 +364,18 @@ async fn spawn_rejects_reserved_id_and_bad_config() {
         let (_tx, rx) = mpsc::channel(1);
         Membership::try_spawn(Member::new(id, any_port()), cfg, udp.clone(), rx, vec![]).err()
     };
-    assert_eq!(spawn(0, MembershipConfig::lan_fast()), Some(MembershipError::ReservedId));
-    let bad = MembershipConfig { probe_rtt: Duration::from_secs(1), ..MembershipConfig::lan_fast() };
-    assert!(matches!(spawn(7, bad), Some(MembershipError::InvalidConfig(_))));
+    assert_eq!(
+        spawn(0, MembershipConfig::lan_fast()),
+        Some(MembershipError::ReservedId)
+    );
+    let bad = MembershipConfig {
+        probe_rtt: Duration::from_secs(1),
+        ..MembershipConfig::lan_fast()
+    };
+    assert!(matches!(
+        spawn(7, bad),
+        Some(MembershipError::InvalidConfig(_))
+    ));
 }
 
 #[test]

@@ -55,12 +55,20 @@ pub struct Member {
 impl Member {
     /// A fresh identity for node `id` at `addr`, stamped with the current wall clock.
     pub fn new(id: u64, addr: SocketAddr) -> Self {
-        Self { id, addr, incarnation: now_micros() }
+        Self {
+            id,
+            addr,
+            incarnation: now_micros(),
+        }
     }
 
     /// The placeholder used to announce to a seed known only by its address.
     pub fn seed(addr: SocketAddr) -> Self {
-        Self { id: 0, addr, incarnation: 0 }
+        Self {
+            id: 0,
+            addr,
+            incarnation: 0,
+        }
     }
 
     /// True for a seed placeholder (id 0): never a real cluster member.
@@ -82,7 +90,10 @@ impl foca::Identity for Member {
     fn renew(&self) -> Option<Self> {
         // Must win against `self`: strictly larger incarnation, same id and address.
         let incarnation = now_micros().max(self.incarnation.saturating_add(1));
-        Some(Self { incarnation, ..self.clone() })
+        Some(Self {
+            incarnation,
+            ..self.clone()
+        })
     }
 
     fn addr(&self) -> SocketAddr {
@@ -183,7 +194,9 @@ impl MembershipConfig {
     pub fn to_foca(&self) -> Result<foca::Config, MembershipError> {
         let nz = |n: usize, what| NonZeroUsize::new(n).ok_or(MembershipError::InvalidConfig(what));
         if self.probe_rtt.is_zero() || self.probe_rtt >= self.probe_period {
-            return Err(MembershipError::InvalidConfig("need 0 < probe_rtt < probe_period"));
+            return Err(MembershipError::InvalidConfig(
+                "need 0 < probe_rtt < probe_period",
+            ));
         }
         let periods = [
             self.suspect_to_down,
@@ -197,9 +210,14 @@ impl MembershipConfig {
             return Err(MembershipError::InvalidConfig("durations must be non-zero"));
         }
         if self.max_packet < 256 || self.event_buffer == 0 {
-            return Err(MembershipError::InvalidConfig("max_packet >= 256, event_buffer >= 1"));
+            return Err(MembershipError::InvalidConfig(
+                "max_packet >= 256, event_buffer >= 1",
+            ));
         }
-        let periodic = |frequency, num_members| foca::PeriodicParams { frequency, num_members };
+        let periodic = |frequency, num_members| foca::PeriodicParams {
+            frequency,
+            num_members,
+        };
         let one = NonZeroUsize::MIN;
         Ok(foca::Config {
             probe_period: self.probe_period,
@@ -225,9 +243,9 @@ impl MembershipConfig {
 }
 
 /// State the loop publishes for readers: our identity and the live peers.
-pub(crate) struct View {
-    pub(crate) me: RwLock<Member>,
-    pub(crate) alive: RwLock<HashMap<u64, Member>>,
+struct View {
+    me: RwLock<Member>,
+    alive: RwLock<HashMap<u64, Member>>,
 }
 
 struct Handle {
@@ -278,7 +296,10 @@ impl Membership {
         let (events_tx, events_rx) = mpsc::channel(cfg.event_buffer.min(256));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(());
-        let view = Arc::new(View { me: RwLock::new(me.clone()), alive: RwLock::default() });
+        let view = Arc::new(View {
+            me: RwLock::new(me.clone()),
+            alive: RwLock::default(),
+        });
         let span = tracing::info_span!("membership", node = me.id, addr = %me.addr);
         let driver = driver::Driver::new(driver::Parts {
             me,
@@ -298,8 +319,18 @@ impl Membership {
             }
             .instrument(span),
         );
-        let handle = Handle { stop: stop_tx, done: done_rx, task: Mutex::new(Some(task)) };
-        Ok((Membership { view, handle: Arc::new(handle) }, events_rx))
+        let handle = Handle {
+            stop: stop_tx,
+            done: done_rx,
+            task: Mutex::new(Some(task)),
+        };
+        Ok((
+            Membership {
+                view,
+                handle: Arc::new(handle),
+            },
+            events_rx,
+        ))
     }
 
     /// Our current identity (its incarnation changes when foca renews it).

@@ -47,7 +47,7 @@ pub(super) struct Parts {
     pub(super) view: Arc<View>,
 }
 
-/// foca's window on the world, rebuilt from nothing but owned by the loop.
+/// foca's window on the world: owned by the loop, it spawns nothing of its own.
 struct LoopRuntime {
     transport: Arc<dyn Transport>,
     timers: BinaryHeap<Reverse<(Instant, Timer<Member>)>>,
@@ -60,14 +60,20 @@ impl Runtime<Member> for LoopRuntime {
         match notification {
             Notification::MemberUp(_) | Notification::MemberDown(_) => self.changed = true,
             Notification::Rename(old, new) => {
-                debug!(old.id, new.id, new.incarnation, "identity replaced at {}", new.addr);
+                debug!(
+                    old.id,
+                    new.id, new.incarnation, "identity replaced at {}", new.addr
+                );
                 self.changed = true;
             }
             Notification::Active => info!("joined the cluster"),
             Notification::Idle => info!("no live member known"),
             Notification::Defunct => warn!("declared down and unable to renew"),
             Notification::Rejoin(me) => {
-                info!(me.incarnation, "declared down; renewed identity and rejoined");
+                info!(
+                    me.incarnation,
+                    "declared down; renewed identity and rejoined"
+                );
                 self.renewed = true;
             }
             #[allow(unreachable_patterns)]
@@ -192,8 +198,15 @@ impl Driver {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        while self.rt.timers.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            let Some(Reverse((_, timer))) = self.rt.timers.pop() else { break };
+        while self
+            .rt
+            .timers
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at <= now)
+        {
+            let Some(Reverse((_, timer))) = self.rt.timers.pop() else {
+                break;
+            };
             if let Err(error) = self.foca.handle_timer(timer, &mut self.rt) {
                 debug!(%error, "membership timer");
             }
