@@ -6,6 +6,7 @@
 //! served locally, as a single Redis server.
 
 pub mod layout;
+pub mod membership;
 pub mod runtime;
 pub mod topology;
 
