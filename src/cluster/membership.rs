@@ -172,6 +172,19 @@ impl Default for MembershipConfig {
 impl MembershipConfig {
     /// Loopback / LAN defaults for ≤ 20 nodes: a killed node is reported down in about
     /// `probe_period * 2 + suspect_to_down + gossip` ≈ 1.5–2 s in the worst case.
+    /// `lan_fast`, scaled so a node silent for about `node_timeout` is reported down.
+    pub fn for_timeout(node_timeout: Duration) -> Self {
+        let base = Self::lan_fast();
+        // lan_fast detects in about 1.5 s: probe period + suspicion dominate.
+        let scale = (node_timeout.as_secs_f64() / 1.5).max(0.1);
+        Self {
+            probe_period: base.probe_period.mul_f64(scale),
+            probe_rtt: base.probe_rtt.mul_f64(scale),
+            suspect_to_down: base.suspect_to_down.mul_f64(scale),
+            ..base
+        }
+    }
+
     pub fn lan_fast() -> Self {
         Self {
             probe_period: Duration::from_millis(400),
@@ -246,6 +259,8 @@ impl MembershipConfig {
 struct View {
     me: RwLock<Member>,
     alive: RwLock<HashMap<u64, Member>>,
+    /// Addresses to announce to at the next seed tick (CLUSTER MEET).
+    meet: Mutex<Vec<SocketAddr>>,
 }
 
 struct Handle {
@@ -299,6 +314,7 @@ impl Membership {
         let view = Arc::new(View {
             me: RwLock::new(me.clone()),
             alive: RwLock::default(),
+            meet: Mutex::default(),
         });
         let span = tracing::info_span!("membership", node = me.id, addr = %me.addr);
         let driver = driver::Driver::new(driver::Parts {
@@ -348,6 +364,11 @@ impl Membership {
     /// True when node `id` is currently alive (alive or suspect).
     pub fn is_alive(&self, id: u64) -> bool {
         self.view.alive.read().contains_key(&id)
+    }
+
+    /// Joins whatever cluster the node at `addr` belongs to (announced at the next seed tick).
+    pub fn announce(&self, addr: SocketAddr) {
+        self.view.meet.lock().push(addr);
     }
 
     /// True until the loop has stopped.

@@ -215,6 +215,13 @@ impl Driver {
 
     /// Joining by address: while nobody is known, announce to each seed's placeholder.
     fn announce_to_seeds(&mut self) {
+        let meet = std::mem::take(&mut *self.view.meet.lock());
+        for addr in meet {
+            debug!(%addr, "announcing to a met node");
+            if let Err(error) = self.foca.announce(Member::seed(addr), &mut self.rt) {
+                debug!(%addr, %error, "announce to a met node");
+            }
+        }
         if self.foca.num_members() > 0 {
             return;
         }
