@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod crdt;
+pub mod mesh;
 pub mod repl;
 pub mod resp;
 pub mod server;
