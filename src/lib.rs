@@ -5,6 +5,7 @@
 //! `store` (per-slot shards of CRDT entries) → deltas for replication. `crdt` is pure,
 //! `clock` owns the hybrid logical clock, `config` the layered configuration.
 
+pub mod admin;
 pub mod clock;
 pub mod cluster;
 pub mod cmd;
