@@ -16,6 +16,7 @@ pub mod glob;
 mod info;
 mod introspect;
 mod keys;
+mod migrate;
 mod server;
 mod strings;
 pub mod table;

@@ -251,6 +251,16 @@ impl Replicator {
         }
     }
 
+    /// Replicas that acknowledged everything published so far (WAIT inside EXEC).
+    pub fn acked_replicas(&self) -> usize {
+        let target = self.offset();
+        self.links
+            .read()
+            .values()
+            .filter(|l| l.kind == LinkKind::Replica && l.acked.load(Relaxed) >= target)
+            .count()
+    }
+
     pub fn status(&self) -> Vec<LinkStatus> {
         let mut v: Vec<LinkStatus> = self
             .links
