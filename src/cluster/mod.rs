@@ -5,6 +5,8 @@
 //! A node without cluster config has no `Cluster` at all: routing is skipped and every slot is
 //! served locally, as a single Redis server.
 
+pub mod format;
+pub mod route;
 pub mod topology;
 
 use arc_swap::ArcSwap;
