@@ -5,8 +5,10 @@
 //! A node without cluster config has no `Cluster` at all: routing is skipped and every slot is
 //! served locally, as a single Redis server.
 
+pub mod format;
 pub mod layout;
 pub mod membership;
+pub mod route;
 pub mod runtime;
 pub mod topology;
 

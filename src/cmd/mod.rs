@@ -4,11 +4,13 @@
 //! Dispatch of one command:
 //! 1. look the name up (case-insensitively) in the table; unknown → `ERR unknown command`;
 //! 2. check arity; wrong → `ERR wrong number of arguments for '<name>' command`;
-//! 3. refuse it if the client must AUTH first (`NOAUTH`);
+//! 3. refuse it if the client must AUTH first (`NOAUTH`); on a cluster node, route it
+//!    (`cluster::route`: MOVED / ASK / CROSSSLOT / ...; a node without a cluster skips this);
 //! 4. inside MULTI, queue it (or flag the transaction on error) instead of running it;
 //! 5. run the handler, which writes its reply into the client's output buffer.
 
 pub mod clients;
+mod cluster;
 mod connection;
 mod counters;
 mod expire;
@@ -125,6 +127,9 @@ pub struct ClientState {
     pub asking: bool,
     /// READONLY was sent: reads of the primary's slots are served on a replica.
     pub readonly: bool,
+    /// EXEC is running its queue: the queued commands were routed together with EXEC, so
+    /// they are not routed again, and they do not spend ASKING.
+    pub in_exec: bool,
     /// The last command dispatched (the connection publishes it to `ClientHandle::last_cmd`
     /// once per batch, not per command).
     pub last_cmd: &'static str,
@@ -142,6 +147,7 @@ impl ClientState {
             blocked: None,
             asking: false,
             readonly: false,
+            in_exec: false,
             last_cmd: "NULL",
         }
     }
@@ -204,6 +210,16 @@ pub fn is(a: &[u8], word: &str) -> bool {
 
 /// Runs one command (steps 1–5 of the module doc).
 pub fn dispatch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
+    if ctx.client.in_exec {
+        return run(ctx, args);
+    }
+    run(ctx, args);
+    if ctx.client.in_exec || ctx.client.asking {
+        cluster::command_done(ctx.client, args);
+    }
+}
+
+fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     if args.is_empty() {
         return;
     }
@@ -218,13 +234,20 @@ pub fn dispatch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     }
     // Like Redis, an unknown subcommand or a subcommand's arity is an error before AUTH and
     // MULTI are considered (so inside MULTI it dooms the transaction instead of queueing).
+    let mut keyed = spec;
     if !spec.subcommands.is_empty() && args.len() >= 2 {
-        if let Err(e) = table::check_sub(spec, args) {
-            return reject(ctx, e);
+        match table::check_sub(spec, args) {
+            Ok(sub) => keyed = sub,
+            Err(e) => return reject(ctx, e),
         }
     }
     if !ctx.client.authenticated && !spec.has_flag("no_auth") {
         return reject(ctx, CmdError::NoAuth);
+    }
+    if let Some(c) = ctx.node.cluster.as_deref() {
+        if !ctx.client.in_exec && !cluster::admit(ctx, c, keyed, args) {
+            return;
+        }
     }
     if let Some(queue) = ctx
         .client

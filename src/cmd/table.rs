@@ -99,6 +99,7 @@ pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
         super::server::COMMANDS,
         super::introspect::COMMANDS,
         super::migrate::COMMANDS,
+        super::cluster::COMMANDS,
     ]
     .into_iter()
     .flatten()
