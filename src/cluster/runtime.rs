@@ -38,6 +38,7 @@ pub const CLASS_GOSSIP: u8 = 1;
 const TICK: Duration = Duration::from_millis(100);
 const GOSSIP_EVERY: Duration = Duration::from_millis(500);
 const RANK_DELAY: Duration = Duration::from_millis(500);
+const DOWN_CONFIRM: Duration = Duration::from_millis(400);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum GossipFrame {
@@ -113,6 +114,7 @@ impl Runtime {
             failing_since: None,
             last_gossip: Instant::now() - GOSSIP_EVERY,
             members: HashMap::new(),
+            pending_down: HashMap::new(),
         };
         tasks.spawn(control.run(events, stop_rx));
         Runtime {
@@ -187,6 +189,10 @@ struct Control {
     last_gossip: Instant,
     /// Members known to membership: id → mesh address.
     members: HashMap<u64, SocketAddr>,
+    /// Members reported down, and since when. SWIM reports a member that renewed its identity
+    /// (after a false suspicion) as down then up again; only a member still down after
+    /// [`DOWN_CONFIRM`] is marked failed, so such a flap never triggers a failover.
+    pending_down: HashMap<u64, Instant>,
 }
 
 impl Control {
@@ -206,6 +212,7 @@ impl Control {
             for addr in self.cluster.take_meets() {
                 self.membership.announce(addr);
             }
+            self.confirm_downs();
             self.health_of_silent_nodes();
             if self.failover() | self.follow() {
                 force_gossip = true;
@@ -227,18 +234,35 @@ impl Control {
     }
 
     fn on_member(&mut self, ev: MemberEvent) {
-        let (id, health) = match ev {
+        match ev {
             MemberEvent::Up(m) => {
                 self.members.insert(m.id, m.addr);
-                (m.id, Health::Online)
+                self.pending_down.remove(&m.id);
+                self.set_health(m.id, Health::Online);
             }
             MemberEvent::Down(m) => {
-                if self.membership.is_alive(m.id) {
-                    return; // replaced by a newer incarnation: still up
-                }
-                (m.id, Health::Fail)
+                self.pending_down.entry(m.id).or_insert_with(Instant::now);
             }
-        };
+        }
+    }
+
+    /// Members down for longer than [`DOWN_CONFIRM`] (and not back) are marked failed.
+    fn confirm_downs(&mut self) {
+        let confirmed: Vec<u64> = self
+            .pending_down
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= DOWN_CONFIRM)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in confirmed {
+            self.pending_down.remove(&id);
+            if !self.membership.is_alive(id) {
+                self.set_health(id, Health::Fail);
+            }
+        }
+    }
+
+    fn set_health(&mut self, id: u64, health: Health) {
         if self.cluster.update(|t| t.set_health(id, health)) {
             tracing::info!(node = %super::node_name(id), ?health, "node liveness changed");
             self.cluster.changed.notify_one();
