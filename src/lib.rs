@@ -5,11 +5,14 @@
 //! `store` (per-slot shards of CRDT entries) → deltas for replication. `crdt` is pure,
 //! `clock` owns the hybrid logical clock, `config` the layered configuration.
 
+pub mod admin;
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod crdt;
 pub mod mesh;
+pub mod repl;
 pub mod resp;
 pub mod server;
 pub mod store;

@@ -49,6 +49,63 @@ fn cli() -> Command {
         .arg(Arg::new("config").long("config").short('c').value_name("FILE").help("TOML file with parameters (redis.conf names)"))
         .args(param_args())
         .subcommand(serve)
+        .subcommand(
+            Command::new("certs")
+                .about("Create a deployment CA (or reuse the one in --out) and a node certificate for the mesh's mutual TLS")
+                .arg(Arg::new("out").long("out").value_name("DIR").required(true).help("Directory for ca.pem, ca.key, node.pem, node.key (use it as cluster-tls-dir)"))
+                .arg(Arg::new("names").long("names").value_name("NAMES").default_value("127.0.0.1,localhost").help("Comma-separated IPs and DNS names the node certificate is valid for")),
+        )
+        .subcommand(
+            Command::new("demo")
+                .about("Start a local topology on loopback, one process per node; prints one line per node, then `ready`; Ctrl-C stops it")
+                .arg(Arg::new("regions").long("regions").value_name("R").default_value("1").value_parser(clap::value_parser!(usize)))
+                .arg(Arg::new("nodes").long("nodes").value_name("N").default_value("3").value_parser(clap::value_parser!(usize)).help("Nodes per region"))
+                .arg(Arg::new("replicas").long("replicas").value_name("K").default_value("0").value_parser(clap::value_parser!(usize)).help("Replicas per primary"))
+                .arg(Arg::new("base-port").long("base-port").value_name("P").default_value("7000").value_parser(clap::value_parser!(u16)).help("First RESP port (region r uses P + 100·r; mesh ports are +10000)"))
+                .arg(Arg::new("node-args").last(true).num_args(0..).help("Extra flags for every node, after --")),
+        )
+}
+
+/// `meridian certs` and `meridian demo`; `None` when the command line asks to serve.
+fn run_tool(matches: &ArgMatches) -> Option<anyhow::Result<()>> {
+    match matches.subcommand() {
+        Some(("certs", m)) => {
+            let out = PathBuf::from(m.get_one::<String>("out").expect("required"));
+            let names: Vec<String> = m
+                .get_one::<String>("names")
+                .expect("defaulted")
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            Some(
+                meridian::admin::certs(&out, &names)
+                    .map(|()| println!("wrote {}/{{ca.pem,ca.key,node.pem,node.key}}", out.display()))
+                    .context("meridian certs"),
+            )
+        }
+        Some(("demo", m)) => {
+            let opts = meridian::admin::demo::DemoOptions {
+                regions: *m.get_one::<usize>("regions").expect("defaulted"),
+                nodes: *m.get_one::<usize>("nodes").expect("defaulted"),
+                replicas: *m.get_one::<usize>("replicas").expect("defaulted"),
+                base_port: *m.get_one::<u16>("base-port").expect("defaulted"),
+                node_args: m
+                    .get_many::<String>("node-args")
+                    .map(|v| v.cloned().collect())
+                    .unwrap_or_default(),
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return Some(Err(e.into())),
+            };
+            Some(
+                rt.block_on(meridian::admin::demo::run(opts, wait_for_signal()))
+                    .context("meridian demo"),
+            )
+        }
+        _ => None,
+    }
 }
 
 fn overrides(m: &ArgMatches) -> Vec<(String, String)> {
@@ -63,6 +120,9 @@ fn overrides(m: &ArgMatches) -> Vec<(String, String)> {
 
 fn main() -> anyhow::Result<()> {
     let matches = cli().get_matches();
+    if let Some(done) = run_tool(&matches) {
+        return done;
+    }
     let m = matches.subcommand_matches("serve").unwrap_or(&matches);
     let file = m.get_one::<String>("config").map(PathBuf::from);
     let config =

@@ -18,7 +18,7 @@
 
 use meridian::clock::{unix_ms, Hlc};
 use meridian::crdt::{Entry, Stamp};
-use meridian::store::{key_slot, Delta, DeltaSink, Keyspace, MergeOutcome, Ttl};
+use meridian::store::{key_slot, Delta, DeltaSink, Keyspace, MergeOutcome, Origin, Ttl};
 use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::Duration;
@@ -36,7 +36,7 @@ fn fast_clock() -> NTP64 {
 struct Outbox(Mutex<Vec<Delta>>);
 
 impl DeltaSink for Outbox {
-    fn publish(&self, deltas: Vec<Delta>) {
+    fn publish(&self, deltas: Vec<Delta>, _: Origin) {
         self.0.lock().unwrap().extend(deltas);
     }
 }

@@ -3,7 +3,7 @@
 //! measured against the node's own clock, and zero increments.
 use meridian::clock::{unix_ms, Hlc};
 use meridian::crdt::Stamp;
-use meridian::store::{key_slot, Delta, DeltaSink, Keyspace, MergeOutcome, Ttl};
+use meridian::store::{key_slot, Delta, DeltaSink, Keyspace, MergeOutcome, Origin, Ttl};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uhlc::NTP64;
@@ -11,7 +11,7 @@ use uhlc::NTP64;
 #[derive(Default)]
 struct Outbox(Mutex<Vec<Delta>>);
 impl DeltaSink for Outbox {
-    fn publish(&self, d: Vec<Delta>) {
+    fn publish(&self, d: Vec<Delta>, _: Origin) {
         self.0.lock().unwrap().extend(d);
     }
 }

@@ -1,4 +1,4 @@
-//! INFO: server, clients, memory, stats, keyspace, replication and the `crdt` section.
+//! INFO: server, clients, memory, stats, replication, the `crdt` and `cluster` sections, keyspace.
 
 use super::connection::REDIS_VERSION;
 use super::{CmdResult, Ctx, Node};
@@ -13,6 +13,7 @@ const DEFAULT: &[&str] = &[
     "stats",
     "replication",
     "crdt",
+    "cluster",
     "keyspace",
 ];
 
@@ -82,8 +83,9 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let up = node.started.elapsed().as_secs();
             let _ = write!(
                 t,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nmeridian_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nhz:{}\r\nio_threads_active:{}\r\nnode_id:{:x}\r\nregion:{}\r\n",
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nhz:{}\r\nio_threads_active:{}\r\nnode_id:{:x}\r\nregion:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
+                if node.cluster.is_some() { "cluster" } else { "standalone" },
                 std::env::consts::OS,
                 std::env::consts::ARCH,
                 std::process::id(),
@@ -155,6 +157,10 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 ks.stats.merges_noop.load(Relaxed),
                 ks.stats.merges_dropped_stale.load(Relaxed),
             );
+        }
+        "cluster" => {
+            let enabled = node.cluster.is_some() as u8;
+            let _ = write!(t, "# Cluster\r\ncluster_enabled:{enabled}\r\n");
         }
         "keyspace" => {
             let (live, volatile, _) = ks.counts();

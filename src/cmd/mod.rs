@@ -4,11 +4,13 @@
 //! Dispatch of one command:
 //! 1. look the name up (case-insensitively) in the table; unknown → `ERR unknown command`;
 //! 2. check arity; wrong → `ERR wrong number of arguments for '<name>' command`;
-//! 3. refuse it if the client must AUTH first (`NOAUTH`);
+//! 3. refuse it if the client must AUTH first (`NOAUTH`); on a cluster node, route it
+//!    (`cluster::route`: MOVED / ASK / CROSSSLOT / ...; a node without a cluster skips this);
 //! 4. inside MULTI, queue it (or flag the transaction on error) instead of running it;
 //! 5. run the handler, which writes its reply into the client's output buffer.
 
 pub mod clients;
+mod cluster;
 mod connection;
 mod counters;
 mod expire;
@@ -16,6 +18,7 @@ pub mod glob;
 mod info;
 mod introspect;
 mod keys;
+mod migrate;
 mod server;
 mod strings;
 pub mod table;
@@ -30,7 +33,7 @@ use crate::resp::{Args, Out, OwnedArgs};
 use crate::store::{KeyMut, Keyspace, Txn};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// An error reply, with Redis's exact text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +78,7 @@ pub struct ServerStats {
 
 /// Everything a node shares between its connections.
 pub struct Node {
-    pub keyspace: Keyspace,
+    pub keyspace: Arc<Keyspace>,
     pub config: Config,
     pub clients: Clients,
     pub stats: ServerStats,
@@ -83,10 +86,12 @@ pub struct Node {
     pub run_id: String,
     /// The RESP port actually bound (known once listening).
     pub port: AtomicU64,
+    /// The region's slot map and cluster runtime; `None` for a standalone node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Node {
-    pub fn new(keyspace: Keyspace, config: Config) -> Self {
+    pub fn new(keyspace: Arc<Keyspace>, config: Config) -> Self {
         let run_id = (0..40)
             .map(|_| format!("{:x}", rand::random::<u8>() % 16))
             .collect();
@@ -98,6 +103,7 @@ impl Node {
             started: Instant::now(),
             run_id,
             port: AtomicU64::new(0),
+            cluster: None,
         }
     }
 }
@@ -114,8 +120,16 @@ pub struct ClientState {
     pub watched: Vec<(Box<[u8]>, u64, bool)>,
     /// Set by QUIT or CLIENT KILL of self: close after the reply is written.
     pub close_after_reply: bool,
-    /// Set by DEBUG SLEEP: the connection waits this long before continuing.
-    pub sleep: Option<Duration>,
+    /// Set by a command that must wait (WAIT, MIGRATE, DEBUG SLEEP): the connection awaits
+    /// it, writes the reply it produces, then runs the rest of the pipeline.
+    pub blocked: Option<Blocked>,
+    /// ASKING was sent: the next command may touch an importing slot (one-shot).
+    pub asking: bool,
+    /// READONLY was sent: reads of the primary's slots are served on a replica.
+    pub readonly: bool,
+    /// EXEC is running its queue: the queued commands were routed together with EXEC, so
+    /// they are not routed again, and they do not spend ASKING.
+    pub in_exec: bool,
     /// The last command dispatched (the connection publishes it to `ClientHandle::last_cmd`
     /// once per batch, not per command).
     pub last_cmd: &'static str,
@@ -130,11 +144,18 @@ impl ClientState {
             multi_failed: false,
             watched: Vec::new(),
             close_after_reply: false,
-            sleep: None,
+            blocked: None,
+            asking: false,
+            readonly: false,
+            in_exec: false,
             last_cmd: "NULL",
         }
     }
 }
+
+/// A command's deferred reply: awaited by the connection, then written in order.
+pub type Blocked =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Box<dyn FnOnce(&mut Out) + Send>> + Send>>;
 
 /// What a handler works with.
 pub struct Ctx<'a, 'n> {
@@ -189,6 +210,16 @@ pub fn is(a: &[u8], word: &str) -> bool {
 
 /// Runs one command (steps 1–5 of the module doc).
 pub fn dispatch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
+    if ctx.client.in_exec {
+        return run(ctx, args);
+    }
+    run(ctx, args);
+    if ctx.client.in_exec || ctx.client.asking {
+        cluster::command_done(ctx.client, args);
+    }
+}
+
+fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     if args.is_empty() {
         return;
     }
@@ -203,13 +234,20 @@ pub fn dispatch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     }
     // Like Redis, an unknown subcommand or a subcommand's arity is an error before AUTH and
     // MULTI are considered (so inside MULTI it dooms the transaction instead of queueing).
+    let mut keyed = spec;
     if !spec.subcommands.is_empty() && args.len() >= 2 {
-        if let Err(e) = table::check_sub(spec, args) {
-            return reject(ctx, e);
+        match table::check_sub(spec, args) {
+            Ok(sub) => keyed = sub,
+            Err(e) => return reject(ctx, e),
         }
     }
     if !ctx.client.authenticated && !spec.has_flag("no_auth") {
         return reject(ctx, CmdError::NoAuth);
+    }
+    if let Some(c) = ctx.node.cluster.as_deref() {
+        if !ctx.client.in_exec && !cluster::admit(ctx, c, keyed, args) {
+            return;
+        }
     }
     if let Some(queue) = ctx
         .client

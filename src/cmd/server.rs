@@ -350,7 +350,12 @@ fn debug_sleep(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let secs = crate::crdt::number::parse_f64(args.get(2))
         .filter(|s| *s >= 0.0 && s.is_finite())
         .ok_or(CmdError::NotFloat)?;
-    ctx.client.sleep = Some(std::time::Duration::from_secs_f64(secs.min(3600.0)));
+    let d = std::time::Duration::from_secs_f64(secs.min(3600.0));
+    ctx.client.blocked = Some(Box::pin(async move {
+        tokio::time::sleep(d).await;
+        // The +OK is already written, so the reply stays in place even inside EXEC.
+        Box::new(|_: &mut crate::resp::Out| {}) as Box<dyn FnOnce(&mut crate::resp::Out) + Send>
+    }));
     ctx.out.ok();
     Ok(())
 }

@@ -98,6 +98,8 @@ pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
         super::connection::COMMANDS,
         super::server::COMMANDS,
         super::introspect::COMMANDS,
+        super::migrate::COMMANDS,
+        super::cluster::COMMANDS,
     ]
     .into_iter()
     .flatten()

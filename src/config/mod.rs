@@ -50,6 +50,20 @@ pub struct Settings {
     pub region: String,
     pub max_clock_drift_ms: u64,
     pub tombstone_grace_ms: u64,
+    pub cluster: ClusterSettings,
+}
+
+/// The `cluster-*` parameters as given (the cluster module parses the layout).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub enabled: bool,
+    pub port: u16,
+    pub announce_ip: String,
+    pub nodes: Vec<String>,
+    pub replicas: usize,
+    pub slots: String,
+    pub node_timeout_ms: u64,
+    pub tls_dir: String,
 }
 
 /// Live configuration: canonical string values plus their typed view.
@@ -184,6 +198,16 @@ impl Config {
             region: v["region"].clone(),
             max_clock_drift_ms: int("max-clock-drift"),
             tombstone_grace_ms: int("tombstone-grace"),
+            cluster: ClusterSettings {
+                enabled: v["cluster-enabled"] == "yes",
+                port: int("cluster-port") as u16,
+                announce_ip: v["cluster-announce-ip"].clone(),
+                nodes: v["cluster-nodes"].split_whitespace().map(str::to_string).collect(),
+                replicas: int("cluster-replicas") as usize,
+                slots: v["cluster-slots"].clone(),
+                node_timeout_ms: int("cluster-node-timeout"),
+                tls_dir: v["cluster-tls-dir"].clone(),
+            },
         })
     }
 

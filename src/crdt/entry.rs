@@ -19,6 +19,7 @@ use std::borrow::Cow;
 /// the write observed (and therefore overrides).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Register {
+    #[serde(with = "serde_bytes")]
     pub value: Option<Box<[u8]>>,
     pub stamp: Stamp,
     pub observed: Contributions,

@@ -140,8 +140,9 @@ async fn run(
                 }
             }
             pos += parsed.consumed;
-            if let Some(d) = client.sleep.take() {
-                tokio::time::sleep(d).await;
+            if let Some(wait) = client.blocked.take() {
+                let reply = wait.await;
+                reply(&mut out);
             }
             if client.close_after_reply {
                 failed = Some(Close::Quit);

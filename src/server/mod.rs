@@ -27,6 +27,8 @@ pub enum ServerError {
     },
     #[error("no bind address configured")]
     NoBind,
+    #[error("cannot start the cluster layer: {0}")]
+    Cluster(crate::cluster::runtime::StartError),
 }
 
 /// A running node.
@@ -36,6 +38,7 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    cluster: Option<crate::cluster::runtime::Runtime>,
 }
 
 impl Running {
@@ -55,12 +58,23 @@ impl Running {
                 _ = &mut deadline => { self.tasks.abort_all(); break }
             }
         }
+        if let Some(rt) = self.cluster.take() {
+            rt.shutdown().await;
+        }
         tracing::info!("shutdown complete");
     }
 }
 
 /// Builds a node from `config` and starts serving on the current tokio runtime.
 pub async fn spawn(config: Config) -> Result<Running, ServerError> {
+    spawn_with(config, None).await
+}
+
+/// [`spawn`] with a cluster handle installed before the first client connects.
+pub async fn spawn_with(
+    config: Config,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+) -> Result<Running, ServerError> {
     let s = config.settings();
     // 1. Clock: one HLC per node.
     let node_id = s.node_id.unwrap_or_else(random_node_id);
@@ -68,17 +82,13 @@ pub async fn spawn(config: Config) -> Result<Running, ServerError> {
         node_id,
         Duration::from_millis(s.max_clock_drift_ms),
     ));
-    // 2. Keyspace: per-slot shards of CRDT entries (no delta sink in a single-node region).
-    let keyspace = Keyspace::new(clock, None);
-    // 3. Node: shared state for commands.
-    let node = Arc::new(Node::new(keyspace, config));
-    server_apply_settings(&node, &s);
-    // 4. Listeners.
+    // 2. Keyspace: per-slot shards of CRDT entries.
+    let keyspace = Arc::new(Keyspace::new(clock, None));
+    // 3. Listeners first: a cluster node announces the port it really got.
     if s.bind.is_empty() {
         return Err(ServerError::NoBind);
     }
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
+    let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for host in &s.bind {
         let addr = format!("{}:{}", host, s.port);
@@ -92,10 +102,31 @@ pub async fn spawn(config: Config) -> Result<Running, ServerError> {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         addrs.push(local);
+        listeners.push(listener);
+    }
+    // 4. Cluster layer (mesh, membership, replication) when this node is part of a region.
+    let (cluster, runtime) = match (cluster, s.cluster.enabled) {
+        (Some(c), _) => (Some(c), None),
+        (None, true) => {
+            let (c, rt) = crate::cluster::runtime::start_node(&s, &keyspace, addrs[0].port())
+                .await
+                .map_err(ServerError::Cluster)?;
+            (Some(c), Some(rt))
+        }
+        (None, false) => (None, None),
+    };
+    // 5. Node: shared state for commands; then serve.
+    let mut node = Node::new(keyspace, config);
+    node.cluster = cluster;
+    let node = Arc::new(node);
+    server_apply_settings(&node, &s);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for listener in listeners {
         tasks.spawn(accept_loop(node.clone(), listener, shutdown_rx.clone()));
     }
     node.port.store(addrs[0].port() as u64, Relaxed);
-    // 5. Background tasks.
+    // 6. Background tasks.
     tasks.spawn(expire_task(node.clone(), shutdown_rx.clone()));
     tracing::info!(node = %format_args!("{node_id:x}"), addrs = ?addrs, region = %s.region, "meridian ready");
     Ok(Running {
@@ -103,6 +134,7 @@ pub async fn spawn(config: Config) -> Result<Running, ServerError> {
         addrs,
         shutdown,
         tasks,
+        cluster: runtime,
     })
 }
 

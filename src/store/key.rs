@@ -175,6 +175,39 @@ impl<'t> KeyMut<'t> {
         }
     }
 
+    /// Merges a received full entry or delta (RESTORE, a migration import): every stamp is
+    /// observed by the clock, never re-stamped. Returns whether the key changed.
+    pub fn merge(&mut self, d: &EntryDelta) -> bool {
+        let ks = self.ks;
+        for s in [d.register.as_ref().map(|r| r.stamp), d.expiry.map(|e| e.stamp)]
+            .into_iter()
+            .flatten()
+            .chain([d.contrib_stamp])
+            .filter(|s| !s.is_zero())
+        {
+            let _ = ks.clock.observe(s);
+        }
+        let changed = self.entry_mut().merge(d);
+        if changed {
+            self.record(d.clone());
+        }
+        changed
+    }
+
+    /// The whole entry of a live key (DUMP).
+    pub fn snapshot(&mut self) -> Option<Entry> {
+        self.live().cloned()
+    }
+
+    /// Takes the key's entry out of this node without deleting it anywhere else (the source
+    /// side of a migration: the entry moves, it is not deleted). Not a write: no delta.
+    pub fn take(&mut self) -> Option<Entry> {
+        let node = self.shard.remove(self.hash, self.key)?;
+        self.shard.touch(self.key);
+        self.changed = false;
+        Some(node.entry)
+    }
+
     /// Writes the register (SET and friends) and applies the TTL rule.
     pub fn set(&mut self, value: Box<[u8]>, ttl: Ttl) {
         self.set_bytes(&value, ttl)

@@ -31,9 +31,18 @@ pub struct Delta {
     pub entry: EntryDelta,
 }
 
+/// Where a change came from: replication must not send a peer's changes back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A command on this node (or a merge with no peer to spare, like a migration import).
+    Local,
+    /// Merged from this peer node.
+    Peer(u64),
+}
+
 /// Receives every delta the keyspace produces, after the slot locks are released.
 pub trait DeltaSink: Send + Sync {
-    fn publish(&self, deltas: Vec<Delta>);
+    fn publish(&self, deltas: Vec<Delta>, origin: Origin);
 }
 
 /// Counters reported by INFO.
@@ -62,7 +71,8 @@ pub struct Keyspace {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     clock: Arc<Hlc>,
-    sink: Option<Arc<dyn DeltaSink>>,
+    /// Installed once, at construction or when replication starts (before serving).
+    sink: std::sync::OnceLock<Arc<dyn DeltaSink>>,
     pub stats: Stats,
     /// Tombstones (and expired entries) are kept at least this long after their last stamp.
     tombstone_grace_ms: AtomicU64,
@@ -83,13 +93,18 @@ impl Keyspace {
             shards: (0..SLOTS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: ahash::RandomState::new(),
             clock,
-            sink,
+            sink: sink.map(std::sync::OnceLock::from).unwrap_or_default(),
             stats: Stats::default(),
             tombstone_grace_ms: AtomicU64::new(5_000),
             peer_watermark: AtomicU64::new(u64::MAX),
             collected_below: AtomicU64::new(0),
             expire_cursor: AtomicUsize::new(0),
         }
+    }
+
+    /// Installs the delta sink of a keyspace built without one; false if one was already set.
+    pub fn set_sink(&self, sink: Arc<dyn DeltaSink>) -> bool {
+        self.sink.set(sink).is_ok()
     }
 
     pub fn clock(&self) -> &Arc<Hlc> {
@@ -151,8 +166,20 @@ impl Keyspace {
         }
     }
 
-    /// Merges a delta received from a replica or a peer region.
+    /// Merges a delta that came from no particular peer (a migration import, a replay); a
+    /// change is published to every replication link.
     pub fn merge(&self, key: &[u8], delta: &EntryDelta) -> (MergeOutcome, Option<SkewAlarm>) {
+        self.merge_from(Origin::Local, key, delta)
+    }
+
+    /// Merges a delta received from a replica or a peer region. A change is published to the
+    /// sink tagged with its origin, so it travels on to every other link but not back.
+    pub fn merge_from(
+        &self,
+        origin: Origin,
+        key: &[u8],
+        delta: &EntryDelta,
+    ) -> (MergeOutcome, Option<SkewAlarm>) {
         let mut alarm = None;
         for s in [
             delta.register.as_ref().map(|r| r.stamp),
@@ -206,6 +233,15 @@ impl Keyspace {
             MergeOutcome::Stale => {
                 self.stats.merges_dropped_stale.fetch_add(1, Relaxed);
             }
+        }
+        drop(shard);
+        if let (MergeOutcome::Changed, Some(sink)) = (outcome, self.sink.get()) {
+            let delta = Delta {
+                slot,
+                key: key.into(),
+                entry: delta.clone(),
+            };
+            sink.publish(vec![delta], origin);
         }
         (outcome, alarm)
     }
@@ -345,7 +381,7 @@ impl<'a> Txn<'a> {
             .iter()
             .position(|(s, _)| *s == slot)
             .unwrap_or_else(|| panic!("slot {slot} was not locked for this command"));
-        let record = self.ks.sink.is_some();
+        let record = self.ks.sink.get().is_some();
         KeyMut::new(
             self.ks,
             &mut self.guards[idx].1,
@@ -378,9 +414,9 @@ impl<'a> Txn<'a> {
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
         self.guards.clear();
-        if let Some(sink) = &self.ks.sink {
+        if let Some(sink) = self.ks.sink.get() {
             if !self.deltas.is_empty() {
-                sink.publish(std::mem::take(&mut self.deltas));
+                sink.publish(std::mem::take(&mut self.deltas), Origin::Local);
             }
         }
     }

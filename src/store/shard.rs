@@ -71,6 +71,19 @@ impl Shard {
         occupied.into_mut()
     }
 
+    /// Takes a node out of the table (a local removal, not a delete), keeping counts right.
+    pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Box<Node>> {
+        let found = self.table.find_entry(hash, |n| &*n.key == key).ok()?;
+        let (node, _) = found.remove();
+        if node.counted {
+            self.live -= 1;
+        }
+        if node.volatile {
+            self.volatile -= 1;
+        }
+        Some(node)
+    }
+
     pub fn insert(&mut self, hash: u64, node: Box<Node>, hasher: impl Fn(&[u8]) -> u64) {
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
     }

@@ -1,0 +1,547 @@
+//! The cluster runtime of one node: keeps the slot map current and acts on it.
+//!
+//! Wiring (one task each, all stopped by [`Runtime::shutdown`]):
+//! - `cluster-inbound`: mesh traffic by class — datagrams to membership, gossip frames into the
+//!   slot map, replication frames to the replicator;
+//! - `cluster-control`: every [`TICK`] or when the map changed — publish this node's record,
+//!   apply membership events (liveness), run the failover rules, and derive the replication
+//!   links from the roles.
+//!
+//! Failover rules, evaluated by every node about itself (each converges because records only
+//! move to larger versions and claims to larger epochs, see `topology`):
+//! 1. A replica whose primary is down while owning slots waits `rank × RANK_DELAY` (rank 0 = the
+//!    online replica with the largest replication offset, ties to the lower ID), then claims the
+//!    primary's slots with `current_epoch + 1` and becomes primary.
+//! 2. A primary that claims slots another node owns (it lost them to a larger epoch) stops
+//!    claiming them; if it has none left it becomes a replica of their new owner, and its
+//!    replication link merges what only it held into the new primary.
+//! 3. A replica follows its primary's shard: if the primary became a replica of Q, or owns nothing
+//!    while its claimed slots belong to Q, it follows Q.
+
+use super::membership::{Member, MemberEvent, Membership, MembershipConfig};
+use super::topology::{Health, NodeInfo, Role};
+use super::{Cluster, FailoverMode};
+use crate::clock::unix_ms;
+use crate::mesh::{Inbound, Mesh};
+use crate::repl::{self, LinkKind, LinkSpec, Replicator};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Mesh frame class byte of slot-map gossip.
+pub const CLASS_GOSSIP: u8 = 1;
+const TICK: Duration = Duration::from_millis(100);
+const GOSSIP_EVERY: Duration = Duration::from_millis(500);
+const RANK_DELAY: Duration = Duration::from_millis(500);
+const DOWN_CONFIRM: Duration = Duration::from_millis(400);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum GossipFrame {
+    V1(NodeInfo),
+}
+
+/// Frames for the replicator, over the mesh.
+struct MeshFrames(Mesh);
+
+impl repl::Transport for MeshFrames {
+    fn send(
+        &self,
+        to: SocketAddr,
+        frame: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let mesh = self.0.clone();
+        Box::pin(async move { mesh.send_frame(to, frame).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// Membership datagrams, over the mesh.
+struct MeshDatagrams(Mesh);
+
+impl super::membership::Transport for MeshDatagrams {
+    fn send(&self, to: SocketAddr, payload: Bytes) {
+        let _ = self.0.send_datagram(to, payload);
+    }
+}
+
+pub struct Runtime {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    mesh: Mesh,
+    membership: Membership,
+    repl: Arc<Replicator>,
+}
+
+impl Runtime {
+    /// Starts the runtime of `cluster` on an already bound `mesh`.
+    pub fn start(
+        cluster: Arc<Cluster>,
+        mesh: Mesh,
+        inbound: mpsc::Receiver<Inbound>,
+        node_timeout: Duration,
+        seeds: Vec<SocketAddr>,
+    ) -> Runtime {
+        let repl = cluster.repl().clone();
+        let me = Member::new(cluster.my_id(), mesh.local_addr());
+        let (dgram_tx, dgram_rx) = mpsc::channel(1024);
+        let (membership, events) = Membership::spawn(
+            me,
+            MembershipConfig::for_timeout(node_timeout),
+            Arc::new(MeshDatagrams(mesh.clone())),
+            dgram_rx,
+            seeds,
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(inbound_loop(
+            cluster.clone(),
+            repl.clone(),
+            inbound,
+            dgram_tx,
+            stop_rx.clone(),
+        ));
+        let control = Control {
+            cluster,
+            repl: repl.clone(),
+            mesh: mesh.clone(),
+            membership: membership.clone(),
+            node_timeout,
+            started: Instant::now(),
+            failing_since: None,
+            last_gossip: Instant::now() - GOSSIP_EVERY,
+            members: HashMap::new(),
+            pending_down: HashMap::new(),
+        };
+        tasks.spawn(control.run(events, stop_rx));
+        Runtime {
+            stop,
+            tasks,
+            mesh,
+            membership,
+            repl,
+        }
+    }
+
+    /// Stops every task of the cluster layer: control, membership (leaving gracefully),
+    /// replication links, then the mesh endpoint.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.membership.shutdown().await;
+        self.repl.shutdown().await;
+        self.mesh.shutdown().await;
+    }
+}
+
+/// Routes mesh traffic by class.
+async fn inbound_loop(
+    cluster: Arc<Cluster>,
+    repl: Arc<Replicator>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    datagrams: mpsc::Sender<(SocketAddr, Bytes)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            m = inbound.recv() => match m { Some(m) => m, None => break },
+            _ = stop.changed() => break,
+        };
+        match msg {
+            Inbound::Datagram { from, bytes } => {
+                let _ = datagrams.try_send((from, bytes));
+            }
+            Inbound::Frame { from, bytes } => match bytes.first() {
+                Some(&CLASS_GOSSIP) => match rmp_serde::from_slice::<GossipFrame>(&bytes[1..]) {
+                    Ok(GossipFrame::V1(info)) => {
+                        if info.id != cluster.my_id() {
+                            let changed = cluster.update(|t| t.upsert(info, unix_ms()));
+                            if changed {
+                                cluster.changed.notify_one();
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(%from, error = %e, "dropping a bad gossip frame"),
+                },
+                Some(&repl::wire::CLASS_REPL) => repl.on_frame(&bytes).await,
+                other => tracing::warn!(%from, class = ?other, "dropping a frame of unknown class"),
+            },
+            Inbound::Request { from, .. } => {
+                tracing::debug!(%from, "no request handlers: dropping");
+            }
+        }
+    }
+    tracing::debug!(task = "cluster-inbound", "stopping");
+}
+
+struct Control {
+    cluster: Arc<Cluster>,
+    repl: Arc<Replicator>,
+    mesh: Mesh,
+    membership: Membership,
+    node_timeout: Duration,
+    started: Instant,
+    /// When this replica first saw its primary down.
+    failing_since: Option<Instant>,
+    last_gossip: Instant,
+    /// Members known to membership: id → mesh address.
+    members: HashMap<u64, SocketAddr>,
+    /// Members reported down, and since when. SWIM reports a member that renewed its identity
+    /// (after a false suspicion) as down then up again; only a member still down after
+    /// [`DOWN_CONFIRM`] is marked failed, so such a flap never triggers a failover.
+    pending_down: HashMap<u64, Instant>,
+}
+
+impl Control {
+    async fn run(mut self, mut events: mpsc::Receiver<MemberEvent>, mut stop: watch::Receiver<bool>) {
+        let mut last_links: Option<Vec<(u64, LinkKind, SocketAddr, Vec<(u16, u16)>)>> = None;
+        loop {
+            let mut force_gossip = false;
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = self.cluster.changed.notified() => force_gossip = true,
+                Some(ev) = events.recv() => self.on_member(ev),
+                _ = stop.changed() => break,
+            }
+            while let Ok(ev) = events.try_recv() {
+                self.on_member(ev);
+            }
+            for addr in self.cluster.take_meets() {
+                self.membership.announce(addr);
+            }
+            self.confirm_downs();
+            self.health_of_silent_nodes();
+            if self.failover() | self.follow() {
+                force_gossip = true;
+            }
+            if force_gossip || self.last_gossip.elapsed() >= GOSSIP_EVERY {
+                self.gossip();
+            }
+            let links = self.wanted_links();
+            let key: Vec<_> = links
+                .iter()
+                .map(|l| (l.peer, l.kind, l.addr, l.slots.ranges()))
+                .collect();
+            if last_links.as_ref() != Some(&key) {
+                self.repl.set_links(links);
+                last_links = Some(key);
+            }
+        }
+        tracing::debug!(task = "cluster-control", "stopping");
+    }
+
+    fn on_member(&mut self, ev: MemberEvent) {
+        match ev {
+            MemberEvent::Up(m) => {
+                self.members.insert(m.id, m.addr);
+                self.pending_down.remove(&m.id);
+                self.set_health(m.id, Health::Online);
+            }
+            MemberEvent::Down(m) => {
+                self.pending_down.entry(m.id).or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// Members down for longer than [`DOWN_CONFIRM`] (and not back) are marked failed.
+    fn confirm_downs(&mut self) {
+        let confirmed: Vec<u64> = self
+            .pending_down
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= DOWN_CONFIRM)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in confirmed {
+            self.pending_down.remove(&id);
+            if !self.membership.is_alive(id) {
+                self.set_health(id, Health::Fail);
+            }
+        }
+    }
+
+    fn set_health(&mut self, id: u64, health: Health) {
+        if self.cluster.update(|t| t.set_health(id, health)) {
+            tracing::info!(node = %super::node_name(id), ?health, "node liveness changed");
+            self.cluster.changed.notify_one();
+        }
+    }
+
+    /// Nodes of the configured layout that never showed up count as failed after a while.
+    fn health_of_silent_nodes(&mut self) {
+        if self.started.elapsed() < self.node_timeout * 3 {
+            return;
+        }
+        let silent: Vec<u64> = self
+            .cluster
+            .topology()
+            .nodes
+            .values()
+            .filter(|v| v.info.version == 0 && v.health == Health::Online)
+            .map(|v| v.info.id)
+            .filter(|id| !self.members.contains_key(id))
+            .collect();
+        for id in silent {
+            self.cluster.update(|t| t.set_health(id, Health::Fail));
+        }
+    }
+
+    /// Sends this node's record (with its current replication offset) to every known node.
+    fn gossip(&mut self) {
+        self.last_gossip = Instant::now();
+        let offset = {
+            let t = self.cluster.topology();
+            match t.me().role {
+                Role::Primary => self.repl.offset(),
+                Role::Replica { of } => self.repl.applied_from(of),
+            }
+        };
+        let info = self
+            .cluster
+            .update(|t| t.update_me(unix_ms(), |me| me.repl_offset = offset));
+        let mut frame = vec![CLASS_GOSSIP];
+        if let Err(e) = rmp_serde::encode::write(&mut frame, &GossipFrame::V1(info)) {
+            tracing::error!(error = %e, "cannot encode gossip");
+            return;
+        }
+        let frame = Bytes::from(frame);
+        let mut targets: Vec<SocketAddr> = self.members.values().copied().collect();
+        let t = self.cluster.topology();
+        for v in t.nodes.values().filter(|v| v.info.id != t.myself) {
+            targets.push(v.info.mesh);
+        }
+        targets.sort();
+        targets.dedup();
+        for to in targets {
+            let mesh = self.mesh.clone();
+            let frame = frame.clone();
+            tokio::spawn(async move {
+                let _ = mesh.send_frame(to, frame).await;
+            });
+        }
+    }
+
+    /// Rule 1 (and CLUSTER FAILOVER); returns whether this node's record changed.
+    fn failover(&mut self) -> bool {
+        let t = self.cluster.topology();
+        let Role::Replica { of } = t.me().role else {
+            self.failing_since = None;
+            return false;
+        };
+        let manual = self.cluster.take_failover();
+        let primary_down = t.node(of).is_some_and(|p| p.health == Health::Fail);
+        let primary_slots = t.owned_by(of);
+        if manual.is_none() && (!primary_down || primary_slots.is_empty()) {
+            self.failing_since = None;
+            return false;
+        }
+        if let Some(mode) = manual {
+            if mode == FailoverMode::Default {
+                // Catch up first, so the switch loses no write (bounded wait).
+                let target = t.node(of).map_or(0, |p| p.info.repl_offset);
+                if self.repl.applied_from(of) < target {
+                    self.cluster.request_failover(mode);
+                    return false;
+                }
+            }
+        } else {
+            let since = *self.failing_since.get_or_insert_with(Instant::now);
+            let mut rivals: Vec<(u64, u64)> = t
+                .replicas_of(of)
+                .iter()
+                .filter(|v| v.health == Health::Online)
+                .map(|v| (u64::MAX - v.info.repl_offset, v.info.id))
+                .collect();
+            rivals.sort();
+            let rank = rivals.iter().position(|r| r.1 == t.myself).unwrap_or(0) as u32;
+            if since.elapsed() < RANK_DELAY * rank {
+                return false;
+            }
+        }
+        drop(t);
+        let promoted = self.cluster.update(|t| {
+            let epoch = t.current_epoch + 1;
+            let slots = t.owned_by(of);
+            t.update_me(unix_ms(), |me| {
+                me.role = Role::Primary;
+                me.config_epoch = epoch;
+                me.slots = slots;
+            })
+        });
+        tracing::warn!(
+            epoch = promoted.config_epoch,
+            slots = promoted.slots.len(),
+            primary = %super::node_name(of),
+            "promoted to primary"
+        );
+        self.failing_since = None;
+        true
+    }
+
+    /// Rules 2 and 3; returns whether this node's record changed.
+    fn follow(&mut self) -> bool {
+        let t = self.cluster.topology();
+        let me = t.me().clone();
+        let new_role = match me.role {
+            Role::Primary => {
+                let lost = t.superseded(me.id);
+                if lost.is_empty() {
+                    return false;
+                }
+                let owner = t.owner_id(lost[0]);
+                let keep = me.slots.len() - lost.len();
+                drop(t);
+                self.cluster.update(|t| {
+                    t.update_me(unix_ms(), |m| {
+                        for s in &lost {
+                            m.slots.remove(*s);
+                        }
+                        if keep == 0 && owner != 0 {
+                            m.role = Role::Replica { of: owner };
+                        }
+                    })
+                });
+                tracing::warn!(lost = lost.len(), new_owner = %super::node_name(owner), "slots taken over by a larger epoch");
+                return true;
+            }
+            Role::Replica { of } => match t.node(of).map(|p| &p.info) {
+                Some(p) => match p.role {
+                    Role::Replica { of: q } if q != me.id => Some(q),
+                    Role::Primary if t.owned_by(of).is_empty() => p
+                        .slots
+                        .iter()
+                        .next()
+                        .map(|s| t.owner_id(s))
+                        .filter(|&q| q != 0 && q != of && q != me.id),
+                    _ => None,
+                },
+                None => None,
+            },
+        };
+        drop(t);
+        match new_role {
+            Some(q) => {
+                self.cluster
+                    .update(|t| t.update_me(unix_ms(), |m| m.role = Role::Replica { of: q }));
+                tracing::info!(primary = %super::node_name(q), "following a new primary");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Links implied by roles: a primary to each of its replicas, a replica to its primary,
+    /// each carrying the slots the shard's primary owns.
+    fn wanted_links(&self) -> Vec<LinkSpec> {
+        let t = self.cluster.topology();
+        match t.me().role {
+            Role::Primary => {
+                let slots = t.owned_by(t.myself);
+                t.replicas_of(t.myself)
+                    .iter()
+                    .map(|r| LinkSpec {
+                        peer: r.info.id,
+                        kind: LinkKind::Replica,
+                        addr: r.info.mesh,
+                        slots: slots.clone(),
+                    })
+                    .collect()
+            }
+            Role::Replica { of } => t
+                .node(of)
+                .map(|p| LinkSpec {
+                    peer: of,
+                    kind: LinkKind::Primary,
+                    addr: p.info.mesh,
+                    slots: t.owned_by(of),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// Why a cluster node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Layout(#[from] super::layout::LayoutError),
+    #[error("cluster-enabled needs cluster-tls-dir (create one with `meridian certs`)")]
+    NoTls,
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::MeshError),
+}
+
+/// Builds a node's cluster layer (DESIGN.md §3): its identity and initial slot map from the
+/// layout, the mesh endpoint, the replicator as the keyspace's delta sink, and the runtime.
+pub async fn start_node(
+    s: &crate::config::Settings,
+    keyspace: &Arc<crate::store::Keyspace>,
+    resp_port: u16,
+) -> Result<(Arc<Cluster>, Runtime), StartError> {
+    use super::layout;
+    use super::topology::{SlotSet, Topology};
+    let c = &s.cluster;
+    // 1. Who am I, and what does the configured layout say about every node?
+    let (resp, mesh_addr) = layout::my_addrs(s, resp_port)?;
+    let id = layout::node_id(&s.region, resp);
+    let seats = layout::seats(&s.region, &c.nodes, c.replicas, &c.slots)?;
+    let record = |seat_id, resp, mesh, role, slots, version| NodeInfo {
+        id: seat_id,
+        version,
+        region: s.region.clone(),
+        resp,
+        mesh,
+        role,
+        config_epoch: 0,
+        slots,
+        repl_offset: 0,
+    };
+    let mine = seats.iter().find(|seat| seat.id == id);
+    let me = match mine {
+        Some(seat) => record(id, resp, mesh_addr, seat.role, seat.slots.clone(), unix_ms()),
+        None => record(id, resp, mesh_addr, Role::Primary, SlotSet::default(), unix_ms()),
+    };
+    let mut topology = Topology::new(me, unix_ms());
+    for seat in seats.iter().filter(|seat| seat.id != id) {
+        // Version 0: any record the node itself publishes replaces this one.
+        topology.upsert(
+            record(seat.id, seat.resp, seat.mesh, seat.role, seat.slots.clone(), 0),
+            0,
+        );
+    }
+    // 2. The mesh endpoint, with the deployment's mutual TLS.
+    if c.tls_dir.is_empty() {
+        return Err(StartError::NoTls);
+    }
+    let tls = crate::mesh::TlsMaterial::load(std::path::Path::new(&c.tls_dir))?;
+    let bind_ip = s
+        .bind
+        .first()
+        .and_then(|h| format!("{h}:0").parse::<SocketAddr>().ok())
+        .map_or(mesh_addr.ip(), |a| a.ip());
+    let (mesh, inbound) =
+        Mesh::bind(crate::mesh::MeshConfig::new(SocketAddr::new(bind_ip, mesh_addr.port()), tls))
+            .await?;
+    // 3. Replication: the keyspace's deltas go to the links the runtime keeps.
+    let repl = Replicator::new(id, Arc::new(MeshFrames(mesh.clone())));
+    repl.attach(keyspace.clone());
+    let cluster = Arc::new(Cluster::new(topology).with_repl(repl));
+    // 4. The runtime: membership seeded with the other nodes of the layout.
+    let seeds = seats
+        .iter()
+        .filter(|seat| seat.id != id)
+        .map(|seat| seat.mesh)
+        .collect();
+    let runtime = Runtime::start(
+        cluster.clone(),
+        mesh,
+        inbound,
+        Duration::from_millis(c.node_timeout_ms),
+        seeds,
+    );
+    tracing::info!(node = %super::node_name(id), %resp, mesh = %mesh_addr, seats = seats.len(), "cluster node started");
+    Ok((cluster, runtime))
+}

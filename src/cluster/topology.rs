@@ -1,0 +1,454 @@
+//! The region's slot map as this node sees it: who is in the region, who is primary or replica,
+//! and which primary owns each of the 16384 hash slots. Pure data, no I/O.
+//!
+//! Invariants (the same rule as Redis Cluster's config epochs):
+//! 1. Every node publishes a [`NodeInfo`] about itself only; a newer `version` replaces an older
+//!    one, so each node's record converges everywhere.
+//! 2. A primary *claims* slots with its `config_epoch`. The owner of a slot is the claimant with
+//!    the largest `(config_epoch, lower id wins ties)`. Resolution depends only on the set of
+//!    records, so every node that holds the same records computes the same owner for every slot.
+//! 3. A node only ever moves to a larger epoch (promotion and `SETSLOT NODE` take
+//!    `current_epoch + 1`), so a stale node's old claims lose as soon as the new record arrives,
+//!    and a node never serves a slot whose owner it is not.
+
+use crate::store::SLOTS;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// A set of hash slots (a 16384-bit bitmap), serialised as sorted inclusive ranges.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlotSet(Box<[u64; SLOTS / 64]>);
+
+impl Default for SlotSet {
+    fn default() -> Self {
+        SlotSet(Box::new([0; SLOTS / 64]))
+    }
+}
+
+impl SlotSet {
+    pub fn from_ranges(ranges: &[(u16, u16)]) -> Self {
+        let mut s = SlotSet::default();
+        for &(a, b) in ranges {
+            for slot in a..=b.min(SLOTS as u16 - 1) {
+                s.insert(slot);
+            }
+        }
+        s
+    }
+    pub fn contains(&self, slot: u16) -> bool {
+        self.0[slot as usize / 64] & (1 << (slot % 64)) != 0
+    }
+    pub fn insert(&mut self, slot: u16) {
+        self.0[slot as usize / 64] |= 1 << (slot % 64);
+    }
+    pub fn remove(&mut self, slot: u16) {
+        self.0[slot as usize / 64] &= !(1 << (slot % 64));
+    }
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..SLOTS as u16).filter(|&s| self.contains(s))
+    }
+    /// Sorted, inclusive, maximal ranges.
+    pub fn ranges(&self) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for s in self.iter() {
+            match out.last_mut() {
+                Some((_, end)) if *end + 1 == s => *end = s,
+                _ => out.push((s, s)),
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for SlotSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.ranges()).finish()
+    }
+}
+
+impl Serialize for SlotSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.ranges().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SlotSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ranges = Vec::<(u16, u16)>::deserialize(d)?;
+        Ok(SlotSet::from_ranges(&ranges))
+    }
+}
+
+/// A node's role in its region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Primary,
+    Replica { of: u64 },
+}
+
+/// What a node publishes about itself (invariant 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    /// Larger replaces smaller. Wall-clock milliseconds, bumped past the previous value, so a
+    /// restarted node's records replace the ones it published before it died.
+    pub version: u64,
+    pub region: String,
+    /// Where clients reach the node (RESP).
+    pub resp: SocketAddr,
+    /// The node's QUIC endpoint.
+    pub mesh: SocketAddr,
+    pub role: Role,
+    pub config_epoch: u64,
+    /// Slots this node claims (primaries only; see invariant 2).
+    pub slots: SlotSet,
+    /// Replication offset: deltas published (primary) or applied (replica).
+    pub repl_offset: u64,
+}
+
+/// Liveness as this node's failure detector sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Online,
+    /// Reported down by the failure detector.
+    Fail,
+}
+
+/// A known node: its latest record and its liveness.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub info: NodeInfo,
+    pub health: Health,
+    /// Unix ms of the last record or liveness signal received (CLUSTER NODES pong-recv).
+    pub seen_ms: u64,
+}
+
+/// The 40-character hex name Redis clients expect for a node, derived from its numeric ID.
+pub fn node_name(id: u64) -> String {
+    // splitmix64: a fixed bijection, so the name is stable across restarts and distinct per ID.
+    let mut x = id;
+    let mut out = String::with_capacity(48);
+    for _ in 0..3 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        out.push_str(&format!("{z:016x}"));
+    }
+    out.truncate(40);
+    out
+}
+
+/// The region as this node sees it.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub myself: u64,
+    pub nodes: BTreeMap<u64, NodeView>,
+    /// Owner of each slot (0 = unowned), recomputed by [`Topology::resolve`].
+    owner: Vec<u64>,
+    /// Largest config epoch seen.
+    pub current_epoch: u64,
+    /// This node's open migrations: slot → destination node.
+    pub migrating: BTreeMap<u16, u64>,
+    /// This node's open imports: slot → source node.
+    pub importing: BTreeMap<u16, u64>,
+    /// Owners told by `SETSLOT NODE` whose own record has not arrived yet: used only while
+    /// the slot has no claimant, so a real claim always takes over.
+    hints: BTreeMap<u16, u64>,
+}
+
+impl Topology {
+    pub fn new(me: NodeInfo, now_ms: u64) -> Self {
+        let mut t = Topology {
+            myself: me.id,
+            nodes: BTreeMap::new(),
+            owner: vec![0; SLOTS],
+            current_epoch: 0,
+            migrating: BTreeMap::new(),
+            importing: BTreeMap::new(),
+            hints: BTreeMap::new(),
+        };
+        t.upsert(me, now_ms);
+        t
+    }
+
+    pub fn me(&self) -> &NodeInfo {
+        &self.nodes[&self.myself].info
+    }
+
+    pub fn node(&self, id: u64) -> Option<&NodeView> {
+        self.nodes.get(&id)
+    }
+
+    /// Takes a record if it is newer than the one held (invariant 1); re-resolves on change.
+    /// Returns whether anything changed.
+    pub fn upsert(&mut self, info: NodeInfo, now_ms: u64) -> bool {
+        let changed = match self.nodes.get_mut(&info.id) {
+            Some(v) if v.info.version >= info.version => {
+                v.seen_ms = now_ms;
+                false
+            }
+            Some(v) => {
+                v.info = info;
+                v.seen_ms = now_ms;
+                true
+            }
+            None => {
+                self.nodes.insert(
+                    info.id,
+                    NodeView {
+                        info,
+                        health: Health::Online,
+                        seen_ms: now_ms,
+                    },
+                );
+                true
+            }
+        };
+        if changed {
+            self.resolve();
+        }
+        changed
+    }
+
+    /// Marks a node's liveness; returns whether it changed.
+    pub fn set_health(&mut self, id: u64, health: Health) -> bool {
+        match self.nodes.get_mut(&id) {
+            Some(v) if v.health != health && id != self.myself => {
+                v.health = health;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Changes this node's own record through `f`, bumping its version. Returns the new record.
+    pub fn update_me(&mut self, now_ms: u64, f: impl FnOnce(&mut NodeInfo)) -> NodeInfo {
+        let mut info = self.me().clone();
+        f(&mut info);
+        info.version = now_ms.max(info.version + 1);
+        self.upsert(info.clone(), now_ms);
+        info
+    }
+
+    /// Recomputes every slot's owner (invariant 2) and the current epoch.
+    pub fn resolve(&mut self) {
+        let mut best: Vec<(u64, u64)> = vec![(0, 0); SLOTS]; // (epoch, id) of the winner
+        self.current_epoch = 0;
+        for v in self.nodes.values() {
+            let i = &v.info;
+            self.current_epoch = self.current_epoch.max(i.config_epoch);
+            if i.role != Role::Primary {
+                continue;
+            }
+            for s in i.slots.iter() {
+                let b = &mut best[s as usize];
+                if b.1 == 0 || i.config_epoch > b.0 || (i.config_epoch == b.0 && i.id < b.1) {
+                    *b = (i.config_epoch, i.id);
+                }
+            }
+        }
+        for (o, b) in self.owner.iter_mut().zip(best) {
+            *o = b.1;
+        }
+        let owner = &self.owner;
+        self.hints.retain(|&s, _| owner[s as usize] == 0);
+        for (&s, &id) in &self.hints {
+            self.owner[s as usize] = id;
+        }
+    }
+
+    /// Records that `id` owns `slot` (SETSLOT NODE on a node that gave the slot away).
+    pub fn hint_owner(&mut self, slot: u16, id: u64) {
+        self.hints.insert(slot, id);
+        self.resolve();
+    }
+
+    /// The node that owns `slot`, if any.
+    pub fn owner(&self, slot: u16) -> Option<&NodeView> {
+        match self.owner[slot as usize] {
+            0 => None,
+            id => self.nodes.get(&id),
+        }
+    }
+
+    pub fn owner_id(&self, slot: u16) -> u64 {
+        self.owner[slot as usize]
+    }
+
+    /// Slots `id` owns after resolution.
+    pub fn owned_by(&self, id: u64) -> SlotSet {
+        let mut s = SlotSet::default();
+        for (slot, &o) in self.owner.iter().enumerate() {
+            if o == id {
+                s.insert(slot as u16);
+            }
+        }
+        s
+    }
+
+    /// Slots `id` claims but another node owns: it lost them to a larger epoch.
+    pub fn superseded(&self, id: u64) -> Vec<u16> {
+        self.nodes.get(&id).map_or(Vec::new(), |v| {
+            v.info
+                .slots
+                .iter()
+                .filter(|&s| self.owner[s as usize] != id)
+                .collect()
+        })
+    }
+
+    /// Contiguous ranges with a single owner: `(start, end, owner)`, ascending.
+    pub fn ranges(&self) -> Vec<(u16, u16, u64)> {
+        let mut out: Vec<(u16, u16, u64)> = Vec::new();
+        for (slot, &o) in self.owner.iter().enumerate() {
+            if o == 0 {
+                continue;
+            }
+            let slot = slot as u16;
+            match out.last_mut() {
+                Some((_, end, owner)) if *owner == o && *end + 1 == slot => *end = slot,
+                _ => out.push((slot, slot, o)),
+            }
+        }
+        out
+    }
+
+    /// Replicas (of any health) that follow `primary`, by ID.
+    pub fn replicas_of(&self, primary: u64) -> Vec<&NodeView> {
+        self.nodes
+            .values()
+            .filter(|v| v.info.role == Role::Replica { of: primary })
+            .collect()
+    }
+
+    /// Number of slots with an owner, and with an owner that is not failed.
+    pub fn coverage(&self) -> (usize, usize) {
+        let mut assigned = 0;
+        let mut ok = 0;
+        for &o in &self.owner {
+            if o != 0 {
+                assigned += 1;
+                if self.nodes.get(&o).is_some_and(|v| v.health == Health::Online) {
+                    ok += 1;
+                }
+            }
+        }
+        (assigned, ok)
+    }
+
+    /// Primaries that own at least one slot (CLUSTER INFO `cluster_size`).
+    pub fn size(&self) -> usize {
+        let mut owners: Vec<u64> = self.owner.iter().copied().filter(|&o| o != 0).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        owners.len()
+    }
+
+    /// The primary of `id`'s shard: itself when primary, whom it follows when a replica.
+    pub fn shard_primary(&self, id: u64) -> u64 {
+        match self.nodes.get(&id).map(|v| v.info.role) {
+            Some(Role::Replica { of }) => of,
+            _ => id,
+        }
+    }
+}
+
+/// An even split of the slots over `n` primaries, as `redis-cli --cluster create` does.
+pub fn even_split(n: usize) -> Vec<(u16, u16)> {
+    let n = n.max(1);
+    let per = SLOTS as f64 / n as f64;
+    (0..n)
+        .map(|i| {
+            let first = (i as f64 * per).round() as u16;
+            let last = (((i + 1) as f64 * per).round() as u16).saturating_sub(1);
+            (first, last)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u64, epoch: u64, role: Role, ranges: &[(u16, u16)]) -> NodeInfo {
+        NodeInfo {
+            id,
+            version: 1,
+            region: "r".into(),
+            resp: "127.0.0.1:1".parse().unwrap(),
+            mesh: "127.0.0.1:2".parse().unwrap(),
+            role,
+            config_epoch: epoch,
+            slots: SlotSet::from_ranges(ranges),
+            repl_offset: 0,
+        }
+    }
+
+    #[test]
+    fn even_split_covers_every_slot_once() {
+        for n in 1..10 {
+            let r = even_split(n);
+            assert_eq!(r[0].0, 0);
+            assert_eq!(r[n - 1].1, SLOTS as u16 - 1);
+            for w in r.windows(2) {
+                assert_eq!(w[0].1 + 1, w[1].0);
+            }
+        }
+        assert_eq!(even_split(3), vec![(0, 5460), (5461, 10922), (10923, 16383)]);
+    }
+
+    #[test]
+    fn larger_epoch_wins_a_slot_and_ties_go_to_the_lower_id() {
+        let mut t = Topology::new(info(1, 0, Role::Primary, &[(0, 99)]), 0);
+        t.upsert(info(2, 0, Role::Primary, &[(50, 149)]), 0);
+        assert_eq!(t.owner_id(60), 1, "tie → lower id");
+        t.upsert(NodeInfo { version: 2, ..info(2, 3, Role::Primary, &[(50, 149)]) }, 0);
+        assert_eq!(t.owner_id(60), 2);
+        assert_eq!(t.owner_id(10), 1);
+        assert_eq!(t.superseded(1), (50..100).collect::<Vec<_>>());
+        assert_eq!(t.current_epoch, 3);
+        assert_eq!(t.ranges(), vec![(0, 49, 1), (50, 149, 2)]);
+    }
+
+    #[test]
+    fn an_older_record_never_replaces_a_newer_one() {
+        let mut t = Topology::new(info(1, 0, Role::Primary, &[]), 0);
+        t.upsert(NodeInfo { version: 5, ..info(2, 1, Role::Primary, &[(0, 9)]) }, 0);
+        assert!(!t.upsert(NodeInfo { version: 4, ..info(2, 0, Role::Primary, &[]) }, 0));
+        assert_eq!(t.owner_id(3), 2);
+    }
+
+    #[test]
+    fn replicas_claim_nothing() {
+        let mut t = Topology::new(info(1, 0, Role::Primary, &[(0, 9)]), 0);
+        t.upsert(info(2, 9, Role::Replica { of: 1 }, &[(0, 9)]), 0);
+        assert_eq!(t.owner_id(0), 1);
+        assert_eq!(t.replicas_of(1).len(), 1);
+        assert_eq!(t.shard_primary(2), 1);
+    }
+
+    #[test]
+    fn names_are_40_hex_and_distinct() {
+        let a = node_name(1);
+        assert_eq!(a.len(), 40);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, node_name(2));
+        assert_eq!(a, node_name(1));
+    }
+
+    #[test]
+    fn slot_sets_round_trip_as_ranges() {
+        let s = SlotSet::from_ranges(&[(0, 5), (7, 7), (16380, 16383)]);
+        assert_eq!(s.ranges(), vec![(0, 5), (7, 7), (16380, 16383)]);
+        assert_eq!(s.len(), 11);
+    }
+}

@@ -1,0 +1,434 @@
+//! Cluster commands: CLUSTER (INFO, MYID, MYSHARDID, SLOTS, SHARDS, NODES, KEYSLOT,
+//! COUNTKEYSINSLOT, GETKEYSINSLOT, LINKS, SETSLOT, FAILOVER, ADDSLOTS, ADDSLOTSRANGE, HELP),
+//! ASKING, READONLY, READWRITE — and [`admit`], the dispatch step that routes every keyed
+//! command through `cluster::route` before it is queued or run.
+//!
+//! Replies and errors are Redis 7's, checked against redis-server 7.0. The map changes
+//! themselves (SETSLOT, FAILOVER, ADDSLOTS) belong to the cluster runtime; this file parses them
+//! and checks what Redis checks before it names a node, so the errors come in Redis's order.
+
+use super::table::{dispatch_sub, lookup, lookup_sub, CommandSpec};
+use super::{arg_i64, is, CmdError, CmdResult, Ctx, Node};
+use crate::cluster::format::{self, BusStats};
+use crate::cluster::route::{route, state_ok, Flags};
+use crate::cluster::{node_name, Cluster, ClusterError, FailoverMode, Role, SetSlot, SlotSet};
+use crate::resp::Args;
+use crate::spec;
+use crate::store::{key_slot, SLOTS};
+
+#[rustfmt::skip]
+pub const COMMANDS: &[CommandSpec] = &[
+    spec!("cluster", -2, [], 0, 0, 0, "cluster", "3.0.0", "A container for Redis Cluster commands.", cluster, CLUSTER),
+    spec!("asking", 1, ["fast"], 0, 0, 0, "cluster", "3.0.0", "Signals that a cluster client is following an -ASK redirect.", asking),
+    spec!("readonly", 1, ["loading", "stale", "fast"], 0, 0, 0, "cluster", "3.0.0", "Enables read-only queries for a connection to a Redis Cluster replica node.", readonly),
+    spec!("readwrite", 1, ["loading", "stale", "fast"], 0, 0, 0, "cluster", "3.0.0", "Enables read-write queries for a connection to a Reids Cluster replica node.", readwrite),
+];
+
+// COUNTKEYSINSLOT and GETKEYSINSLOT lock a slot themselves: `keyspace_wide` keeps EXEC from
+// holding slot locks around them.
+#[rustfmt::skip]
+const CLUSTER: &[CommandSpec] = &[
+    spec!("cluster|info", 2, ["stale"], 0, 0, 0, "cluster", "3.0.0", "Returns information about the state of a node.", info),
+    spec!("cluster|myid", 2, ["stale"], 0, 0, 0, "cluster", "3.0.0", "Returns the ID of a node.", myid),
+    spec!("cluster|myshardid", 2, ["stale"], 0, 0, 0, "cluster", "7.2.0", "Returns the shard ID of a node.", myshardid),
+    spec!("cluster|slots", 2, ["loading", "stale"], 0, 0, 0, "cluster", "3.0.0", "Returns the mapping of cluster slots to nodes.", slots),
+    spec!("cluster|shards", 2, ["loading", "stale"], 0, 0, 0, "cluster", "7.0.0", "Returns the mapping of cluster slots to shards.", shards),
+    spec!("cluster|nodes", 2, ["stale"], 0, 0, 0, "cluster", "3.0.0", "Returns the cluster configuration for a node.", nodes),
+    spec!("cluster|links", 2, ["stale"], 0, 0, 0, "cluster", "7.0.0", "Returns a list of all TCP links to and from peer nodes.", links),
+    spec!("cluster|keyslot", 3, ["stale"], 0, 0, 0, "cluster", "3.0.0", "Returns the hash slot for a key.", keyslot),
+    spec!("cluster|countkeysinslot", 3, ["stale", "keyspace_wide"], 0, 0, 0, "cluster", "3.0.0", "Returns the number of keys in a hash slot.", countkeysinslot),
+    spec!("cluster|getkeysinslot", 4, ["stale", "keyspace_wide"], 0, 0, 0, "cluster", "3.0.0", "Returns the key names in a hash slot.", getkeysinslot),
+    spec!("cluster|setslot", -4, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Binds a hash slot to a node.", setslot),
+    spec!("cluster|failover", -2, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Forces a replica to perform a manual failover of its master.", failover),
+    spec!("cluster|addslots", -3, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Assigns new hash slots to a node.", addslots),
+    spec!("cluster|addslotsrange", -4, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "7.0.0", "Assigns new hash slot ranges to a node.", addslotsrange),
+    spec!("cluster|help", 2, ["loading", "stale"], 0, 0, 0, "cluster", "5.0.0", "Returns helpful text about the different subcommands.", help),
+];
+
+// ----- routing -----
+
+/// The positions of a command's keys (first/last/step, negative last counted from the end),
+/// as an allocation-free iterator the router can walk twice.
+fn keys<'a>(spec: &CommandSpec, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + Clone {
+    let argc = args.len() as i32;
+    let last = match spec.last_key {
+        _ if spec.first_key <= 0 || argc <= spec.first_key => 0,
+        l if l < 0 => argc + l,
+        l => l.min(argc - 1),
+    };
+    (spec.first_key.max(1)..=last)
+        .step_by(spec.step.max(1) as usize)
+        .map(move |i| args.get(i as usize))
+}
+
+/// The spec that holds a command's key positions and flags (a container's subcommand).
+fn spec_of(args: Args<'_>) -> Option<&'static CommandSpec> {
+    let spec = lookup(args.get(0))?;
+    match spec.subcommands.is_empty() || args.len() < 2 {
+        true => Some(spec),
+        false => lookup_sub(spec, args.get(1)),
+    }
+}
+
+fn exists(node: &Node, key: &[u8]) -> bool {
+    node.keyspace.lock_key(key).key(key).exists()
+}
+
+/// Routes a command before it is queued or run (dispatch step 3b): `true` to go on, `false`
+/// when it was answered with a redirect or a cluster error (which, inside MULTI, dooms the
+/// transaction). `keyed` is the spec holding the key positions (a container's subcommand).
+/// EXEC is routed with every queued command at once, as Redis does: one slot for the whole
+/// transaction, else the transaction is discarded with the error.
+pub(super) fn admit(
+    ctx: &mut Ctx<'_, '_>,
+    cluster: &Cluster,
+    keyed: &'static CommandSpec,
+    args: Args<'_>,
+) -> bool {
+    let node = ctx.node;
+    if keyed.first_key <= 0 {
+        return keyed.name != "exec" || admit_exec(ctx, cluster);
+    }
+    let t = cluster.topology();
+    let flags = Flags {
+        asking: ctx.client.asking,
+        replica_read: ctx.client.readonly && !keyed.has_flag("write"),
+    };
+    let routed = route(&t, state_ok(&t), keys(keyed, args), flags, |k| exists(node, k));
+    match routed.error() {
+        None => true,
+        Some(e) => {
+            super::reject(ctx, CmdError::Msg(e));
+            false
+        }
+    }
+}
+
+fn admit_exec(ctx: &mut Ctx<'_, '_>, cluster: &Cluster) -> bool {
+    let node = ctx.node;
+    let Some(queue) = ctx.client.multi.as_ref() else {
+        return true; // EXEC without MULTI: its own error
+    };
+    let t = cluster.topology();
+    let write = queue
+        .iter()
+        .any(|c| spec_of(c.args()).is_some_and(|s| s.has_flag("write")));
+    let all_keys = queue.iter().flat_map(|c| {
+        let a = c.args();
+        spec_of(a).map(|s| keys(s, a)).into_iter().flatten()
+    });
+    let flags = Flags {
+        asking: ctx.client.asking,
+        replica_read: ctx.client.readonly && !write,
+    };
+    match route(&t, state_ok(&t), all_keys, flags, |k| exists(node, k)).error() {
+        None => {
+            ctx.client.in_exec = true;
+            true
+        }
+        Some(e) => {
+            ctx.client.multi = None;
+            ctx.client.multi_failed = false;
+            super::txn::unwatch_all(ctx);
+            ctx.out.error(&e);
+            false
+        }
+    }
+}
+
+/// After a top-level command (EXEC's queued commands excluded): EXEC is over, and ASKING is
+/// spent unless this was ASKING itself or a transaction is open (Redis's `resetClient`).
+pub(super) fn command_done(client: &mut super::ClientState, args: Args<'_>) {
+    client.in_exec = false;
+    let was_asking = !args.is_empty() && is(args.get(0), "asking");
+    if client.multi.is_none() && !was_asking {
+        client.asking = false;
+    }
+}
+
+// ----- ASKING, READONLY, READWRITE -----
+
+fn disabled() -> CmdError {
+    CmdError::Msg("ERR This instance has cluster support disabled".into())
+}
+
+/// The node's cluster, or Redis's error when it runs without one.
+fn cluster_of<'n>(ctx: &Ctx<'_, 'n>) -> Result<&'n Cluster, CmdError> {
+    ctx.node.cluster.as_deref().ok_or_else(disabled)
+}
+
+fn asking(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    cluster_of(ctx)?;
+    ctx.client.asking = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn readonly(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    cluster_of(ctx)?;
+    ctx.client.readonly = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn readwrite(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    cluster_of(ctx)?;
+    ctx.client.readonly = false;
+    ctx.out.ok();
+    Ok(())
+}
+
+// ----- CLUSTER: reading the map -----
+
+/// Like Redis 7, every subcommand (HELP and KEYSLOT included) needs cluster mode.
+fn cluster(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    cluster_of(ctx)?;
+    dispatch_sub(ctx, args)
+}
+
+fn info(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let t = cluster_of(ctx)?.topology();
+    ctx.out.verbatim(&format::info_text(&t, &BusStats::default()));
+    Ok(())
+}
+
+fn myid(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let me = cluster_of(ctx)?.my_id();
+    ctx.out.bulk(node_name(me).as_bytes());
+    Ok(())
+}
+
+/// A shard is named after its primary.
+fn myshardid(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let t = cluster_of(ctx)?.topology();
+    ctx.out.bulk(node_name(t.shard_primary(t.myself)).as_bytes());
+    Ok(())
+}
+
+fn slots(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    format::slots(ctx.out, &cluster_of(ctx)?.topology());
+    Ok(())
+}
+
+fn shards(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    format::shards(ctx.out, &cluster_of(ctx)?.topology());
+    Ok(())
+}
+
+fn nodes(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let text = format::nodes_text(&cluster_of(ctx)?.topology());
+    ctx.out.verbatim(&text);
+    Ok(())
+}
+
+fn links(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    format::links(ctx.out, &cluster_of(ctx)?.links());
+    Ok(())
+}
+
+fn keyslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    ctx.out.int(key_slot(args.get(2)) as i64);
+    Ok(())
+}
+
+/// The live keys held here in `slot`.
+fn slot_keys(node: &Node, slot: u16) -> Vec<Box<[u8]>> {
+    let now = crate::clock::unix_ms();
+    node.keyspace
+        .slot_entries(slot)
+        .into_iter()
+        .filter(|(_, e)| e.is_live(now))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn countkeysinslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let slot = arg_i64(args.get(2))?;
+    if !(0..SLOTS as i64).contains(&slot) {
+        return Err(CmdError::Msg("ERR Invalid slot".into()));
+    }
+    ctx.out.int(slot_keys(ctx.node, slot as u16).len() as i64);
+    Ok(())
+}
+
+fn getkeysinslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let slot = arg_i64(args.get(2))?;
+    let max = arg_i64(args.get(3))?;
+    if !(0..SLOTS as i64).contains(&slot) || max < 0 {
+        return Err(CmdError::Msg("ERR Invalid slot or number of keys".into()));
+    }
+    let mut found = slot_keys(ctx.node, slot as u16);
+    found.truncate(max.min(found.len() as i64) as usize);
+    ctx.out.bulk_array(found.iter().map(|k| &k[..]));
+    Ok(())
+}
+
+// ----- CLUSTER: changing the map -----
+
+fn cluster_err(e: ClusterError) -> CmdError {
+    CmdError::Msg(e.to_string())
+}
+
+/// A slot argument (`ERR Invalid or out of range slot`).
+fn parse_slot(a: &[u8]) -> Result<u16, CmdError> {
+    match crate::crdt::number::parse_i64(a) {
+        Some(s) if (0..SLOTS as i64).contains(&s) => Ok(s as u16),
+        _ => Err(cluster_err(ClusterError::BadSlot)),
+    }
+}
+
+fn setslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let c = cluster_of(ctx)?;
+    let t = c.topology();
+    if t.me().role != Role::Primary {
+        return Err(CmdError::Msg("ERR Please use SETSLOT only with masters.".into()));
+    }
+    let slot = parse_slot(args.get(2))?;
+    let (action, n) = (args.get(3), args.len());
+    let mine = t.owner_id(slot) == t.myself;
+    // MIGRATING and IMPORTING name the peer as Redis does ("I don't know about node").
+    let peer = |name: &[u8]| {
+        c.lookup_name(name).map_err(|_| {
+            let name = String::from_utf8_lossy(name);
+            CmdError::Msg(format!("ERR I don't know about node {name}"))
+        })
+    };
+    let change = if is(action, "migrating") && n == 5 {
+        if !mine {
+            return Err(cluster_err(ClusterError::NotOwner(slot)));
+        }
+        SetSlot::Migrating(peer(args.get(4))?)
+    } else if is(action, "importing") && n == 5 {
+        if mine {
+            return Err(cluster_err(ClusterError::AlreadyOwner(slot)));
+        }
+        SetSlot::Importing(peer(args.get(4))?)
+    } else if is(action, "stable") && n == 4 {
+        SetSlot::Stable
+    } else if is(action, "node") && n == 5 {
+        SetSlot::Node(c.lookup_name(args.get(4)).map_err(cluster_err)?)
+    } else {
+        return Err(CmdError::Msg(
+            "ERR Invalid CLUSTER SETSLOT action or number of arguments. Try CLUSTER HELP".into(),
+        ));
+    };
+    drop(t);
+    c.setslot(slot, change).map_err(cluster_err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn failover(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let c = cluster_of(ctx)?;
+    let mode = match args.len() {
+        2 => FailoverMode::Default,
+        3 if is(args.get(2), "force") => FailoverMode::Force,
+        3 if is(args.get(2), "takeover") => FailoverMode::Takeover,
+        3 => return Err(CmdError::Syntax),
+        _ => {
+            return Err(CmdError::Msg(format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
+                String::from_utf8_lossy(args.get(1))
+            )))
+        }
+    };
+    c.failover(mode).map_err(cluster_err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// Redis's per-slot checks before a claim: not owned yet, and named once.
+fn check_free(t: &crate::cluster::Topology, seen: &mut SlotSet, a: u16, b: u16) -> CmdResult {
+    for slot in a..=b {
+        if t.owner_id(slot) != 0 {
+            return Err(CmdError::Msg(format!("ERR Slot {slot} is already busy")));
+        }
+        if seen.contains(slot) {
+            return Err(CmdError::Msg(format!("ERR Slot {slot} specified multiple times")));
+        }
+        seen.insert(slot);
+    }
+    Ok(())
+}
+
+fn claim(ctx: &mut Ctx<'_, '_>, c: &Cluster, slots: &SlotSet) -> CmdResult {
+    let slots: Vec<u16> = slots.iter().collect();
+    c.add_slots(&slots).map_err(cluster_err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn addslots(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let c = cluster_of(ctx)?;
+    // Every argument parses before any is checked, as in Redis.
+    let wanted = args.skip(2).iter().map(parse_slot).collect::<Result<Vec<u16>, _>>()?;
+    let mut seen = SlotSet::default();
+    {
+        let t = c.topology();
+        for &s in &wanted {
+            check_free(&t, &mut seen, s, s)?;
+        }
+    }
+    claim(ctx, c, &seen)
+}
+
+fn addslotsrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let c = cluster_of(ctx)?;
+    if args.len() % 2 == 1 {
+        return Err(CmdError::Arity("cluster|addslotsrange".into()));
+    }
+    let mut seen = SlotSet::default();
+    {
+        let t = c.topology();
+        for i in (2..args.len()).step_by(2) {
+            let (a, b) = (parse_slot(args.get(i))?, parse_slot(args.get(i + 1))?);
+            if a > b {
+                return Err(CmdError::Msg(format!(
+                    "ERR start slot number {a} is greater than end slot number {b}"
+                )));
+            }
+            check_free(&t, &mut seen, a, b)?;
+        }
+    }
+    claim(ctx, c, &seen)
+}
+
+fn help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    ctx.out.help(&[
+        "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "ADDSLOTS <slot> [<slot> ...]",
+        "    Assign slots to current node.",
+        "ADDSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
+        "    Assign slots which are between <start-slot> and <end-slot> to current node.",
+        "COUNTKEYSINSLOT <slot>",
+        "    Return the number of keys in <slot>.",
+        "FAILOVER [FORCE|TAKEOVER]",
+        "    Promote current replica node to being a master.",
+        "GETKEYSINSLOT <slot> <count>",
+        "    Return key names stored by current node in a slot.",
+        "INFO",
+        "    Return information about the cluster.",
+        "KEYSLOT <key>",
+        "    Return the hash slot for <key>.",
+        "LINKS",
+        "    Return information about all network links between this node and its peers.",
+        "    Output format is an array where each array element is a map containing attributes of a link",
+        "MYID",
+        "    Return the node id.",
+        "MYSHARDID",
+        "    Return the node's shard id.",
+        "NODES",
+        "    Return cluster configuration seen by node. Output format:",
+        "    <id> <ip:port@bus-port[,hostname]> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+        "SETSLOT <slot> (IMPORTING <node-id>|MIGRATING <node-id>|STABLE|NODE <node-id>)",
+        "    Set slot state.",
+        "SHARDS",
+        "    Return information about slot range mappings and the nodes associated with them.",
+        "SLOTS",
+        "    Return information about slots range mappings. Each range is made of:",
+        "    start, end, master and replicas IP addresses, ports and ids",
+        "HELP",
+        "    Print this help.",
+    ]);
+    Ok(())
+}

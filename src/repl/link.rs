@@ -1,0 +1,292 @@
+//! One replication link: the outbox of keys a peer has not acknowledged yet, and the task that
+//! ships them.
+//!
+//! Invariants:
+//! - The outbox holds each changed key once, however often it changed (coalescing): memory is
+//!   bounded by the keyspace, not by the write rate. A batch carries each key's *current* full
+//!   entry, which is the join of all its deltas, so skipping intermediate versions loses nothing.
+//! - A key leaves the outbox when it is put in a batch, and comes back if that batch is not
+//!   acknowledged within [`ACK_TIMEOUT`] (at-least-once; merges are idempotent).
+//! - At most [`WINDOW`] batches are unacknowledged: a slow peer slows its link, never memory.
+//! - `acked` only grows; WAIT reads it.
+
+use super::wire::{self, KeyEntry, ReplMsg};
+use super::Transport;
+use crate::cluster::SlotSet;
+use crate::store::{Keyspace, SLOTS};
+use hashbrown::HashSet;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Unacknowledged batches allowed in flight per link.
+const WINDOW: usize = 16;
+/// A batch not acknowledged in this time is sent again (its keys go back to the outbox).
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys per batch, and a soft byte budget per batch.
+const BATCH_KEYS: usize = 512;
+const BATCH_BYTES: usize = 1 << 20;
+/// Idle links still tell the peer how far they are (so WAIT and lag see progress).
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// What kind of peer a link leads to (WAIT counts replicas only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// Our replica: we are its primary.
+    Replica,
+    /// Our primary: we are its replica (the link carries back what only we hold).
+    Primary,
+}
+
+pub struct Outbox {
+    queue: VecDeque<Box<[u8]>>,
+    queued: HashSet<Box<[u8]>>,
+    /// Next slot of a full sync in progress.
+    resync: Option<usize>,
+    /// Offset of the last publish that has been recorded here.
+    seen: u64,
+    session: u64,
+    fresh: bool,
+    next_batch: u64,
+    inflight: VecDeque<InFlight>,
+}
+
+struct InFlight {
+    batch: u64,
+    sent: Instant,
+    keys: Vec<Box<[u8]>>,
+    resync_from: Option<usize>,
+}
+
+pub struct Link {
+    pub peer: u64,
+    pub kind: LinkKind,
+    pub addr: Mutex<SocketAddr>,
+    /// Slots whose changes this link carries.
+    pub slots: Mutex<SlotSet>,
+    pub outbox: Mutex<Outbox>,
+    pub wake: Notify,
+    pub acked: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub connected: AtomicBool,
+    pub created: Instant,
+    pub stop: Notify,
+}
+
+impl Link {
+    pub fn new(peer: u64, kind: LinkKind, addr: SocketAddr, slots: SlotSet, offset: u64) -> Self {
+        Link {
+            peer,
+            kind,
+            addr: Mutex::new(addr),
+            slots: Mutex::new(slots),
+            outbox: Mutex::new(Outbox {
+                queue: VecDeque::new(),
+                queued: HashSet::new(),
+                resync: Some(0),
+                seen: offset,
+                session: rand::random::<u64>() | 1,
+                fresh: true,
+                next_batch: 1,
+                inflight: VecDeque::new(),
+            }),
+            wake: Notify::new(),
+            acked: AtomicU64::new(0),
+            batches_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            created: Instant::now(),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Records published keys (already filtered by slot and origin) and the offset they reach.
+    pub fn record<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, offset: u64) {
+        let mut o = self.outbox.lock();
+        for k in keys {
+            if !o.queued.contains(k) {
+                o.queued.insert(k.into());
+                o.queue.push_back(k.into());
+            }
+        }
+        o.seen = o.seen.max(offset);
+    }
+
+    /// Starts a new session with a full sync (a new peer, or one that lost its state).
+    pub fn restart_session(&self) {
+        let mut o = self.outbox.lock();
+        o.session = rand::random::<u64>() | 1;
+        o.fresh = true;
+        o.resync = Some(0);
+        o.next_batch = 1;
+        for b in std::mem::take(&mut o.inflight) {
+            requeue(&mut o, b.keys);
+        }
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// The peer acknowledged `batch` of `session`.
+    pub fn on_ack(&self, session: u64, batch: u64, upto: u64) {
+        let mut o = self.outbox.lock();
+        if o.session != session {
+            return;
+        }
+        o.inflight.retain(|b| b.batch != batch);
+        drop(o);
+        self.acked.fetch_max(upto, Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Unacknowledged keys (queued or in flight), for INFO lag.
+    pub fn pending(&self) -> usize {
+        let o = self.outbox.lock();
+        o.queue.len() + o.inflight.iter().map(|b| b.keys.len()).sum::<usize>()
+    }
+
+    /// Builds the next batch, or `None` when there is nothing to say.
+    fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<(u64, bytes::Bytes)> {
+        let mut o = self.outbox.lock();
+        // 1. Batches unacknowledged for too long: their keys go back to the queue.
+        while o.inflight.front().is_some_and(|b| b.sent.elapsed() > ACK_TIMEOUT) {
+            let b = o.inflight.pop_front().expect("checked");
+            if let Some(slot) = b.resync_from {
+                o.resync = Some(o.resync.map_or(slot, |r| r.min(slot)));
+            }
+            requeue(&mut o, b.keys);
+        }
+        if o.inflight.len() >= WINDOW {
+            return None;
+        }
+        // 2. Changed keys first, then the next slots of a full sync, within the budget.
+        let mut keys = Vec::new();
+        while keys.len() < BATCH_KEYS {
+            let Some(k) = o.queue.pop_front() else { break };
+            o.queued.remove(&k);
+            keys.push(k);
+        }
+        let seen = o.seen;
+        let resync_from = o.resync;
+        let session = o.session;
+        let fresh = o.fresh;
+        drop(o);
+        let mut bytes = 0;
+        let mut entries: Vec<KeyEntry> = Vec::with_capacity(keys.len());
+        for k in &keys {
+            if let Some(e) = ks.entry(k) {
+                bytes += k.len() + e.value().map_or(0, |v| v.len()) + 64;
+                entries.push(KeyEntry {
+                    key: k.clone(),
+                    entry: e.to_delta(),
+                });
+            }
+        }
+        let mut resync_next = resync_from;
+        if let Some(mut slot) = resync_from {
+            let slots = self.slots.lock().clone();
+            while slot < SLOTS && bytes < BATCH_BYTES && entries.len() < BATCH_KEYS * 4 {
+                if slots.contains(slot as u16) {
+                    for (k, e) in ks.slot_entries(slot as u16) {
+                        bytes += k.len() + e.value().map_or(0, |v| v.len()) + 64;
+                        entries.push(KeyEntry {
+                            key: k,
+                            entry: e.to_delta(),
+                        });
+                    }
+                }
+                slot += 1;
+            }
+            resync_next = (slot < SLOTS).then_some(slot);
+        }
+        let mut o = self.outbox.lock();
+        if o.session != session {
+            // A new session started while we read: this batch belongs to the old one.
+            requeue(&mut o, keys);
+            return None;
+        }
+        o.resync = resync_next;
+        // 3. The batch completes everything published up to `seen` only if nothing is left.
+        let complete = o.queue.is_empty() && o.resync.is_none();
+        let upto = if complete { seen } else { 0 };
+        if entries.is_empty() && !fresh && (upto == 0 || upto <= self.acked.load(Relaxed)) {
+            return None;
+        }
+        let batch = o.next_batch;
+        o.next_batch += 1;
+        o.fresh = false;
+        o.inflight.push_back(InFlight {
+            batch,
+            sent: Instant::now(),
+            keys,
+            resync_from,
+        });
+        drop(o);
+        let msg = ReplMsg::Batch {
+            from,
+            session,
+            fresh,
+            batch,
+            upto,
+            entries,
+        };
+        match wire::encode(msg) {
+            Ok(frame) => Some((batch, frame)),
+            Err(e) => {
+                tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
+                None
+            }
+        }
+    }
+}
+
+fn requeue(o: &mut Outbox, keys: Vec<Box<[u8]>>) {
+    for k in keys {
+        if !o.queued.contains(&k) {
+            o.queued.insert(k.clone());
+            o.queue.push_back(k);
+        }
+    }
+}
+
+/// The link's task: ships batches until the link is dropped from the replicator.
+pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transport>, me: u64) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        while let Some((batch, frame)) = link.next_batch(&ks, me) {
+            let len = frame.len() as u64;
+            let addr = *link.addr.lock();
+            match transport.send(addr, frame).await {
+                Ok(()) => {
+                    link.connected.store(true, Relaxed);
+                    link.batches_sent.fetch_add(1, Relaxed);
+                    link.bytes_sent.fetch_add(len, Relaxed);
+                    backoff = Duration::from_millis(50);
+                }
+                Err(e) => {
+                    if link.connected.swap(false, Relaxed) {
+                        tracing::warn!(peer = %format_args!("{:x}", link.peer), %addr, error = %e, "replication link down");
+                    }
+                    // The batch counts as lost: its keys return after the ack timeout; wait a
+                    // little before trying again.
+                    let _ = batch;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = link.stop.notified() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = link.wake.notified() => {}
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = link.stop.notified() => return,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Replication: every change of the keyspace travels to the peers that hold its slot, and what
+//! peers send is merged back. A generic engine: it knows slots, keys and CRDT entries, not
+//! commands, roles or the slot map (the cluster runtime tells it which links to keep).
+//!
+//! Protocol of one link from S to R:
+//! 1. A change published by S's keyspace marks the key dirty in the outbox of every link whose
+//!    slots include the key's slot, except the link to the change's origin (no echo).
+//! 2. S's link task sends batches of current full entries (see [`link`] for coalescing, the
+//!    window and re-sends), tagged with a session and the offset they complete.
+//! 3. R merges each entry with origin S and acknowledges the batch.
+//! 4. A new link starts a session with a full sync of its slots. R answers a batch of a session
+//!    it never saw begin with `need_resync` (R restarted and lost what the session had sent), and
+//!    S starts a new session. Both ends of a primary/replica pair run a link, so a node that was
+//!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
+
+pub mod link;
+pub mod wire;
+
+pub use link::{Link, LinkKind};
+
+use crate::cluster::SlotSet;
+use crate::store::{Delta, DeltaSink, Keyspace, Origin};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wire::ReplMsg;
+
+/// How frames reach a peer (the mesh, in a running node).
+pub trait Transport: Send + Sync + 'static {
+    fn send(
+        &self,
+        to: SocketAddr,
+        frame: bytes::Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+}
+
+/// A link the cluster runtime wants: peer, kind, address, slots.
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    pub peer: u64,
+    pub kind: LinkKind,
+    pub addr: SocketAddr,
+    pub slots: SlotSet,
+}
+
+/// Per-link figures for INFO and CLUSTER LINKS.
+#[derive(Debug, Clone)]
+pub struct LinkStatus {
+    pub peer: u64,
+    pub kind: LinkKind,
+    pub connected: bool,
+    pub acked: u64,
+    pub pending_keys: usize,
+    pub batches_sent: u64,
+    pub bytes_sent: u64,
+    pub age_ms: u64,
+}
+
+pub struct Replicator {
+    me: u64,
+    /// Replication offset: changes published by this keyspace so far. Advanced under
+    /// `publishing`, together with the outboxes, so a batch that claims to complete offset N
+    /// really holds every change up to N.
+    offset: AtomicU64,
+    publishing: Mutex<()>,
+    links: RwLock<HashMap<u64, Arc<Link>>>,
+    keyspace: OnceLock<Arc<Keyspace>>,
+    transport: Arc<dyn Transport>,
+    /// Per sender: the session we saw begin, and the offset we applied up to.
+    inbound: Mutex<HashMap<u64, (u64, u64)>>,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+    pub batches_received: AtomicU64,
+    pub entries_received: AtomicU64,
+}
+
+impl Replicator {
+    pub fn new(me: u64, transport: Arc<dyn Transport>) -> Arc<Self> {
+        Arc::new(Replicator {
+            me,
+            offset: AtomicU64::new(0),
+            publishing: Mutex::new(()),
+            links: RwLock::new(HashMap::new()),
+            keyspace: OnceLock::new(),
+            transport,
+            inbound: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+            batches_received: AtomicU64::new(0),
+            entries_received: AtomicU64::new(0),
+        })
+    }
+
+    /// Connects the replicator to the keyspace it replicates (and installs it as the sink).
+    pub fn attach(self: &Arc<Self>, ks: Arc<Keyspace>) {
+        ks.set_sink(self.clone());
+        let _ = self.keyspace.set(ks);
+    }
+
+    fn ks(&self) -> &Arc<Keyspace> {
+        self.keyspace.get().expect("replicator attached to a keyspace")
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset.load(Relaxed)
+    }
+
+    /// The offset applied from `peer` (a replica's progress on its primary's stream).
+    pub fn applied_from(&self, peer: u64) -> u64 {
+        self.inbound.lock().get(&peer).map_or(0, |s| s.1)
+    }
+
+    /// Makes the set of links equal to `want`: new links start a session with a full sync,
+    /// links no longer wanted stop, kept links take the new address and slots.
+    pub fn set_links(self: &Arc<Self>, want: Vec<LinkSpec>) {
+        let mut links = self.links.write();
+        links.retain(|peer, l| {
+            let keep = want.iter().any(|w| w.peer == *peer && w.kind == l.kind);
+            if !keep {
+                l.stop.notify_one();
+            }
+            keep
+        });
+        for w in want {
+            if let Some(l) = links.get(&w.peer) {
+                *l.addr.lock() = w.addr;
+                let mut slots = l.slots.lock();
+                if *slots != w.slots {
+                    *slots = w.slots;
+                    drop(slots);
+                    l.restart_session();
+                }
+                continue;
+            }
+            let link = Arc::new(Link::new(w.peer, w.kind, w.addr, w.slots, self.offset()));
+            links.insert(w.peer, link.clone());
+            let ks = self.ks().clone();
+            let transport = self.transport.clone();
+            let me = self.me;
+            self.tasks.lock().spawn(async move {
+                tracing::debug!(task = "repl-link", peer = %format_args!("{:x}", link.peer), "starting");
+                link::run(link, ks, transport, me).await
+            });
+        }
+    }
+
+    /// Handles one replication frame from the mesh.
+    pub async fn on_frame(&self, frame: &[u8]) {
+        let msg = match wire::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping a bad replication frame");
+                return;
+            }
+        };
+        match msg {
+            ReplMsg::Batch {
+                from,
+                session,
+                fresh,
+                batch,
+                upto,
+                entries,
+            } => {
+                // 3. Merge, then acknowledge.
+                let ks = self.ks();
+                self.batches_received.fetch_add(1, Relaxed);
+                self.entries_received
+                    .fetch_add(entries.len() as u64, Relaxed);
+                for e in &entries {
+                    ks.merge_from(Origin::Peer(from), &e.key, &e.entry);
+                }
+                let need_resync = {
+                    let mut inbound = self.inbound.lock();
+                    let s = inbound.entry(from).or_insert((0, 0));
+                    if fresh {
+                        *s = (session, 0);
+                    }
+                    if s.0 == session && upto > 0 {
+                        s.1 = s.1.max(upto);
+                    }
+                    s.0 != session
+                };
+                let ack = ReplMsg::Ack {
+                    from: self.me,
+                    session,
+                    batch,
+                    upto,
+                    need_resync,
+                };
+                let addr = self.links.read().get(&from).map(|l| *l.addr.lock());
+                match (addr, wire::encode(ack)) {
+                    (Some(addr), Ok(frame)) => {
+                        if let Err(e) = self.transport.send(addr, frame).await {
+                            tracing::debug!(error = %e, "cannot send a replication ack");
+                        }
+                    }
+                    (None, _) => {
+                        tracing::debug!(peer = %format_args!("{from:x}"), "batch from a node we have no link to")
+                    }
+                    (_, Err(e)) => tracing::error!(error = %e, "cannot encode an ack"),
+                }
+            }
+            ReplMsg::Ack {
+                from,
+                session,
+                batch,
+                upto,
+                need_resync,
+            } => {
+                let Some(link) = self.links.read().get(&from).cloned() else {
+                    return;
+                };
+                if need_resync {
+                    tracing::info!(peer = %format_args!("{from:x}"), "peer lost its state: full resync");
+                    link.restart_session();
+                } else {
+                    link.on_ack(session, batch, upto);
+                }
+            }
+        }
+    }
+
+    /// Waits until `n` replicas acknowledged everything published so far, or `timeout`
+    /// (0 = forever); returns how many did (Redis `WAIT`).
+    pub async fn wait_replicas(&self, n: usize, timeout: Duration) -> usize {
+        let target = self.offset();
+        let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
+        loop {
+            let replicas: Vec<Arc<Link>> = self
+                .links
+                .read()
+                .values()
+                .filter(|l| l.kind == LinkKind::Replica)
+                .cloned()
+                .collect();
+            let done = replicas
+                .iter()
+                .filter(|l| l.acked.load(Relaxed) >= target)
+                .count();
+            if done >= n || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return done;
+            }
+            for l in &replicas {
+                l.wake.notify_one();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Replicas that acknowledged everything published so far (WAIT inside EXEC).
+    pub fn acked_replicas(&self) -> usize {
+        let target = self.offset();
+        self.links
+            .read()
+            .values()
+            .filter(|l| l.kind == LinkKind::Replica && l.acked.load(Relaxed) >= target)
+            .count()
+    }
+
+    pub fn status(&self) -> Vec<LinkStatus> {
+        let mut v: Vec<LinkStatus> = self
+            .links
+            .read()
+            .values()
+            .map(|l| LinkStatus {
+                peer: l.peer,
+                kind: l.kind,
+                connected: l.connected.load(Relaxed),
+                acked: l.acked.load(Relaxed),
+                pending_keys: l.pending(),
+                batches_sent: l.batches_sent.load(Relaxed),
+                bytes_sent: l.bytes_sent.load(Relaxed),
+                age_ms: l.created.elapsed().as_millis() as u64,
+            })
+            .collect();
+        v.sort_by_key(|s| s.peer);
+        v
+    }
+
+    /// Stops every link task and waits for them.
+    pub async fn shutdown(&self) {
+        for l in self.links.write().drain() {
+            l.1.stop.notify_one();
+        }
+        let mut tasks = std::mem::take(&mut *self.tasks.lock());
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+impl DeltaSink for Replicator {
+    /// Step 1: record each changed key in the outbox of every link that carries its slot.
+    fn publish(&self, deltas: Vec<Delta>, origin: Origin) {
+        let links = self.links.read();
+        let _in_order = self.publishing.lock();
+        let offset = self.offset.fetch_add(deltas.len() as u64, Relaxed) + deltas.len() as u64;
+        for link in links.values() {
+            let from_peer = origin == Origin::Peer(link.peer);
+            let slots = link.slots.lock();
+            let keys = deltas
+                .iter()
+                .filter(|d| !from_peer && slots.contains(d.slot))
+                .map(|d| &d.key[..]);
+            link.record(keys, offset);
+            drop(slots);
+            link.wake.notify_one();
+        }
+    }
+}
