@@ -24,9 +24,11 @@
 //!
 //! Submodules: [`tls`] builds the rustls/quinn configuration, [`certs`] the development PKI,
 //! [`frame`] the framing, `peers` the per-peer connection cache and counters, `node` the
-//! [`Mesh`] handle and its sending side, `serve` the accepting and receiving tasks.
+//! [`Mesh`] handle and its sending side, `dial` outgoing connection set-up, `serve` the
+//! accepting and receiving tasks.
 
 pub mod certs;
+mod dial;
 pub mod frame;
 mod node;
 mod peers;

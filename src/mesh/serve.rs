@@ -20,8 +20,9 @@ use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 use tracing::{debug, info, warn};
 
+use super::dial::describe_handshake_error;
 use super::frame::{self, code, FrameError};
-use super::node::{canonical, describe_handshake_error, Shared};
+use super::node::{canonical, Shared};
 use super::peers::{Counters, Peer};
 use super::Inbound;
 
