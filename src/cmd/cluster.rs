@@ -51,12 +51,17 @@ const CLUSTER: &[CommandSpec] = &[
 /// as an allocation-free iterator the router can walk twice.
 fn keys<'a>(spec: &CommandSpec, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + Clone {
     let argc = args.len() as i32;
-    let last = match spec.last_key {
-        _ if spec.first_key <= 0 || argc <= spec.first_key => 0,
-        l if l < 0 => argc + l,
-        l => l.min(argc - 1),
+    let (first, last) = match spec.last_key {
+        _ if spec.first_key <= 0 || argc <= spec.first_key => (1, 0),
+        // MIGRATE's keys move to the end after `KEYS` (Redis's migrateGetKeys).
+        _ if spec.name == "migrate" => match (6..argc).find(|&i| is(args.get(i as usize), "KEYS")) {
+            Some(k) => (k + 1, argc - 1),
+            None => (3, 3),
+        },
+        l if l < 0 => (spec.first_key, argc + l),
+        l => (spec.first_key, l.min(argc - 1)),
     };
-    (spec.first_key.max(1)..=last)
+    (first.max(1)..=last)
         .step_by(spec.step.max(1) as usize)
         .map(move |i| args.get(i as usize))
 }
@@ -91,7 +96,8 @@ pub(super) fn admit(
     }
     let t = cluster.topology();
     let flags = Flags {
-        asking: ctx.client.asking,
+        // RESTORE-ASKING (a migration's import) counts as asked.
+        asking: ctx.client.asking || keyed.has_flag("asking"),
         replica_read: ctx.client.readonly && !keyed.has_flag("write"),
     };
     let routed = route(&t, state_ok(&t), keys(keyed, args), flags, |k| exists(node, k));
