@@ -49,8 +49,12 @@ impl std::fmt::Debug for Ca {
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, "Meridian");
-    params.distinguished_name.push(DnType::CommonName, "Meridian deployment CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Meridian");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Meridian deployment CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -69,7 +73,10 @@ impl Ca {
     pub fn generate() -> Result<Ca, MeshError> {
         let key = KeyPair::generate().map_err(gen_err)?;
         let cert = ca_params().self_signed(&key).map_err(gen_err)?;
-        Ok(Ca { key, cert_pem: cert.pem() })
+        Ok(Ca {
+            key,
+            cert_pem: cert.pem(),
+        })
     }
 
     /// The CA certificate, PEM-encoded (what goes into every node's `ca.pem`).
@@ -86,12 +93,18 @@ impl Ca {
         }
         let mut params = CertificateParams::new(sans.clone()).map_err(gen_err)?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, "Meridian");
-        params.distinguished_name.push(DnType::CommonName, sans[0].as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Meridian");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, sans[0].as_str());
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
 
         let node_key = KeyPair::generate().map_err(gen_err)?;
@@ -162,7 +175,8 @@ pub fn write_dir(dir: &Path, material: &TlsMaterial) -> Result<(), MeshError> {
 }
 
 fn create_dir(dir: &Path) -> Result<(), MeshError> {
-    std::fs::create_dir_all(dir).map_err(|e| MeshError::io(format!("creating {}", dir.display()), e))
+    std::fs::create_dir_all(dir)
+        .map_err(|e| MeshError::io(format!("creating {}", dir.display()), e))
 }
 
 /// Replaces `path` with `contents`; a private file is created readable by its owner only.
@@ -189,7 +203,9 @@ mod tests {
     #[test]
     fn issued_material_parses_and_ca_round_trips() {
         let ca = Ca::generate().unwrap();
-        let node = ca.issue(&["127.0.0.1".into(), "node-a.example".into()]).unwrap();
+        let node = ca
+            .issue(&["127.0.0.1".into(), "node-a.example".into()])
+            .unwrap();
         node.rustls_server_config().unwrap();
         node.rustls_client_config().unwrap();
 

@@ -81,7 +81,10 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Fram
     match recv.read_exact(&mut hdr).await {
         Ok(()) => {}
         Err(ReadExactError::FinishedEarly(got)) => {
-            return Err(FrameError::Truncated { got, expected: HEADER_LEN })
+            return Err(FrameError::Truncated {
+                got,
+                expected: HEADER_LEN,
+            })
         }
         Err(ReadExactError::ReadError(e)) => return Err(FrameError::Stream(e.to_string())),
     }
@@ -94,7 +97,10 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Fram
     // bytes arrive, so it enforces "exactly `len` bytes, then FIN" without trusting `len`.
     match recv.read_to_end(len).await {
         Ok(body) if body.len() == len => Ok(Bytes::from(body)),
-        Ok(body) => Err(FrameError::Truncated { got: HEADER_LEN + body.len(), expected: HEADER_LEN + len }),
+        Ok(body) => Err(FrameError::Truncated {
+            got: HEADER_LEN + body.len(),
+            expected: HEADER_LEN + len,
+        }),
         Err(ReadToEndError::TooLong) => Err(FrameError::Trailing { len }),
         Err(ReadToEndError::Read(e)) => Err(FrameError::Stream(e.to_string())),
     }
@@ -113,6 +119,9 @@ mod tests {
     fn header_is_big_endian_length() {
         assert_eq!(header(0), [0, 0, 0, 0]);
         assert_eq!(header(0x0102_0304), [1, 2, 3, 4]);
-        assert_eq!(u32::from_be_bytes(header(64 * 1024 * 1024)) as usize, 64 * 1024 * 1024);
+        assert_eq!(
+            u32::from_be_bytes(header(64 * 1024 * 1024)) as usize,
+            64 * 1024 * 1024
+        );
     }
 }

@@ -93,7 +93,10 @@ pub enum MeshError {
 
 impl MeshError {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        MeshError::Io { what: what.into(), source }
+        MeshError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 
@@ -142,7 +145,9 @@ impl MeshConfig {
             )));
         }
         if self.inbound_capacity == 0 {
-            return Err(MeshError::Config("inbound_capacity must be at least 1".into()));
+            return Err(MeshError::Config(
+                "inbound_capacity must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -156,7 +161,11 @@ pub enum Inbound {
     /// One whole frame that arrived on its own uni stream (replication batches, gossip).
     Frame { from: SocketAddr, bytes: Bytes },
     /// A request on a bi stream; send the response through `reply` (dropping it resets the stream).
-    Request { from: SocketAddr, bytes: Bytes, reply: tokio::sync::oneshot::Sender<Bytes> },
+    Request {
+        from: SocketAddr,
+        bytes: Bytes,
+        reply: tokio::sync::oneshot::Sender<Bytes>,
+    },
 }
 
 impl Inbound {

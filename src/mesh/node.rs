@@ -98,7 +98,9 @@ pub struct Mesh {
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").field("local_addr", &self.shared.local_addr).finish()
+        f.debug_struct("Mesh")
+            .field("local_addr", &self.shared.local_addr)
+            .finish()
     }
 }
 
@@ -140,7 +142,10 @@ impl Mesh {
             serve::accept_loop(shared.clone(), endpoint),
         );
         info!(local = %local_addr, "mesh: endpoint bound");
-        let mesh = Mesh { _close: Arc::new(CloseOnDrop(shared.clone())), shared };
+        let mesh = Mesh {
+            _close: Arc::new(CloseOnDrop(shared.clone())),
+            shared,
+        };
         Ok((mesh, rx))
     }
 
@@ -209,7 +214,12 @@ impl Mesh {
     /// Sends a request on a bi stream and waits for the response, at most `timeout` in all
     /// (connecting included). A lost connection before the request is written is retried once on
     /// a new connection; after that there is no retry, since the peer may have acted on it.
-    pub async fn request(&self, to: SocketAddr, bytes: Bytes, timeout: Duration) -> Result<Bytes, MeshError> {
+    pub async fn request(
+        &self,
+        to: SocketAddr,
+        bytes: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, MeshError> {
         self.check_len(bytes.len())?;
         let to = canonical(to);
         match tokio::time::timeout(timeout, self.request_inner(to, bytes)).await {
@@ -243,13 +253,22 @@ impl Mesh {
         Counters::add(&peer.counters.bytes_sent, len);
         let response = frame::read_frame(&mut recv, self.shared.max_frame_len)
             .await
-            .map_err(|e| MeshError::Request { peer: to, reason: e.to_string() })?;
+            .map_err(|e| MeshError::Request {
+                peer: to,
+                reason: e.to_string(),
+            })?;
         Counters::add(&peer.counters.bytes_received, response.len());
         Ok(response)
     }
 
     /// After a failed write: drops a dead connection and says whether to try once more.
-    fn retry_after(&self, peer: &Peer, conn: &Connection, e: &quinn::WriteError, retried: &mut bool) -> bool {
+    fn retry_after(
+        &self,
+        peer: &Peer,
+        conn: &Connection,
+        e: &quinn::WriteError,
+        retried: &mut bool,
+    ) -> bool {
         if !matches!(e, quinn::WriteError::ConnectionLost(_)) {
             return false; // the stream failed (e.g. stopped by the peer), not the connection
         }
@@ -264,14 +283,20 @@ impl Mesh {
 
     fn check_len(&self, len: usize) -> Result<(), MeshError> {
         if len > self.shared.max_frame_len {
-            return Err(MeshError::FrameTooLarge { len, max: self.shared.max_frame_len });
+            return Err(MeshError::FrameTooLarge {
+                len,
+                max: self.shared.max_frame_len,
+            });
         }
         Ok(())
     }
 
     /// Whether a live connection to `to` exists right now.
     pub fn is_connected(&self, to: SocketAddr) -> bool {
-        self.shared.peers.get(canonical(to)).is_some_and(|p| p.live().is_some())
+        self.shared
+            .peers
+            .get(canonical(to))
+            .is_some_and(|p| p.live().is_some())
     }
 
     /// Per-peer counters and connection state, for INFO and metrics.
@@ -308,7 +333,10 @@ impl Mesh {
 ///
 /// Invariant: one dial per peer at a time. Callers queue on the peer's dial lock; whoever gets it
 /// first dials, the others find its connection (or its error) when they get the lock in turn.
-pub(crate) async fn connect(shared: &Arc<Shared>, peer: &Arc<Peer>) -> Result<Connection, MeshError> {
+pub(crate) async fn connect(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+) -> Result<Connection, MeshError> {
     if let Some(conn) = peer.live() {
         return Ok(conn);
     }
@@ -321,12 +349,17 @@ pub(crate) async fn connect(shared: &Arc<Shared>, peer: &Arc<Peer>) -> Result<Co
         return Ok(conn); // a dial we waited for, or an accepted connection, got there first
     }
     if let Some(reason) = peer.failed_since(seen) {
-        return Err(MeshError::Connect { peer: peer.addr, reason });
+        return Err(MeshError::Connect {
+            peer: peer.addr,
+            reason,
+        });
     }
     let endpoint = shared.endpoint()?;
     let _dialing = DialingFlag::set(peer);
     let outcome = async {
-        let connecting = endpoint.connect(peer.addr, SERVER_NAME).map_err(|e| e.to_string())?;
+        let connecting = endpoint
+            .connect(peer.addr, SERVER_NAME)
+            .map_err(|e| e.to_string())?;
         match tokio::time::timeout(shared.connect_timeout, connecting).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(describe_handshake_error(&e)),
@@ -348,7 +381,10 @@ pub(crate) async fn connect(shared: &Arc<Shared>, peer: &Arc<Peer>) -> Result<Co
         Err(reason) => {
             peer.record_dial(Some(reason.clone()));
             warn!(peer = %peer.addr, %reason, "mesh: could not connect to peer");
-            Err(MeshError::Connect { peer: peer.addr, reason })
+            Err(MeshError::Connect {
+                peer: peer.addr,
+                reason,
+            })
         }
     }
 }
@@ -366,17 +402,20 @@ fn dial_in_background(shared: &Arc<Shared>, peer: &Arc<Peer>, first: Bytes) {
     };
     let task_shared = shared.clone();
     let task_peer = peer.clone();
-    shared.spawn(tracing::debug_span!("mesh.dial", peer = %peer.addr), async move {
-        let _claim = claim;
-        let sent = match connect(&task_shared, &task_peer).await {
-            Ok(conn) => send_datagram_on(&task_peer, &conn, first),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            Counters::add(&task_shared.global.outbound_datagrams_dropped, 1);
-            debug!(error = %e, "mesh: datagram dropped");
-        }
-    });
+    shared.spawn(
+        tracing::debug_span!("mesh.dial", peer = %peer.addr),
+        async move {
+            let _claim = claim;
+            let sent = match connect(&task_shared, &task_peer).await {
+                Ok(conn) => send_datagram_on(&task_peer, &conn, first),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                Counters::add(&task_shared.global.outbound_datagrams_dropped, 1);
+                debug!(error = %e, "mesh: datagram dropped");
+            }
+        },
+    );
 }
 
 fn send_datagram_on(peer: &Peer, conn: &Connection, bytes: Bytes) -> Result<(), MeshError> {
@@ -392,12 +431,14 @@ fn send_datagram_on(peer: &Peer, conn: &Connection, bytes: Bytes) -> Result<(), 
             Counters::add(&peer.counters.bytes_sent, len);
             Ok(())
         }
-        Err(quinn::SendDatagramError::TooLarge) => {
-            Err(MeshError::DatagramTooLarge { len, max: conn.max_datagram_size().unwrap_or(0) })
-        }
-        Err(quinn::SendDatagramError::ConnectionLost(e)) => {
-            Err(MeshError::ConnectionLost { peer: peer.addr, reason: e.to_string() })
-        }
+        Err(quinn::SendDatagramError::TooLarge) => Err(MeshError::DatagramTooLarge {
+            len,
+            max: conn.max_datagram_size().unwrap_or(0),
+        }),
+        Err(quinn::SendDatagramError::ConnectionLost(e)) => Err(MeshError::ConnectionLost {
+            peer: peer.addr,
+            reason: e.to_string(),
+        }),
         Err(_) => Err(MeshError::DatagramsUnsupported(peer.addr)),
     }
 }
@@ -408,7 +449,10 @@ fn write_error(peer: SocketAddr, e: quinn::WriteError) -> MeshError {
             peer,
             reason: format!("peer refused the stream (code {code})"),
         },
-        other => MeshError::ConnectionLost { peer, reason: other.to_string() },
+        other => MeshError::ConnectionLost {
+            peer,
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -422,7 +466,8 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
 fn bind_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, MeshError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |e| MeshError::io(format!("binding the mesh socket on {addr}"), e);
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     // Best effort: the kernel may cap these; quinn works with whatever it gets.
     if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
         debug!(error = %e, "mesh: could not raise SO_RCVBUF");

@@ -104,7 +104,9 @@ impl Peer {
 
     /// Removes a connection (closed, or failed a send).
     pub fn remove(&self, conn: &Connection) {
-        self.conns.lock().retain(|c| c.stable_id() != conn.stable_id());
+        self.conns
+            .lock()
+            .retain(|c| c.stable_id() != conn.stable_id());
     }
 
     /// The number of dials completed so far; read before queueing on [`Peer::dial`].
@@ -206,7 +208,11 @@ pub(crate) struct PeerTable {
 
 impl PeerTable {
     pub fn get_or_insert(&self, addr: SocketAddr) -> Arc<Peer> {
-        self.peers.lock().entry(addr).or_insert_with(|| Arc::new(Peer::new(addr))).clone()
+        self.peers
+            .lock()
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Peer::new(addr)))
+            .clone()
     }
 
     pub fn get(&self, addr: SocketAddr) -> Option<Arc<Peer>> {

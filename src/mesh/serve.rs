@@ -122,7 +122,10 @@ fn deliver_datagram(shared: &Shared, peer: &Peer, bytes: Bytes) {
     Counters::add(&peer.counters.datagrams_received, 1);
     Counters::add(&peer.counters.bytes_received, bytes.len());
     let Some(tx) = shared.inbound() else { return };
-    match tx.try_send(Inbound::Datagram { from: peer.addr, bytes }) {
+    match tx.try_send(Inbound::Datagram {
+        from: peer.addr,
+        bytes,
+    }) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             Counters::add(&shared.global.inbound_datagrams_dropped, 1);
@@ -133,7 +136,9 @@ fn deliver_datagram(shared: &Shared, peer: &Peer, bytes: Bytes) {
 
 /// Hands a frame or request to the consumer, waiting for room; false if it cannot be delivered.
 async fn deliver(shared: &Shared, msg: Inbound) -> bool {
-    let Some(tx) = shared.inbound() else { return false };
+    let Some(tx) = shared.inbound() else {
+        return false;
+    };
     tokio::select! {
         _ = shared.cancel.cancelled() => false,
         sent = tx.send(msg) => sent.is_ok(),
@@ -143,7 +148,9 @@ async fn deliver(shared: &Shared, msg: Inbound) -> bool {
 /// Logs and counts a stream whose framing was refused, and stops it.
 fn malformed(shared: &Shared, peer: &Peer, recv: &mut RecvStream, what: &str, e: &FrameError) {
     match e {
-        FrameError::Stream(_) => debug!(peer = %peer.addr, error = %e, "mesh: {what} stream failed"),
+        FrameError::Stream(_) => {
+            debug!(peer = %peer.addr, error = %e, "mesh: {what} stream failed")
+        }
         _ => {
             Counters::add(&shared.global.malformed_streams, 1);
             warn!(peer = %peer.addr, error = %e, "mesh: dropped malformed {what}");
@@ -162,7 +169,14 @@ async fn read_uni(shared: Arc<Shared>, peer: Arc<Peer>, mut recv: RecvStream) {
         Ok(bytes) => {
             Counters::add(&peer.counters.frames_received, 1);
             Counters::add(&peer.counters.bytes_received, bytes.len());
-            deliver(&shared, Inbound::Frame { from: peer.addr, bytes }).await;
+            deliver(
+                &shared,
+                Inbound::Frame {
+                    from: peer.addr,
+                    bytes,
+                },
+            )
+            .await;
         }
         Err(e) => malformed(&shared, &peer, &mut recv, "frame", &e),
     }
@@ -172,7 +186,12 @@ async fn read_uni(shared: Arc<Shared>, peer: Arc<Peer>, mut recv: RecvStream) {
 ///
 /// The stream is reset with [`code::NO_REPLY`] if the consumer drops the reply sender, and
 /// abandoned if the requester stops waiting (its timeout) or the mesh shuts down.
-async fn serve_request(shared: Arc<Shared>, peer: Arc<Peer>, mut send: SendStream, mut recv: RecvStream) {
+async fn serve_request(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
     let result = tokio::select! {
         _ = shared.cancel.cancelled() => return,
         result = frame::read_frame(&mut recv, shared.max_frame_len) => result,
@@ -189,7 +208,16 @@ async fn serve_request(shared: Arc<Shared>, peer: Arc<Peer>, mut send: SendStrea
     Counters::add(&peer.counters.bytes_received, bytes.len());
 
     let (reply, response) = oneshot::channel();
-    if !deliver(&shared, Inbound::Request { from: peer.addr, bytes, reply }).await {
+    if !deliver(
+        &shared,
+        Inbound::Request {
+            from: peer.addr,
+            bytes,
+            reply,
+        },
+    )
+    .await
+    {
         let _ = send.reset(code::SHUTDOWN);
         return;
     }

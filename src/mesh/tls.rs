@@ -44,7 +44,10 @@ impl std::fmt::Debug for TlsMaterial {
     /// Never prints the private key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")
-            .field("ca_cert_pem", &format_args!("{} bytes", self.ca_cert_pem.len()))
+            .field(
+                "ca_cert_pem",
+                &format_args!("{} bytes", self.ca_cert_pem.len()),
+            )
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
             .field("key_pem", &"<redacted>")
             .finish()
@@ -70,7 +73,9 @@ impl TlsMaterial {
             key_pem: read(KEY_FILE)?,
         };
         // Fail at load time, with the directory in the message, rather than at bind.
-        material.parse().map_err(|e| MeshError::Tls(format!("{}: {e}", dir.display())))?;
+        material
+            .parse()
+            .map_err(|e| MeshError::Tls(format!("{}: {e}", dir.display())))?;
         Ok(material)
     }
 
@@ -86,7 +91,11 @@ impl TlsMaterial {
                 .add(cert)
                 .map_err(|e| MeshError::Tls(format!("CA certificate unusable: {e}")))?;
         }
-        Ok(Parsed { roots: Arc::new(roots), chain, key })
+        Ok(Parsed {
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
     }
 
     /// The rustls server side: our certificate, and client certificates required and verified
@@ -201,4 +210,3 @@ pub(crate) fn transport(cfg: &MeshConfig) -> Result<TransportConfig, MeshError> 
         .datagram_send_buffer_size(DATAGRAM_BUFFER);
     Ok(t)
 }
-
