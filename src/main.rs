@@ -80,7 +80,12 @@ fn run_tool(matches: &ArgMatches) -> Option<anyhow::Result<()>> {
                 .collect();
             Some(
                 meridian::admin::certs(&out, &names)
-                    .map(|()| println!("wrote {}/{{ca.pem,ca.key,node.pem,node.key}}", out.display()))
+                    .map(|()| {
+                        println!(
+                            "wrote {}/{{ca.pem,ca.key,node.pem,node.key}}",
+                            out.display()
+                        )
+                    })
                     .context("meridian certs"),
             )
         }
@@ -95,7 +100,10 @@ fn run_tool(matches: &ArgMatches) -> Option<anyhow::Result<()>> {
                     .map(|v| v.cloned().collect())
                     .unwrap_or_default(),
             };
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return Some(Err(e.into())),
             };

@@ -65,7 +65,10 @@ pub async fn run(
         }
         println!("ready");
         let _ = std::io::stdout().flush();
-        eprintln!("logs and certificates in {}; Ctrl-C stops every node", dir.display());
+        eprintln!(
+            "logs and certificates in {}; Ctrl-C stops every node",
+            dir.display()
+        );
         stop.await;
     }
     for p in &mut procs {
@@ -95,7 +98,9 @@ async fn start(opts: &DemoOptions, dir: &PathBuf, procs: &mut Vec<Proc>) -> Resu
         let region = format!("region-{}", r + 1);
         let first = opts.base_port as usize + 100 * r;
         if first + opts.nodes + 10000 > 65535 {
-            return Err(AdminError::Demo("--base-port too high for the mesh ports (+10000)".into()));
+            return Err(AdminError::Demo(
+                "--base-port too high for the mesh ports (+10000)".into(),
+            ));
         }
         let list: Vec<String> = (0..opts.nodes)
             .map(|i| format!("127.0.0.1:{}", first + i))

@@ -26,7 +26,9 @@ fn failed(v: &NodeView) -> bool {
 /// The config epoch shown for a node: a replica shows its primary's, as Redis does.
 fn shown_epoch(t: &Topology, v: &NodeView) -> u64 {
     match v.info.role {
-        Role::Replica { of } => t.node(of).map_or(v.info.config_epoch, |p| p.info.config_epoch),
+        Role::Replica { of } => t
+            .node(of)
+            .map_or(v.info.config_epoch, |p| p.info.config_epoch),
         Role::Primary => v.info.config_epoch,
     }
 }
@@ -34,7 +36,11 @@ fn shown_epoch(t: &Topology, v: &NodeView) -> u64 {
 /// CLUSTER INFO text: `k:v\r\n` lines, the fixed fields in Redis's order.
 pub fn info_text(t: &Topology, bus: &BusStats) -> String {
     let (assigned, ok) = t.coverage();
-    let state = if assigned == SLOTS && ok == SLOTS { "ok" } else { "fail" };
+    let state = if assigned == SLOTS && ok == SLOTS {
+        "ok"
+    } else {
+        "fail"
+    };
     let me = &t.nodes[&t.myself];
     let mut s = String::with_capacity(512);
     let _ = write!(
@@ -85,7 +91,11 @@ pub fn nodes_text(t: &Topology) -> String {
             i.mesh.port(),
             if myself { 0 } else { v.seen_ms },
             shown_epoch(t, v),
-            if myself || !failed(v) { "connected" } else { "disconnected" },
+            if myself || !failed(v) {
+                "connected"
+            } else {
+                "disconnected"
+            },
         );
         for &(a, b, _) in ranges.iter().filter(|r| r.2 == i.id) {
             let _ = match a == b {
@@ -144,7 +154,10 @@ pub fn slots(out: &mut Out, t: &Topology) {
 pub fn shards(out: &mut Out, t: &Topology) {
     let mut groups: BTreeMap<u64, Vec<&NodeView>> = BTreeMap::new();
     for v in t.nodes.values() {
-        groups.entry(t.shard_primary(v.info.id)).or_default().push(v);
+        groups
+            .entry(t.shard_primary(v.info.id))
+            .or_default()
+            .push(v);
     }
     let ranges = t.ranges();
     out.array(groups.len());
@@ -256,7 +269,13 @@ mod tests {
 
     #[test]
     fn info_fields() {
-        let text = info_text(&region(), &BusStats { messages_sent: 3, ..Default::default() });
+        let text = info_text(
+            &region(),
+            &BusStats {
+                messages_sent: 3,
+                ..Default::default()
+            },
+        );
         assert!(text.starts_with(
             "cluster_state:fail\r\ncluster_slots_assigned:201\r\ncluster_slots_ok:101\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:100\r\ncluster_known_nodes:3\r\ncluster_size:2\r\ncluster_current_epoch:2\r\ncluster_my_epoch:1\r\ncluster_stats_messages_sent:3\r\n"
         ));
@@ -271,7 +290,11 @@ mod tests {
         let mut out = Out::new(Protocol::Resp2);
         slots(&mut out, &t);
         let node = |id: u64| {
-            format!("*4\r\n$9\r\n127.0.0.1\r\n:{}\r\n$40\r\n{}\r\n*0\r\n", 7000 + id, node_name(id))
+            format!(
+                "*4\r\n$9\r\n127.0.0.1\r\n:{}\r\n$40\r\n{}\r\n*0\r\n",
+                7000 + id,
+                node_name(id)
+            )
         };
         let want = format!(
             "*3\r\n*3\r\n:0\r\n:99\r\n{}*3\r\n:100\r\n:199\r\n{}*3\r\n:200\r\n:200\r\n{}",
@@ -279,7 +302,11 @@ mod tests {
             node(2),
             node(1)
         );
-        assert_eq!(String::from_utf8_lossy(&out.buf), want, "failed replica 3 left out");
+        assert_eq!(
+            String::from_utf8_lossy(&out.buf),
+            want,
+            "failed replica 3 left out"
+        );
     }
 
     #[test]

@@ -144,7 +144,10 @@ pub fn seats(
 /// This node's addresses: announce ip (or first bind address) with its ports.
 pub fn my_addrs(s: &Settings, resp_port: u16) -> Result<(SocketAddr, SocketAddr), LayoutError> {
     let host = if s.cluster.announce_ip.is_empty() {
-        s.bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into())
+        s.bind
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into())
     } else {
         s.cluster.announce_ip.clone()
     };
@@ -191,7 +194,9 @@ mod tests {
         ));
         assert!(seats("r", &["nope".into()], 0, "auto").is_err());
         assert_eq!(
-            seats("r", &["127.0.0.1:1@99".into()], 0, "auto").unwrap()[0].mesh.port(),
+            seats("r", &["127.0.0.1:1@99".into()], 0, "auto").unwrap()[0]
+                .mesh
+                .port(),
             99
         );
     }

@@ -251,7 +251,9 @@ impl Cluster {
             if primary == t.myself {
                 return Err(ClusterError::ReplicateSelf);
             }
-            if t.node(primary).is_some_and(|p| p.info.role != Role::Primary) {
+            if t.node(primary)
+                .is_some_and(|p| p.info.role != Role::Primary)
+            {
                 return Err(ClusterError::ReplicateReplica);
             }
             if t.me().role == Role::Primary && !t.me().slots.is_empty() {

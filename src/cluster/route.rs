@@ -215,7 +215,10 @@ mod tests {
         route(t, covered(t), keys, flags, |k| here.contains(k))
     }
 
-    const NONE: Flags = Flags { asking: false, replica_read: false };
+    const NONE: Flags = Flags {
+        asking: false,
+        replica_read: false,
+    };
     // Slots: "a" 15495 (node 3), "b" 3300 (node 1), "foo" 12182 (node 3).
 
     #[test]
@@ -224,7 +227,10 @@ mod tests {
         assert_eq!(go(&t, &[], NONE, &[]), Route::Serve);
         assert_eq!(go(&t, &["b"], NONE, &[]), Route::Serve);
         assert_eq!(go(&t, &["a"], NONE, &[]), Route::Moved(15495, addr(7003)));
-        assert_eq!(go(&t, &["{a}1", "{a}2"], NONE, &[]), Route::Moved(15495, addr(7003)));
+        assert_eq!(
+            go(&t, &["{a}1", "{a}2"], NONE, &[]),
+            Route::Moved(15495, addr(7003))
+        );
         assert_eq!(go(&t, &["a", "b"], NONE, &[]), Route::CrossSlot);
         assert_eq!(
             Route::Moved(15495, addr(7003)).error().unwrap(),
@@ -237,8 +243,16 @@ mod tests {
         let mut t = region(1);
         t.update_me(1, |i| i.slots = SlotSet::from_ranges(&[(0, 99)]));
         assert_eq!(go(&t, &["b"], NONE, &[]), Route::Unbound);
-        assert_eq!(go(&t, &["a"], NONE, &[]), Route::Down, "slot 3300 is unowned");
-        assert_eq!(go(&t, &["b", "a"], NONE, &[]), Route::Unbound, "first key decides");
+        assert_eq!(
+            go(&t, &["a"], NONE, &[]),
+            Route::Down,
+            "slot 3300 is unowned"
+        );
+        assert_eq!(
+            go(&t, &["b", "a"], NONE, &[]),
+            Route::Unbound,
+            "first key decides"
+        );
         let mut t = region(1);
         t.set_health(3, Health::Fail);
         assert_eq!(go(&t, &["b"], NONE, &[]), Route::Down);
@@ -249,28 +263,57 @@ mod tests {
         let mut t = region(3);
         t.migrating.insert(15495, 1);
         assert_eq!(go(&t, &["{a}x"], NONE, &["{a}x"]), Route::Serve);
-        assert_eq!(go(&t, &["{a}y"], NONE, &["{a}x"]), Route::Ask(15495, addr(7001)));
-        assert_eq!(go(&t, &["{a}y", "{a}z"], NONE, &[]), Route::Ask(15495, addr(7001)));
+        assert_eq!(
+            go(&t, &["{a}y"], NONE, &["{a}x"]),
+            Route::Ask(15495, addr(7001))
+        );
+        assert_eq!(
+            go(&t, &["{a}y", "{a}z"], NONE, &[]),
+            Route::Ask(15495, addr(7001))
+        );
         assert_eq!(go(&t, &["{a}x", "{a}y"], NONE, &["{a}x"]), Route::TryAgain);
-        assert_eq!(go(&t, &["foo"], NONE, &[]), Route::Serve, "other slots untouched");
+        assert_eq!(
+            go(&t, &["foo"], NONE, &[]),
+            Route::Serve,
+            "other slots untouched"
+        );
     }
 
     #[test]
     fn importing_slot_needs_asking() {
         let mut t = region(1);
         t.importing.insert(15495, 3);
-        let asking = Flags { asking: true, ..NONE };
-        assert_eq!(go(&t, &["{a}y"], NONE, &[]), Route::Moved(15495, addr(7003)));
+        let asking = Flags {
+            asking: true,
+            ..NONE
+        };
+        assert_eq!(
+            go(&t, &["{a}y"], NONE, &[]),
+            Route::Moved(15495, addr(7003))
+        );
         assert_eq!(go(&t, &["{a}y"], asking, &[]), Route::Serve);
-        assert_eq!(go(&t, &["{a}y", "{a}y"], asking, &[]), Route::Serve, "same key twice");
-        assert_eq!(go(&t, &["{a}x", "{a}y"], asking, &["{a}x"]), Route::TryAgain);
-        assert_eq!(go(&t, &["{a}x", "{a}y"], asking, &["{a}x", "{a}y"]), Route::Serve);
+        assert_eq!(
+            go(&t, &["{a}y", "{a}y"], asking, &[]),
+            Route::Serve,
+            "same key twice"
+        );
+        assert_eq!(
+            go(&t, &["{a}x", "{a}y"], asking, &["{a}x"]),
+            Route::TryAgain
+        );
+        assert_eq!(
+            go(&t, &["{a}x", "{a}y"], asking, &["{a}x", "{a}y"]),
+            Route::Serve
+        );
     }
 
     #[test]
     fn readonly_replica_reads_its_primarys_slots() {
         let t = region(4);
-        let read = Flags { replica_read: true, ..NONE };
+        let read = Flags {
+            replica_read: true,
+            ..NONE
+        };
         assert_eq!(go(&t, &["b"], NONE, &[]), Route::Moved(3300, addr(7001)));
         assert_eq!(go(&t, &["b"], read, &[]), Route::Serve);
         assert_eq!(go(&t, &["a"], read, &[]), Route::Moved(15495, addr(7003)));

@@ -196,7 +196,11 @@ struct Control {
 }
 
 impl Control {
-    async fn run(mut self, mut events: mpsc::Receiver<MemberEvent>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<MemberEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut last_links: Option<Vec<(u64, LinkKind, SocketAddr, Vec<(u16, u16)>)>> = None;
         loop {
             let mut force_gossip = false;
@@ -501,14 +505,35 @@ pub async fn start_node(
     };
     let mine = seats.iter().find(|seat| seat.id == id);
     let me = match mine {
-        Some(seat) => record(id, resp, mesh_addr, seat.role, seat.slots.clone(), unix_ms()),
-        None => record(id, resp, mesh_addr, Role::Primary, SlotSet::default(), unix_ms()),
+        Some(seat) => record(
+            id,
+            resp,
+            mesh_addr,
+            seat.role,
+            seat.slots.clone(),
+            unix_ms(),
+        ),
+        None => record(
+            id,
+            resp,
+            mesh_addr,
+            Role::Primary,
+            SlotSet::default(),
+            unix_ms(),
+        ),
     };
     let mut topology = Topology::new(me, unix_ms());
     for seat in seats.iter().filter(|seat| seat.id != id) {
         // Version 0: any record the node itself publishes replaces this one.
         topology.upsert(
-            record(seat.id, seat.resp, seat.mesh, seat.role, seat.slots.clone(), 0),
+            record(
+                seat.id,
+                seat.resp,
+                seat.mesh,
+                seat.role,
+                seat.slots.clone(),
+                0,
+            ),
             0,
         );
     }
@@ -522,9 +547,11 @@ pub async fn start_node(
         .first()
         .and_then(|h| format!("{h}:0").parse::<SocketAddr>().ok())
         .map_or(mesh_addr.ip(), |a| a.ip());
-    let (mesh, inbound) =
-        Mesh::bind(crate::mesh::MeshConfig::new(SocketAddr::new(bind_ip, mesh_addr.port()), tls))
-            .await?;
+    let (mesh, inbound) = Mesh::bind(crate::mesh::MeshConfig::new(
+        SocketAddr::new(bind_ip, mesh_addr.port()),
+        tls,
+    ))
+    .await?;
     // 3. Replication: the keyspace's deltas go to the links the runtime keeps.
     let repl = Replicator::new(id, Arc::new(MeshFrames(mesh.clone())));
     repl.attach(keyspace.clone());

@@ -337,7 +337,11 @@ impl Topology {
         for &o in &self.owner {
             if o != 0 {
                 assigned += 1;
-                if self.nodes.get(&o).is_some_and(|v| v.health == Health::Online) {
+                if self
+                    .nodes
+                    .get(&o)
+                    .is_some_and(|v| v.health == Health::Online)
+                {
                     ok += 1;
                 }
             }
@@ -403,7 +407,10 @@ mod tests {
                 assert_eq!(w[0].1 + 1, w[1].0);
             }
         }
-        assert_eq!(even_split(3), vec![(0, 5460), (5461, 10922), (10923, 16383)]);
+        assert_eq!(
+            even_split(3),
+            vec![(0, 5460), (5461, 10922), (10923, 16383)]
+        );
     }
 
     #[test]
@@ -411,7 +418,13 @@ mod tests {
         let mut t = Topology::new(info(1, 0, Role::Primary, &[(0, 99)]), 0);
         t.upsert(info(2, 0, Role::Primary, &[(50, 149)]), 0);
         assert_eq!(t.owner_id(60), 1, "tie → lower id");
-        t.upsert(NodeInfo { version: 2, ..info(2, 3, Role::Primary, &[(50, 149)]) }, 0);
+        t.upsert(
+            NodeInfo {
+                version: 2,
+                ..info(2, 3, Role::Primary, &[(50, 149)])
+            },
+            0,
+        );
         assert_eq!(t.owner_id(60), 2);
         assert_eq!(t.owner_id(10), 1);
         assert_eq!(t.superseded(1), (50..100).collect::<Vec<_>>());
@@ -422,8 +435,20 @@ mod tests {
     #[test]
     fn an_older_record_never_replaces_a_newer_one() {
         let mut t = Topology::new(info(1, 0, Role::Primary, &[]), 0);
-        t.upsert(NodeInfo { version: 5, ..info(2, 1, Role::Primary, &[(0, 9)]) }, 0);
-        assert!(!t.upsert(NodeInfo { version: 4, ..info(2, 0, Role::Primary, &[]) }, 0));
+        t.upsert(
+            NodeInfo {
+                version: 5,
+                ..info(2, 1, Role::Primary, &[(0, 9)])
+            },
+            0,
+        );
+        assert!(!t.upsert(
+            NodeInfo {
+                version: 4,
+                ..info(2, 0, Role::Primary, &[])
+            },
+            0
+        ));
         assert_eq!(t.owner_id(3), 2);
     }
 

@@ -51,12 +51,19 @@ const CLUSTER: &[CommandSpec] = &[
 /// as an allocation-free iterator the router can walk twice.
 fn keys<'a>(spec: &CommandSpec, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + Clone {
     let argc = args.len() as i32;
-    let last = match spec.last_key {
-        _ if spec.first_key <= 0 || argc <= spec.first_key => 0,
-        l if l < 0 => argc + l,
-        l => l.min(argc - 1),
+    let (first, last) = match spec.last_key {
+        _ if spec.first_key <= 0 || argc <= spec.first_key => (1, 0),
+        // MIGRATE's keys move to the end after `KEYS` (Redis's migrateGetKeys).
+        _ if spec.name == "migrate" => {
+            match (6..argc).find(|&i| is(args.get(i as usize), "KEYS")) {
+                Some(k) => (k + 1, argc - 1),
+                None => (3, 3),
+            }
+        }
+        l if l < 0 => (spec.first_key, argc + l),
+        l => (spec.first_key, l.min(argc - 1)),
     };
-    (spec.first_key.max(1)..=last)
+    (first.max(1)..=last)
         .step_by(spec.step.max(1) as usize)
         .map(move |i| args.get(i as usize))
 }
@@ -91,10 +98,13 @@ pub(super) fn admit(
     }
     let t = cluster.topology();
     let flags = Flags {
-        asking: ctx.client.asking,
+        // RESTORE-ASKING (a migration's import) counts as asked.
+        asking: ctx.client.asking || keyed.has_flag("asking"),
         replica_read: ctx.client.readonly && !keyed.has_flag("write"),
     };
-    let routed = route(&t, state_ok(&t), keys(keyed, args), flags, |k| exists(node, k));
+    let routed = route(&t, state_ok(&t), keys(keyed, args), flags, |k| {
+        exists(node, k)
+    });
     match routed.error() {
         None => true,
         Some(e) => {
@@ -188,7 +198,8 @@ fn cluster(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 fn info(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
     let t = cluster_of(ctx)?.topology();
-    ctx.out.verbatim(&format::info_text(&t, &BusStats::default()));
+    ctx.out
+        .verbatim(&format::info_text(&t, &BusStats::default()));
     Ok(())
 }
 
@@ -201,7 +212,8 @@ fn myid(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
 /// A shard is named after its primary.
 fn myshardid(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
     let t = cluster_of(ctx)?.topology();
-    ctx.out.bulk(node_name(t.shard_primary(t.myself)).as_bytes());
+    ctx.out
+        .bulk(node_name(t.shard_primary(t.myself)).as_bytes());
     Ok(())
 }
 
@@ -281,7 +293,9 @@ fn setslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let c = cluster_of(ctx)?;
     let t = c.topology();
     if t.me().role != Role::Primary {
-        return Err(CmdError::Msg("ERR Please use SETSLOT only with masters.".into()));
+        return Err(CmdError::Msg(
+            "ERR Please use SETSLOT only with masters.".into(),
+        ));
     }
     let slot = parse_slot(args.get(2))?;
     let (action, n) = (args.get(3), args.len());
@@ -344,7 +358,9 @@ fn check_free(t: &crate::cluster::Topology, seen: &mut SlotSet, a: u16, b: u16) 
             return Err(CmdError::Msg(format!("ERR Slot {slot} is already busy")));
         }
         if seen.contains(slot) {
-            return Err(CmdError::Msg(format!("ERR Slot {slot} specified multiple times")));
+            return Err(CmdError::Msg(format!(
+                "ERR Slot {slot} specified multiple times"
+            )));
         }
         seen.insert(slot);
     }
@@ -361,7 +377,11 @@ fn claim(ctx: &mut Ctx<'_, '_>, c: &Cluster, slots: &SlotSet) -> CmdResult {
 fn addslots(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let c = cluster_of(ctx)?;
     // Every argument parses before any is checked, as in Redis.
-    let wanted = args.skip(2).iter().map(parse_slot).collect::<Result<Vec<u16>, _>>()?;
+    let wanted = args
+        .skip(2)
+        .iter()
+        .map(parse_slot)
+        .collect::<Result<Vec<u16>, _>>()?;
     let mut seen = SlotSet::default();
     {
         let t = c.topology();

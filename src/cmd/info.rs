@@ -75,6 +75,62 @@ fn human(n: usize) -> String {
     }
 }
 
+/// Redis's replication section, from the slot map and the replicator's links.
+fn replication(node: &Node, t: &mut String) {
+    use crate::cluster::{node_name, Role};
+    use crate::repl::LinkKind;
+    let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) else {
+        t.push_str(
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n",
+        );
+        return;
+    };
+    let topo = c.topology();
+    let links = c.repl().status();
+    let offset = c.repl().offset();
+    match topo.me().role {
+        Role::Primary => {
+            let replicas: Vec<_> = links
+                .iter()
+                .filter(|l| l.kind == LinkKind::Replica)
+                .collect();
+            let _ = write!(
+                t,
+                "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
+                replicas.len()
+            );
+            for (i, l) in replicas.iter().enumerate() {
+                let addr = topo.node(l.peer).map(|v| v.info.resp);
+                let _ = write!(
+                    t,
+                    "slave{i}:id={},ip={},port={},state={},offset={},lag_keys={}\r\n",
+                    node_name(l.peer),
+                    addr.map_or(String::new(), |a| a.ip().to_string()),
+                    addr.map_or(0, |a| a.port()),
+                    if l.connected { "online" } else { "wait_bgsave" },
+                    l.acked,
+                    l.pending_keys
+                );
+            }
+            let _ = write!(t, "master_repl_offset:{offset}\r\n");
+        }
+        Role::Replica { of } => {
+            let primary = topo.node(of);
+            let up = primary.is_some_and(|p| p.health == crate::cluster::Health::Online);
+            let addr = primary.map(|p| p.info.resp);
+            let _ = write!(
+                t,
+                "# Replication\r\nrole:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nslave_repl_offset:{}\r\nslave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n",
+                addr.map_or(String::new(), |a| a.ip().to_string()),
+                addr.map_or(0, |a| a.port()),
+                if up { "up" } else { "down" },
+                c.repl().applied_from(of),
+                c.repl().applied_from(of),
+            );
+        }
+    }
+}
+
 fn render(node: &Node, section: &str, t: &mut String) {
     let s = node.config.settings();
     let ks = &node.keyspace;
@@ -133,12 +189,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 k.misses.load(Relaxed),
             );
         }
-        "replication" => {
-            let _ = write!(
-                t,
-                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
-            );
-        }
+        "replication" => replication(node, t),
         "crdt" => {
             let (live, _, held) = ks.counts();
             let c = ks.clock();

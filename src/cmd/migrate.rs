@@ -94,7 +94,9 @@ fn restore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let importing = is(args.get(0), "restore-asking");
     ctx.db.key(args.get(1), |k| {
         if !replace && !importing && k.exists() {
-            return Err(CmdError::Msg("BUSYKEY Target key name already exists.".into()));
+            return Err(CmdError::Msg(
+                "BUSYKEY Target key name already exists.".into(),
+            ));
         }
         k.merge(&delta);
         if ttl > 0 {
@@ -130,7 +132,11 @@ fn migrate(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             auth = vec![b"AUTH".to_vec(), args.get(i + 1).to_vec()];
             i += 1;
         } else if is(a, "AUTH2") && i + 2 < args.len() {
-            auth = vec![b"AUTH".to_vec(), args.get(i + 1).to_vec(), args.get(i + 2).to_vec()];
+            auth = vec![
+                b"AUTH".to_vec(),
+                args.get(i + 1).to_vec(),
+                args.get(i + 2).to_vec(),
+            ];
             i += 2;
         } else if is(a, "KEYS") {
             if !args.get(3).is_empty() {
@@ -201,7 +207,9 @@ async fn send(
     entries: &[(Vec<u8>, Entry)],
 ) -> Result<(), String> {
     let ioerr = |_| "IOERR error or timeout connecting to the client".to_string();
-    let mut s = tokio::net::TcpStream::connect((host, port)).await.map_err(ioerr)?;
+    let mut s = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(ioerr)?;
     let mut buf = Vec::new();
     let mut expect = entries.len();
     if !auth.is_empty() {
@@ -212,7 +220,13 @@ async fn send(
         let payload = encode_entry(e);
         encode_command(
             &mut buf,
-            &[b"RESTORE-ASKING".to_vec(), k.clone(), b"0".to_vec(), payload, b"REPLACE".to_vec()],
+            &[
+                b"RESTORE-ASKING".to_vec(),
+                k.clone(),
+                b"0".to_vec(),
+                payload,
+                b"REPLACE".to_vec(),
+            ],
         );
     }
     s.write_all(&buf).await.map_err(ioerr)?;

@@ -202,7 +202,10 @@ impl Config {
                 enabled: v["cluster-enabled"] == "yes",
                 port: int("cluster-port") as u16,
                 announce_ip: v["cluster-announce-ip"].clone(),
-                nodes: v["cluster-nodes"].split_whitespace().map(str::to_string).collect(),
+                nodes: v["cluster-nodes"]
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
                 replicas: int("cluster-replicas") as usize,
                 slots: v["cluster-slots"].clone(),
                 node_timeout_ms: int("cluster-node-timeout"),

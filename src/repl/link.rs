@@ -153,7 +153,11 @@ impl Link {
     fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<(u64, bytes::Bytes)> {
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
-        while o.inflight.front().is_some_and(|b| b.sent.elapsed() > ACK_TIMEOUT) {
+        while o
+            .inflight
+            .front()
+            .is_some_and(|b| b.sent.elapsed() > ACK_TIMEOUT)
+        {
             let b = o.inflight.pop_front().expect("checked");
             if let Some(slot) = b.resync_from {
                 o.resync = Some(o.resync.map_or(slot, |r| r.min(slot)));

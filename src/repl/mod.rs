@@ -101,7 +101,9 @@ impl Replicator {
     }
 
     fn ks(&self) -> &Arc<Keyspace> {
-        self.keyspace.get().expect("replicator attached to a keyspace")
+        self.keyspace
+            .get()
+            .expect("replicator attached to a keyspace")
     }
 
     pub fn offset(&self) -> u64 {

@@ -179,11 +179,14 @@ impl<'t> KeyMut<'t> {
     /// observed by the clock, never re-stamped. Returns whether the key changed.
     pub fn merge(&mut self, d: &EntryDelta) -> bool {
         let ks = self.ks;
-        for s in [d.register.as_ref().map(|r| r.stamp), d.expiry.map(|e| e.stamp)]
-            .into_iter()
-            .flatten()
-            .chain([d.contrib_stamp])
-            .filter(|s| !s.is_zero())
+        for s in [
+            d.register.as_ref().map(|r| r.stamp),
+            d.expiry.map(|e| e.stamp),
+        ]
+        .into_iter()
+        .flatten()
+        .chain([d.contrib_stamp])
+        .filter(|s| !s.is_zero())
         {
             let _ = ks.clock.observe(s);
         }
