@@ -15,7 +15,7 @@ use crate::cluster::layout;
 use crate::cluster::{node_name, Role};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,7 @@ pub async fn run(
     result
 }
 
-async fn start(opts: &DemoOptions, dir: &PathBuf, procs: &mut Vec<Proc>) -> Result<(), AdminError> {
+async fn start(opts: &DemoOptions, dir: &Path, procs: &mut Vec<Proc>) -> Result<(), AdminError> {
     let tls = dir.join("tls");
     super::certs(&tls, &["127.0.0.1".into(), "localhost".into()])?;
     let exe = std::env::current_exe().map_err(|source| AdminError::Io {

@@ -177,6 +177,9 @@ async fn inbound_loop(
     tracing::debug!(task = "cluster-inbound", "stopping");
 }
 
+/// What identifies a wanted link: the replicator is told again only when these change.
+type LinkKey = (u64, LinkKind, SocketAddr, Vec<(u16, u16)>);
+
 struct Control {
     cluster: Arc<Cluster>,
     repl: Arc<Replicator>,
@@ -201,7 +204,7 @@ impl Control {
         mut events: mpsc::Receiver<MemberEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut last_links: Option<Vec<(u64, LinkKind, SocketAddr, Vec<(u16, u16)>)>> = None;
+        let mut last_links: Option<Vec<LinkKey>> = None;
         loop {
             let mut force_gossip = false;
             tokio::select! {
