@@ -51,6 +51,12 @@ impl SlotSet {
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|w| *w == 0)
     }
+    /// The smallest slot in the set.
+    pub fn first(&self) -> Option<u16> {
+        let (i, w) = self.0.iter().enumerate().find(|(_, w)| **w != 0)?;
+        Some((i * 64) as u16 + w.trailing_zeros() as u16)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         (0..SLOTS as u16).filter(|&s| self.contains(s))
     }
@@ -475,5 +481,8 @@ mod tests {
         let s = SlotSet::from_ranges(&[(0, 5), (7, 7), (16380, 16383)]);
         assert_eq!(s.ranges(), vec![(0, 5), (7, 7), (16380, 16383)]);
         assert_eq!(s.len(), 11);
+        assert_eq!(s.first(), Some(0));
+        assert_eq!(SlotSet::from_ranges(&[(200, 300)]).first(), Some(200));
+        assert_eq!(SlotSet::default().first(), None);
     }
 }

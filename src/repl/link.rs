@@ -45,8 +45,9 @@ pub enum LinkKind {
 pub struct Outbox {
     queue: VecDeque<Box<[u8]>>,
     queued: HashSet<Box<[u8]>>,
-    /// Next slot of a full sync in progress.
+    /// Next slot of a full sync in progress, and the slots it still has to send.
     resync: Option<usize>,
+    resync_slots: SlotSet,
     /// Offset of the last publish that has been recorded here.
     seen: u64,
     session: u64,
@@ -59,7 +60,8 @@ struct InFlight {
     batch: u64,
     sent: Instant,
     keys: Vec<Box<[u8]>>,
-    resync_from: Option<usize>,
+    /// Slots this batch synced in full (sent again if it is never acknowledged).
+    synced: Vec<u16>,
 }
 
 pub struct Link {
@@ -84,11 +86,12 @@ impl Link {
             peer,
             kind,
             addr: Mutex::new(addr),
-            slots: Mutex::new(slots),
+            slots: Mutex::new(slots.clone()),
             outbox: Mutex::new(Outbox {
                 queue: VecDeque::new(),
                 queued: HashSet::new(),
                 resync: Some(0),
+                resync_slots: slots.clone(),
                 seen: offset,
                 session: rand::random::<u64>() | 1,
                 fresh: true,
@@ -119,16 +122,36 @@ impl Link {
 
     /// Starts a new session with a full sync (a new peer, or one that lost its state).
     pub fn restart_session(&self) {
+        let slots = self.slots.lock().clone();
         let mut o = self.outbox.lock();
         o.session = rand::random::<u64>() | 1;
         o.fresh = true;
         o.resync = Some(0);
+        o.resync_slots = slots;
         o.next_batch = 1;
         for b in std::mem::take(&mut o.inflight) {
             requeue(&mut o, b.keys);
         }
         drop(o);
         self.wake.notify_one();
+    }
+
+    /// Changes the slots the link carries. Slots it gains are synced in full within the
+    /// current session (a migration's import); slots it loses simply stop being sent.
+    pub fn set_slots(&self, new: SlotSet) {
+        let mut slots = self.slots.lock();
+        let gained: Vec<u16> = new.iter().filter(|&s| !slots.contains(s)).collect();
+        *slots = new;
+        drop(slots);
+        if let Some(&first) = gained.first() {
+            let mut o = self.outbox.lock();
+            for s in gained {
+                o.resync_slots.insert(s);
+            }
+            o.resync = Some(o.resync.map_or(first as usize, |r| r.min(first as usize)));
+            drop(o);
+            self.wake.notify_one();
+        }
     }
 
     /// The peer acknowledged `batch` of `session`.
@@ -159,9 +182,10 @@ impl Link {
             .is_some_and(|b| b.sent.elapsed() > ACK_TIMEOUT)
         {
             let b = o.inflight.pop_front().expect("checked");
-            if let Some(slot) = b.resync_from {
-                o.resync = Some(o.resync.map_or(slot, |r| r.min(slot)));
+            for &s in &b.synced {
+                o.resync_slots.insert(s);
             }
+            o.resync = o.resync_slots.first().map(usize::from);
             requeue(&mut o, b.keys);
         }
         if o.inflight.len() >= WINDOW {
@@ -190,9 +214,9 @@ impl Link {
                 });
             }
         }
-        let mut resync_next = resync_from;
+        let mut synced = Vec::new();
         if let Some(mut slot) = resync_from {
-            let slots = self.slots.lock().clone();
+            let slots = self.outbox.lock().resync_slots.clone();
             while slot < SLOTS && bytes < BATCH_BYTES && entries.len() < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
@@ -202,10 +226,10 @@ impl Link {
                             entry: e.to_delta(),
                         });
                     }
+                    synced.push(slot as u16);
                 }
                 slot += 1;
             }
-            resync_next = (slot < SLOTS).then_some(slot);
         }
         let mut o = self.outbox.lock();
         if o.session != session {
@@ -213,7 +237,10 @@ impl Link {
             requeue(&mut o, keys);
             return None;
         }
-        o.resync = resync_next;
+        for &s in &synced {
+            o.resync_slots.remove(s);
+        }
+        o.resync = o.resync_slots.first().map(usize::from);
         // 3. The batch completes everything published up to `seen` only if nothing is left.
         let complete = o.queue.is_empty() && o.resync.is_none();
         let upto = if complete { seen } else { 0 };
@@ -227,7 +254,7 @@ impl Link {
             batch,
             sent: Instant::now(),
             keys,
-            resync_from,
+            synced,
         });
         drop(o);
         let msg = ReplMsg::Batch {

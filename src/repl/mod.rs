@@ -129,12 +129,7 @@ impl Replicator {
         for w in want {
             if let Some(l) = links.get(&w.peer) {
                 *l.addr.lock() = w.addr;
-                let mut slots = l.slots.lock();
-                if *slots != w.slots {
-                    *slots = w.slots;
-                    drop(slots);
-                    l.restart_session();
-                }
+                l.set_slots(w.slots);
                 continue;
             }
             let link = Arc::new(Link::new(w.peer, w.kind, w.addr, w.slots, self.offset()));
