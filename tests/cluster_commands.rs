@@ -422,7 +422,7 @@ async fn keys_in_a_slot_and_admin_argument_errors() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let n2 = node_name(2);
+    let (n1, n2, n4) = (node_name(1), node_name(2), node_name(4));
     let cases: Vec<(Vec<&str>, String)> = vec![
         (vec!["CLUSTER", "COUNTKEYSINSLOT", "3300"], ":2\r\n".into()),
         (vec!["CLUSTER", "COUNTKEYSINSLOT", "16384"], "-ERR Invalid slot\r\n".into()),
@@ -450,6 +450,16 @@ async fn keys_in_a_slot_and_admin_argument_errors() {
         (vec!["CLUSTER", "ADDSLOTSRANGE", "x", "2"], "-ERR Invalid or out of range slot\r\n".into()),
         (vec!["CLUSTER", "FOO"], "-ERR unknown subcommand 'FOO'. Try CLUSTER HELP.\r\n".into()),
         (vec!["CLUSTER", "MYID", "x"], "-ERR wrong number of arguments for 'cluster|myid' command\r\n".into()),
+        (vec!["CLUSTER", "MEET", "127.0.0.1", "x"], "-ERR Invalid TCP base port specified: x\r\n".into()),
+        (vec!["CLUSTER", "MEET", "127.0.0.1", "7402", "x"], "-ERR Invalid TCP bus port specified: x\r\n".into()),
+        (vec!["CLUSTER", "MEET", "foo", "7402"], "-ERR Invalid node address specified: foo:7402\r\n".into()),
+        (vec!["CLUSTER", "MEET", "127.0.0.1", "70000"], "-ERR Invalid node address specified: 127.0.0.1:70000\r\n".into()),
+        (vec!["CLUSTER", "MEET", "127.0.0.1", "7402", "0"], "-ERR Invalid node address specified: 127.0.0.1:7402\r\n".into()),
+        (vec!["CLUSTER", "MEET", "127.0.0.1"], "-ERR wrong number of arguments for 'cluster|meet' command\r\n".into()),
+        (vec!["CLUSTER", "REPLICATE", "abc"], "-ERR Unknown node abc\r\n".into()),
+        (vec!["CLUSTER", "REPLICATE", &n1], "-ERR Can't replicate myself\r\n".into()),
+        (vec!["CLUSTER", "REPLICATE", &n4], "-ERR I can only replicate a master, not a replica.\r\n".into()),
+        (vec!["CLUSTER", "REPLICATE", &n2], "-ERR To set a master the node must be empty and without assigned slots.\r\n".into()),
     ];
     for (args, want) in &cases {
         let got = call(&mut c, args).await;
@@ -542,7 +552,7 @@ async fn command_reports_cluster_commands_without_keys() {
     let redis::Value::Array(subs) = &f[9] else {
         panic!("{:?}", f[9])
     };
-    assert_eq!(subs.len(), 15);
+    assert_eq!(subs.len(), 17);
 }
 
 /// One key per slot, found by trying names in order.

@@ -1,10 +1,11 @@
 //! Cluster commands: CLUSTER (INFO, MYID, MYSHARDID, SLOTS, SHARDS, NODES, KEYSLOT,
-//! COUNTKEYSINSLOT, GETKEYSINSLOT, LINKS, SETSLOT, FAILOVER, ADDSLOTS, ADDSLOTSRANGE, HELP),
+//! COUNTKEYSINSLOT, GETKEYSINSLOT, LINKS, SETSLOT, FAILOVER, ADDSLOTS, ADDSLOTSRANGE, MEET,
+//! REPLICATE, HELP),
 //! ASKING, READONLY, READWRITE — and [`admit`], the dispatch step that routes every keyed
 //! command through `cluster::route` before it is queued or run.
 //!
 //! Replies and errors are Redis 7's, checked against redis-server 7.0. The map changes
-//! themselves (SETSLOT, FAILOVER, ADDSLOTS) belong to the cluster runtime; this file parses them
+//! themselves (SETSLOT, FAILOVER, ADDSLOTS, MEET, REPLICATE) belong to the cluster runtime; this file parses them
 //! and checks what Redis checks before it names a node, so the errors come in Redis's order.
 
 use super::table::{dispatch_sub, lookup, lookup_sub, CommandSpec};
@@ -15,6 +16,7 @@ use crate::cluster::{node_name, Cluster, ClusterError, FailoverMode, Role, SetSl
 use crate::resp::Args;
 use crate::spec;
 use crate::store::{key_slot, SLOTS};
+use std::net::{IpAddr, SocketAddr};
 
 #[rustfmt::skip]
 pub const COMMANDS: &[CommandSpec] = &[
@@ -42,6 +44,8 @@ const CLUSTER: &[CommandSpec] = &[
     spec!("cluster|failover", -2, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Forces a replica to perform a manual failover of its master.", failover),
     spec!("cluster|addslots", -3, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Assigns new hash slots to a node.", addslots),
     spec!("cluster|addslotsrange", -4, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "7.0.0", "Assigns new hash slot ranges to a node.", addslotsrange),
+    spec!("cluster|meet", -4, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Forces a node to handshake with another node.", meet),
+    spec!("cluster|replicate", 3, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Configure a node as replica of a master node.", replicate),
     spec!("cluster|help", 2, ["loading", "stale"], 0, 0, 0, "cluster", "5.0.0", "Returns helpful text about the different subcommands.", help),
 ];
 
@@ -332,6 +336,14 @@ fn setslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// Redis's reply to a known subcommand with an argument count it does not take.
+fn sub_syntax(args: Args<'_>) -> CmdError {
+    CmdError::Msg(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
+        String::from_utf8_lossy(args.get(1))
+    ))
+}
+
 fn failover(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let c = cluster_of(ctx)?;
     let mode = match args.len() {
@@ -339,14 +351,80 @@ fn failover(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         3 if is(args.get(2), "force") => FailoverMode::Force,
         3 if is(args.get(2), "takeover") => FailoverMode::Takeover,
         3 => return Err(CmdError::Syntax),
-        _ => {
-            return Err(CmdError::Msg(format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
-                String::from_utf8_lossy(args.get(1))
-            )))
-        }
+        _ => return Err(sub_syntax(args)),
     };
     c.failover(mode).map_err(cluster_err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// `CLUSTER MEET <ip> <port> [<bus-port>]`: the bus port defaults to port + 10000, as in
+/// Redis, which is also Meridian's default mesh port.
+fn meet(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let c = cluster_of(ctx)?;
+    if args.len() > 5 {
+        return Err(sub_syntax(args));
+    }
+    let text = |a: &[u8]| String::from_utf8_lossy(a).into_owned();
+    let port = arg_i64(args.get(3)).map_err(|_| {
+        CmdError::Msg(format!(
+            "ERR Invalid TCP base port specified: {}",
+            text(args.get(3))
+        ))
+    })?;
+    let bus = match args.len() {
+        5 => arg_i64(args.get(4)).map_err(|_| {
+            CmdError::Msg(format!(
+                "ERR Invalid TCP bus port specified: {}",
+                text(args.get(4))
+            ))
+        })?,
+        _ => port.saturating_add(10000),
+    };
+    let ip = std::str::from_utf8(args.get(2))
+        .ok()
+        .and_then(|s| s.parse::<IpAddr>().ok());
+    let valid = |p: i64| (1..=65535).contains(&p);
+    match ip {
+        Some(ip) if valid(port) && valid(bus) => c.meet(SocketAddr::new(ip, bus as u16)),
+        _ => {
+            return Err(CmdError::Msg(format!(
+                "ERR Invalid node address specified: {}:{}",
+                text(args.get(2)),
+                text(args.get(3))
+            )))
+        }
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+/// `CLUSTER REPLICATE <node>`: Redis's checks in Redis's order (the runtime repeats the ones
+/// on the map under its lock; the keyspace one only the command can make).
+fn replicate(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let c = cluster_of(ctx)?;
+    let primary = c.lookup_name(args.get(2)).map_err(cluster_err)?;
+    {
+        let t = c.topology();
+        let refusal = if primary == t.myself {
+            Some(ClusterError::ReplicateSelf)
+        } else if t
+            .node(primary)
+            .is_some_and(|p| p.info.role != Role::Primary)
+        {
+            Some(ClusterError::ReplicateReplica)
+        } else if t.me().role == Role::Primary
+            && (!t.me().slots.is_empty() || ctx.node.keyspace.dbsize() != 0)
+        {
+            Some(ClusterError::NotEmpty)
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            return Err(cluster_err(e));
+        }
+    }
+    c.replicate(primary).map_err(cluster_err)?;
     ctx.out.ok();
     Ok(())
 }
@@ -355,7 +433,7 @@ fn failover(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn check_free(t: &crate::cluster::Topology, seen: &mut SlotSet, a: u16, b: u16) -> CmdResult {
     for slot in a..=b {
         if t.owner_id(slot) != 0 {
-            return Err(CmdError::Msg(format!("ERR Slot {slot} is already busy")));
+            return Err(cluster_err(ClusterError::SlotBusy(slot)));
         }
         if seen.contains(slot) {
             return Err(CmdError::Msg(format!(
@@ -433,6 +511,8 @@ fn help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "LINKS",
         "    Return information about all network links between this node and its peers.",
         "    Output format is an array where each array element is a map containing attributes of a link",
+        "MEET <ip> <port> [<bus-port>]",
+        "    Connect nodes into a working cluster.",
         "MYID",
         "    Return the node id.",
         "MYSHARDID",
@@ -440,6 +520,8 @@ fn help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "NODES",
         "    Return cluster configuration seen by node. Output format:",
         "    <id> <ip:port@bus-port[,hostname]> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+        "REPLICATE <node-id>",
+        "    Configure current node as replica to <node-id>.",
         "SETSLOT <slot> (IMPORTING <node-id>|MIGRATING <node-id>|STABLE|NODE <node-id>)",
         "    Set slot state.",
         "SHARDS",
