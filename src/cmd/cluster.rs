@@ -51,25 +51,43 @@ const CLUSTER: &[CommandSpec] = &[
 
 // ----- routing -----
 
-/// The positions of a command's keys (first/last/step, negative last counted from the end),
-/// as an allocation-free iterator the router can walk twice.
+/// A command's keys, as an allocation-free iterator the router can walk twice: the spec's
+/// first/last/step positions (negative last counted from the end), except for MIGRATE, whose
+/// keys follow its KEYS option when the key argument is empty (Redis's `migrateGetKeys`).
 fn keys<'a>(spec: &CommandSpec, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + Clone {
     let argc = args.len() as i32;
     let (first, last) = match spec.last_key {
         _ if spec.first_key <= 0 || argc <= spec.first_key => (1, 0),
-        // MIGRATE's keys move to the end after `KEYS` (Redis's migrateGetKeys).
-        _ if spec.name == "migrate" => {
-            match (6..argc).find(|&i| is(args.get(i as usize), "KEYS")) {
-                Some(k) => (k + 1, argc - 1),
-                None => (3, 3),
-            }
-        }
+        _ if spec.name == "migrate" => migrate_keys(args),
         l if l < 0 => (spec.first_key, argc + l),
         l => (spec.first_key, l.min(argc - 1)),
     };
-    (first.max(1)..=last)
+    (first..=last)
         .step_by(spec.step.max(1) as usize)
         .map(move |i| args.get(i as usize))
+}
+
+/// `MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw] [AUTH2 user pw] [KEYS k..]`:
+/// the key argument, or the keys after KEYS.
+fn migrate_keys(args: Args<'_>) -> (i32, i32) {
+    let mut i = 6;
+    while i < args.len() {
+        let a = args.get(i);
+        if is(a, "keys") {
+            return match args.get(3).is_empty() {
+                true => (i as i32 + 1, args.len() as i32 - 1),
+                false => (1, 0), // refused by MIGRATE itself
+            };
+        }
+        i += if is(a, "auth") {
+            2
+        } else if is(a, "auth2") {
+            3
+        } else {
+            1
+        };
+    }
+    (3, 3)
 }
 
 /// The spec that holds a command's key positions and flags (a container's subcommand).
@@ -105,6 +123,7 @@ pub(super) fn admit(
         // RESTORE-ASKING (a migration's import) counts as asked.
         asking: ctx.client.asking || keyed.has_flag("asking"),
         replica_read: ctx.client.readonly && !keyed.has_flag("write"),
+        migrate: keyed.name == "migrate",
     };
     let routed = route(&t, state_ok(&t), keys(keyed, args), flags, |k| {
         exists(node, k)
@@ -134,6 +153,7 @@ fn admit_exec(ctx: &mut Ctx<'_, '_>, cluster: &Cluster) -> bool {
     let flags = Flags {
         asking: ctx.client.asking,
         replica_read: ctx.client.readonly && !write,
+        migrate: false,
     };
     match route(&t, state_ok(&t), all_keys, flags, |k| exists(node, k)).error() {
         None => {
