@@ -56,13 +56,18 @@ impl Route {
     }
 }
 
-/// What the client flagged on its connection, as it matters for this request.
+/// What the client flagged on its connection, and what kind of request this is, as far as
+/// routing cares.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Flags {
-    /// ASKING was sent (one-shot): an importing slot may be served.
+    /// ASKING was sent (one-shot), or the command implies it (RESTORE-ASKING): an importing
+    /// slot may be served.
     pub asking: bool,
     /// READONLY was sent and the request does not write: a replica may serve its primary's slots.
     pub replica_read: bool,
+    /// The request is MIGRATE: it moves keys from wherever they are, so a slot being migrated or
+    /// imported is served here whatever keys are missing.
+    pub migrate: bool,
 }
 
 /// Decides where a request with these `keys` is served. `cluster_ok` is [`state_ok`] of the
@@ -104,7 +109,11 @@ where
         true => t.migrating.get(&slot).and_then(|&dst| t.node(dst)),
         false => None,
     };
-    let importing = migrating_to.is_none() && flags.asking && t.importing.contains_key(&slot);
+    let importing = migrating_to.is_none() && t.importing.contains_key(&slot);
+    if flags.migrate && (migrating_to.is_some() || importing) {
+        return Route::Serve;
+    }
+    let importing = importing && flags.asking;
     if migrating_to.is_some() || importing {
         let (mut missing, mut present) = (0usize, 0usize);
         for k in keys {
@@ -218,6 +227,7 @@ mod tests {
     const NONE: Flags = Flags {
         asking: false,
         replica_read: false,
+        migrate: false,
     };
     // Slots: "a" 15495 (node 3), "b" 3300 (node 1), "foo" 12182 (node 3).
 
@@ -277,6 +287,12 @@ mod tests {
             Route::Serve,
             "other slots untouched"
         );
+        let migrate = Flags {
+            migrate: true,
+            ..NONE
+        };
+        assert_eq!(go(&t, &["{a}x", "{a}y"], migrate, &["{a}x"]), Route::Serve);
+        assert_eq!(go(&t, &["b"], migrate, &[]), Route::Moved(3300, addr(7001)));
     }
 
     #[test]
@@ -305,6 +321,11 @@ mod tests {
             go(&t, &["{a}x", "{a}y"], asking, &["{a}x", "{a}y"]),
             Route::Serve
         );
+        let migrate = Flags {
+            migrate: true,
+            ..NONE
+        };
+        assert_eq!(go(&t, &["{a}x", "{a}y"], migrate, &[]), Route::Serve);
     }
 
     #[test]

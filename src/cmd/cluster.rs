@@ -1,20 +1,22 @@
 //! Cluster commands: CLUSTER (INFO, MYID, MYSHARDID, SLOTS, SHARDS, NODES, KEYSLOT,
-//! COUNTKEYSINSLOT, GETKEYSINSLOT, LINKS, SETSLOT, FAILOVER, ADDSLOTS, ADDSLOTSRANGE, HELP),
-//! ASKING, READONLY, READWRITE — and [`admit`], the dispatch step that routes every keyed
-//! command through `cluster::route` before it is queued or run.
+//! COUNTKEYSINSLOT, GETKEYSINSLOT, LINKS, SETSLOT, FAILOVER, ADDSLOTS, ADDSLOTSRANGE, MEET,
+//! REPLICATE, HELP), ASKING, READONLY, READWRITE — and [`admit`], the dispatch step that routes
+//! every keyed command through `cluster::route` before it is queued or run.
 //!
-//! Replies and errors are Redis 7's, checked against redis-server 7.0. The map changes
-//! themselves (SETSLOT, FAILOVER, ADDSLOTS) belong to the cluster runtime; this file parses them
-//! and checks what Redis checks before it names a node, so the errors come in Redis's order.
+//! Replies and errors are Redis 7's, checked against redis-server 7.0. The subcommands that
+//! change the map are in [`admin`].
+
+mod admin;
 
 use super::table::{dispatch_sub, lookup, lookup_sub, CommandSpec};
 use super::{arg_i64, is, CmdError, CmdResult, Ctx, Node};
 use crate::cluster::format::{self, BusStats};
 use crate::cluster::route::{route, state_ok, Flags};
-use crate::cluster::{node_name, Cluster, ClusterError, FailoverMode, Role, SetSlot, SlotSet};
+use crate::cluster::{node_name, Cluster};
 use crate::resp::Args;
 use crate::spec;
 use crate::store::{key_slot, SLOTS};
+use admin::{addslots, addslotsrange, failover, meet, replicate, setslot};
 
 #[rustfmt::skip]
 pub const COMMANDS: &[CommandSpec] = &[
@@ -42,30 +44,50 @@ const CLUSTER: &[CommandSpec] = &[
     spec!("cluster|failover", -2, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Forces a replica to perform a manual failover of its master.", failover),
     spec!("cluster|addslots", -3, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Assigns new hash slots to a node.", addslots),
     spec!("cluster|addslotsrange", -4, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "7.0.0", "Assigns new hash slot ranges to a node.", addslotsrange),
+    spec!("cluster|meet", -4, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Forces a node to handshake with another node.", meet),
+    spec!("cluster|replicate", 3, ["admin", "stale", "no_async_loading"], 0, 0, 0, "cluster", "3.0.0", "Configure a node as replica of a master node.", replicate),
     spec!("cluster|help", 2, ["loading", "stale"], 0, 0, 0, "cluster", "5.0.0", "Returns helpful text about the different subcommands.", help),
 ];
 
 // ----- routing -----
 
-/// The positions of a command's keys (first/last/step, negative last counted from the end),
-/// as an allocation-free iterator the router can walk twice.
+/// A command's keys, as an allocation-free iterator the router can walk twice: the spec's
+/// first/last/step positions (negative last counted from the end), except for MIGRATE, whose
+/// keys follow its KEYS option when the key argument is empty (Redis's `migrateGetKeys`).
 fn keys<'a>(spec: &CommandSpec, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + Clone {
     let argc = args.len() as i32;
     let (first, last) = match spec.last_key {
         _ if spec.first_key <= 0 || argc <= spec.first_key => (1, 0),
-        // MIGRATE's keys move to the end after `KEYS` (Redis's migrateGetKeys).
-        _ if spec.name == "migrate" => {
-            match (6..argc).find(|&i| is(args.get(i as usize), "KEYS")) {
-                Some(k) => (k + 1, argc - 1),
-                None => (3, 3),
-            }
-        }
+        _ if spec.name == "migrate" => migrate_keys(args),
         l if l < 0 => (spec.first_key, argc + l),
         l => (spec.first_key, l.min(argc - 1)),
     };
-    (first.max(1)..=last)
+    (first..=last)
         .step_by(spec.step.max(1) as usize)
         .map(move |i| args.get(i as usize))
+}
+
+/// `MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw] [AUTH2 user pw] [KEYS k..]`:
+/// the key argument, or the keys after KEYS.
+fn migrate_keys(args: Args<'_>) -> (i32, i32) {
+    let mut i = 6;
+    while i < args.len() {
+        let a = args.get(i);
+        if is(a, "keys") {
+            return match args.get(3).is_empty() {
+                true => (i as i32 + 1, args.len() as i32 - 1),
+                false => (1, 0), // refused by MIGRATE itself
+            };
+        }
+        i += if is(a, "auth") {
+            2
+        } else if is(a, "auth2") {
+            3
+        } else {
+            1
+        };
+    }
+    (3, 3)
 }
 
 /// The spec that holds a command's key positions and flags (a container's subcommand).
@@ -101,6 +123,7 @@ pub(super) fn admit(
         // RESTORE-ASKING (a migration's import) counts as asked.
         asking: ctx.client.asking || keyed.has_flag("asking"),
         replica_read: ctx.client.readonly && !keyed.has_flag("write"),
+        migrate: keyed.name == "migrate",
     };
     let routed = route(&t, state_ok(&t), keys(keyed, args), flags, |k| {
         exists(node, k)
@@ -130,6 +153,7 @@ fn admit_exec(ctx: &mut Ctx<'_, '_>, cluster: &Cluster) -> bool {
     let flags = Flags {
         asking: ctx.client.asking,
         replica_read: ctx.client.readonly && !write,
+        migrate: false,
     };
     match route(&t, state_ok(&t), all_keys, flags, |k| exists(node, k)).error() {
         None => {
@@ -275,144 +299,6 @@ fn getkeysinslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-// ----- CLUSTER: changing the map -----
-
-fn cluster_err(e: ClusterError) -> CmdError {
-    CmdError::Msg(e.to_string())
-}
-
-/// A slot argument (`ERR Invalid or out of range slot`).
-fn parse_slot(a: &[u8]) -> Result<u16, CmdError> {
-    match crate::crdt::number::parse_i64(a) {
-        Some(s) if (0..SLOTS as i64).contains(&s) => Ok(s as u16),
-        _ => Err(cluster_err(ClusterError::BadSlot)),
-    }
-}
-
-fn setslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let c = cluster_of(ctx)?;
-    let t = c.topology();
-    if t.me().role != Role::Primary {
-        return Err(CmdError::Msg(
-            "ERR Please use SETSLOT only with masters.".into(),
-        ));
-    }
-    let slot = parse_slot(args.get(2))?;
-    let (action, n) = (args.get(3), args.len());
-    let mine = t.owner_id(slot) == t.myself;
-    // MIGRATING and IMPORTING name the peer as Redis does ("I don't know about node").
-    let peer = |name: &[u8]| {
-        c.lookup_name(name).map_err(|_| {
-            let name = String::from_utf8_lossy(name);
-            CmdError::Msg(format!("ERR I don't know about node {name}"))
-        })
-    };
-    let change = if is(action, "migrating") && n == 5 {
-        if !mine {
-            return Err(cluster_err(ClusterError::NotOwner(slot)));
-        }
-        SetSlot::Migrating(peer(args.get(4))?)
-    } else if is(action, "importing") && n == 5 {
-        if mine {
-            return Err(cluster_err(ClusterError::AlreadyOwner(slot)));
-        }
-        SetSlot::Importing(peer(args.get(4))?)
-    } else if is(action, "stable") && n == 4 {
-        SetSlot::Stable
-    } else if is(action, "node") && n == 5 {
-        SetSlot::Node(c.lookup_name(args.get(4)).map_err(cluster_err)?)
-    } else {
-        return Err(CmdError::Msg(
-            "ERR Invalid CLUSTER SETSLOT action or number of arguments. Try CLUSTER HELP".into(),
-        ));
-    };
-    drop(t);
-    c.setslot(slot, change).map_err(cluster_err)?;
-    ctx.out.ok();
-    Ok(())
-}
-
-fn failover(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let c = cluster_of(ctx)?;
-    let mode = match args.len() {
-        2 => FailoverMode::Default,
-        3 if is(args.get(2), "force") => FailoverMode::Force,
-        3 if is(args.get(2), "takeover") => FailoverMode::Takeover,
-        3 => return Err(CmdError::Syntax),
-        _ => {
-            return Err(CmdError::Msg(format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
-                String::from_utf8_lossy(args.get(1))
-            )))
-        }
-    };
-    c.failover(mode).map_err(cluster_err)?;
-    ctx.out.ok();
-    Ok(())
-}
-
-/// Redis's per-slot checks before a claim: not owned yet, and named once.
-fn check_free(t: &crate::cluster::Topology, seen: &mut SlotSet, a: u16, b: u16) -> CmdResult {
-    for slot in a..=b {
-        if t.owner_id(slot) != 0 {
-            return Err(CmdError::Msg(format!("ERR Slot {slot} is already busy")));
-        }
-        if seen.contains(slot) {
-            return Err(CmdError::Msg(format!(
-                "ERR Slot {slot} specified multiple times"
-            )));
-        }
-        seen.insert(slot);
-    }
-    Ok(())
-}
-
-fn claim(ctx: &mut Ctx<'_, '_>, c: &Cluster, slots: &SlotSet) -> CmdResult {
-    let slots: Vec<u16> = slots.iter().collect();
-    c.add_slots(&slots).map_err(cluster_err)?;
-    ctx.out.ok();
-    Ok(())
-}
-
-fn addslots(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let c = cluster_of(ctx)?;
-    // Every argument parses before any is checked, as in Redis.
-    let wanted = args
-        .skip(2)
-        .iter()
-        .map(parse_slot)
-        .collect::<Result<Vec<u16>, _>>()?;
-    let mut seen = SlotSet::default();
-    {
-        let t = c.topology();
-        for &s in &wanted {
-            check_free(&t, &mut seen, s, s)?;
-        }
-    }
-    claim(ctx, c, &seen)
-}
-
-fn addslotsrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let c = cluster_of(ctx)?;
-    if args.len() % 2 == 1 {
-        return Err(CmdError::Arity("cluster|addslotsrange".into()));
-    }
-    let mut seen = SlotSet::default();
-    {
-        let t = c.topology();
-        for i in (2..args.len()).step_by(2) {
-            let (a, b) = (parse_slot(args.get(i))?, parse_slot(args.get(i + 1))?);
-            if a > b {
-                return Err(CmdError::Msg(format!(
-                    "ERR start slot number {a} is greater than end slot number {b}"
-                )));
-            }
-            check_free(&t, &mut seen, a, b)?;
-        }
-    }
-    claim(ctx, c, &seen)
-}
-
 fn help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
     ctx.out.help(&[
         "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -433,6 +319,8 @@ fn help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "LINKS",
         "    Return information about all network links between this node and its peers.",
         "    Output format is an array where each array element is a map containing attributes of a link",
+        "MEET <ip> <port> [<bus-port>]",
+        "    Connect nodes into a working cluster.",
         "MYID",
         "    Return the node id.",
         "MYSHARDID",
@@ -440,6 +328,8 @@ fn help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "NODES",
         "    Return cluster configuration seen by node. Output format:",
         "    <id> <ip:port@bus-port[,hostname]> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+        "REPLICATE <node-id>",
+        "    Configure current node as replica to <node-id>.",
         "SETSLOT <slot> (IMPORTING <node-id>|MIGRATING <node-id>|STABLE|NODE <node-id>)",
         "    Set slot state.",
         "SHARDS",

@@ -3,9 +3,10 @@
 //! wire form is the point. Every wait is bounded: a hung server fails the test, never hangs it.
 #![allow(dead_code)]
 
+use meridian::cluster::Cluster;
 use meridian::cmd::Node;
 use meridian::config::Config;
-use meridian::server::{spawn, Running};
+use meridian::server::{spawn_with, Running};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,15 @@ impl Drop for Server {
 
 /// Starts a node with redis.conf-style overrides (port 0 is always added).
 pub async fn start_with(overrides: &[(&str, &str)]) -> Server {
+    start_with_cluster(overrides, None).await
+}
+
+/// [`start_with`] for a cluster node: `cluster` is installed before the first client connects
+/// (its map can be completed afterwards through `Cluster::update`, once every port is known).
+pub async fn start_with_cluster(
+    overrides: &[(&str, &str)],
+    cluster: Option<Arc<Cluster>>,
+) -> Server {
     let mut o: Vec<(String, String)> = vec![("port".into(), "0".into())];
     o.extend(
         overrides
@@ -70,7 +80,7 @@ pub async fn start_with(overrides: &[(&str, &str)]) -> Server {
             .build()
             .expect("server runtime");
         rt.block_on(async move {
-            let running: Running = spawn(config).await.expect("server starts");
+            let running: Running = spawn_with(config, cluster).await.expect("server starts");
             let _ = ready_tx.send((running.addr(), running.node.clone()));
             let _ = stop_rx.await;
             running.shutdown().await;
