@@ -85,6 +85,9 @@ pub struct Cluster {
     repl: OnceLock<Arc<Replicator>>,
     meets: Mutex<Vec<SocketAddr>>,
     failover: Mutex<Option<(FailoverMode, Instant)>>,
+    /// Gossip frames sent and received (CLUSTER INFO `cluster_stats_messages_*`).
+    pub messages_sent: std::sync::atomic::AtomicU64,
+    pub messages_received: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -97,6 +100,8 @@ impl Cluster {
             repl: OnceLock::new(),
             meets: Mutex::new(Vec::new()),
             failover: Mutex::new(None),
+            messages_sent: Default::default(),
+            messages_received: Default::default(),
         }
     }
 

@@ -157,6 +157,9 @@ async fn inbound_loop(
             Inbound::Frame { from, bytes } => match bytes.first() {
                 Some(&CLASS_GOSSIP) => match rmp_serde::from_slice::<GossipFrame>(&bytes[1..]) {
                     Ok(GossipFrame::V1(info)) => {
+                        cluster
+                            .messages_received
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if info.id != cluster.my_id() {
                             let changed = cluster.update(|t| t.upsert(info, unix_ms()));
                             if changed {
@@ -321,6 +324,9 @@ impl Control {
         }
         targets.sort();
         targets.dedup();
+        self.cluster
+            .messages_sent
+            .fetch_add(targets.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for to in targets {
             let mesh = self.mesh.clone();
             let frame = frame.clone();

@@ -221,9 +221,16 @@ fn cluster(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn info(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
-    let t = cluster_of(ctx)?.topology();
-    ctx.out
-        .verbatim(&format::info_text(&t, &BusStats::default()));
+    let c = cluster_of(ctx)?;
+    let t = c.topology();
+    let bus = BusStats {
+        messages_sent: c.messages_sent.load(std::sync::atomic::Ordering::Relaxed),
+        messages_received: c
+            .messages_received
+            .load(std::sync::atomic::Ordering::Relaxed),
+        links_buffer_limit_exceeded: 0,
+    };
+    ctx.out.verbatim(&format::info_text(&t, &bus));
     Ok(())
 }
 

@@ -175,10 +175,20 @@ fn hello(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     out.int(if out.resp3() { 3 } else { 2 });
     out.bulk(b"id");
     out.int(ctx.client.handle.id as i64);
+    let (mode, role): (&[u8], &[u8]) = match ctx.node.cluster.as_deref() {
+        None => (b"standalone", b"master"),
+        Some(c) => (
+            b"cluster",
+            match c.topology().me().role {
+                crate::cluster::Role::Primary => b"master",
+                crate::cluster::Role::Replica { .. } => b"replica",
+            },
+        ),
+    };
     out.bulk(b"mode");
-    out.bulk(b"standalone");
+    out.bulk(mode);
     out.bulk(b"role");
-    out.bulk(b"master");
+    out.bulk(role);
     out.bulk(b"modules");
     out.array(0);
     Ok(())
