@@ -3,7 +3,6 @@
 //! reference/cluster-stampede-hotkeys.md §A): clients such as redis-py, the `redis` crate's
 //! cluster client and `redis-cli --cluster` parse them field by field.
 
-use super::route::covered;
 use super::topology::{node_name, Health, NodeView, Role, Topology};
 use super::LinkInfo;
 use crate::resp::Out;
@@ -36,7 +35,7 @@ fn shown_epoch(t: &Topology, v: &NodeView) -> u64 {
 /// CLUSTER INFO text: `k:v\r\n` lines, the fixed fields in Redis's order.
 pub fn info_text(t: &Topology, bus: &BusStats) -> String {
     let (assigned, ok) = t.coverage();
-    let state = if covered(t) { "ok" } else { "fail" };
+    let state = if t.state_ok() { "ok" } else { "fail" };
     let me = &t.nodes[&t.myself];
     let mut s = String::with_capacity(512);
     let _ = write!(

@@ -12,10 +12,8 @@
 //! only when the slot is being migrated or imported.
 
 use super::topology::{Role, Topology};
-use crate::store::{key_slot, SLOTS};
-use std::cell::RefCell;
+use crate::store::key_slot;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// What to do with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,29 +150,9 @@ where
 }
 
 /// Whether the cluster is in state `ok`: every slot has an owner and every owner is online
-/// (Redis's default `cluster-require-full-coverage yes`).
-pub fn covered(t: &Topology) -> bool {
-    t.coverage() == (SLOTS, SLOTS)
-}
-
-/// [`covered`], computed once per snapshot per thread instead of once per command: the
-/// thread keeps the snapshot it last judged (holding it alive, so its address cannot be reused
-/// by a newer map) and compares pointers.
-pub fn state_ok(t: &Arc<Topology>) -> bool {
-    thread_local! {
-        static LAST: RefCell<Option<(Arc<Topology>, bool)>> = const { RefCell::new(None) };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        match &*last {
-            Some((seen, ok)) if Arc::ptr_eq(seen, t) => *ok,
-            _ => {
-                let ok = covered(t);
-                *last = Some((t.clone(), ok));
-                ok
-            }
-        }
-    })
+/// (Redis's default `cluster-require-full-coverage yes`). Kept by the snapshot itself.
+pub fn state_ok(t: &Topology) -> bool {
+    t.state_ok()
 }
 
 #[cfg(test)]
@@ -221,7 +199,7 @@ mod tests {
     fn go(t: &Topology, keys: &[&str], flags: Flags, here: &[&str]) -> Route {
         let here: HashSet<&[u8]> = here.iter().map(|k| k.as_bytes()).collect();
         let keys = keys.iter().map(|k| k.as_bytes());
-        route(t, covered(t), keys, flags, |k| here.contains(k))
+        route(t, t.state_ok(), keys, flags, |k| here.contains(k))
     }
 
     const NONE: Flags = Flags {
@@ -341,13 +319,13 @@ mod tests {
     }
 
     #[test]
-    fn state_is_judged_once_per_snapshot() {
-        let ok = Arc::new(region(1));
+    fn state_follows_liveness_and_coverage() {
+        let ok = region(1);
         let mut down = region(1);
         down.set_health(2, Health::Fail);
-        let down = Arc::new(down);
         assert!(state_ok(&ok));
         assert!(!state_ok(&down));
-        assert!(state_ok(&ok));
+        down.set_health(2, Health::Online);
+        assert!(state_ok(&down));
     }
 }

@@ -169,6 +169,9 @@ pub struct Topology {
     /// Owners told by `SETSLOT NODE` whose own record has not arrived yet: used only while
     /// the slot has no claimant, so a real claim always takes over.
     hints: BTreeMap<u16, u64>,
+    /// Every slot has an owner that is online (CLUSTER INFO `cluster_state:ok`); kept current
+    /// by `resolve` and `set_health`, read on every routed command.
+    ok: bool,
 }
 
 impl Topology {
@@ -181,6 +184,7 @@ impl Topology {
             migrating: BTreeMap::new(),
             importing: BTreeMap::new(),
             hints: BTreeMap::new(),
+            ok: false,
         };
         t.upsert(me, now_ms);
         t
@@ -230,6 +234,7 @@ impl Topology {
         match self.nodes.get_mut(&id) {
             Some(v) if v.health != health && id != self.myself => {
                 v.health = health;
+                self.ok = self.coverage() == (SLOTS, SLOTS);
                 true
             }
             _ => false,
@@ -270,6 +275,12 @@ impl Topology {
         for (&s, &id) in &self.hints {
             self.owner[s as usize] = id;
         }
+        self.ok = self.coverage() == (SLOTS, SLOTS);
+    }
+
+    /// Whether the cluster is in state `ok` (Redis's default `cluster-require-full-coverage`).
+    pub fn state_ok(&self) -> bool {
+        self.ok
     }
 
     /// Records that `id` owns `slot` (SETSLOT NODE on a node that gave the slot away).
