@@ -7,7 +7,7 @@
 //! - routing across three primaries (the cluster client, hash tags, CROSSSLOT, CLUSTER SLOTS /
 //!   SHARDS / NODES agreement, COUNTKEYSINSLOT / GETKEYSINSLOT);
 //! - resharding with the Redis protocol (SETSLOT IMPORTING / MIGRATING, ASK, ASKING, MIGRATE,
-//!   SETSLOT NODE), idle and under a counter load;
+//!   SETSLOT NODE), idle, under a counter load, and into a shard with a replica;
 //! - failover when a primary shuts down;
 //! - a node whose certificate comes from another CA cannot join.
 
@@ -1126,4 +1126,90 @@ async fn node_with_a_foreign_ca_cannot_join() {
     rogue.shutdown().await;
     region.shutdown().await;
     let _ = std::fs::remove_dir_all(foreign);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. resharding between shards that have replicas
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_keys_reach_the_new_shards_replica() {
+    // 0 and 1 are primaries; 2 replicates 0, 3 replicates 1.
+    let region = Region::start(4, 1).await;
+    let (a, b) = (region.node(0), region.node(1));
+    let (mut ac, mut bc) = (a.con().await, b.con().await);
+    let mut a_rep = region.node(2).con().await;
+    let mut b_rep = region.node(3).con().await;
+    for c in [&mut a_rep, &mut b_rep] {
+        let ok: String = q!(*c, "READONLY").unwrap();
+        assert_eq!(ok, "OK");
+    }
+    let tag = tag_where(|s| s < 8192);
+    let slot = key_slot(tag.as_bytes());
+    let keys: Vec<String> = (0..20).map(|i| format!("{{{tag}}}:{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let _: () = q!(ac, "SET", k, format!("v{i}")).unwrap();
+    }
+    let n: i64 = q!(ac, "WAIT", 1, 2000).unwrap();
+    assert_eq!(n, 1);
+    let v: Option<String> = q!(a_rep, "GET", &keys[0]).unwrap();
+    assert_eq!(
+        v.as_deref(),
+        Some("v0"),
+        "A's replica has the keys before the move"
+    );
+
+    let moved = move_slot(slot, a, &mut ac, b, &mut bc, 7, Duration::ZERO).await;
+    assert_eq!(moved, keys.len());
+    let n: i64 = q!(bc, "WAIT", 1, 2000).unwrap();
+    assert_eq!(n, 1, "B's replica acknowledges what B holds after the move");
+
+    // B's replica serves the moved keys to READONLY clients.
+    let mut wrong = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let mut c = b_rep.clone();
+        let want = format!("v{i}");
+        let ok = common::eventually(Duration::from_secs(5), || {
+            let mut c = c.clone();
+            let (k, want) = (k.clone(), want.clone());
+            async move {
+                let r: redis::RedisResult<Option<String>> =
+                    redis::cmd("GET").arg(&k).query_async(&mut c).await;
+                matches!(r, Ok(Some(v)) if v == want)
+            }
+        })
+        .await;
+        if !ok {
+            let r: redis::RedisResult<Option<String>> =
+                redis::cmd("GET").arg(k).query_async(&mut c).await;
+            wrong.push(format!("{k}: {:?}", r.map_err(|e| common::error_text(&e))));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "B's replica does not serve {} of the moved keys (first: {:?})\n{}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)],
+        region.dump().await
+    );
+    // A's replica no longer serves the slot: it redirects to the new owner.
+    let redirected = common::eventually(Duration::from_secs(5), || {
+        let mut c = a_rep.clone();
+        let k = keys[0].clone();
+        async move {
+            let r: redis::RedisResult<Option<String>> =
+                redis::cmd("GET").arg(&k).query_async(&mut c).await;
+            matches!(r, Err(e) if e.code() == Some("MOVED"))
+        }
+    })
+    .await;
+    let last: redis::RedisResult<Option<String>> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut a_rep)
+        .await;
+    assert!(redirected, "A's replica after the move: {last:?}");
+    assert_eq!(
+        common::error_text(&last.unwrap_err()),
+        format!("MOVED {slot} {}", b.hostport())
+    );
+    region.shutdown().await;
 }
