@@ -85,6 +85,11 @@ pub struct Cluster {
     repl: OnceLock<Arc<Replicator>>,
     meets: Mutex<Vec<SocketAddr>>,
     failover: Mutex<Option<(FailoverMode, Instant)>>,
+    /// One gate per slot: a command served on a slot that is migrating holds it shared from
+    /// routing to reply; MIGRATE takes it exclusively while it takes keys out. Without it, a
+    /// command routed here because its key existed could run after MIGRATE took the key and
+    /// recreate it with this node's counter totals restarted from zero.
+    gates: Box<[parking_lot::RwLock<()>]>,
     /// Gossip frames sent and received (CLUSTER INFO `cluster_stats_messages_*`).
     pub messages_sent: std::sync::atomic::AtomicU64,
     pub messages_received: std::sync::atomic::AtomicU64,
@@ -100,6 +105,7 @@ impl Cluster {
             repl: OnceLock::new(),
             meets: Mutex::new(Vec::new()),
             failover: Mutex::new(None),
+            gates: (0..crate::store::SLOTS).map(|_| parking_lot::RwLock::new(())).collect(),
             messages_sent: Default::default(),
             messages_received: Default::default(),
         }
@@ -136,6 +142,11 @@ impl Cluster {
         let r = f(&mut t);
         self.topology.store(Arc::new(t));
         r
+    }
+
+    /// The migration gate of `slot` (see the field).
+    pub fn gate(&self, slot: u16) -> &parking_lot::RwLock<()> {
+        &self.gates[slot as usize]
     }
 
     /// Maps a 40-char node name (as clients send it) to a node ID.

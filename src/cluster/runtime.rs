@@ -208,11 +208,11 @@ impl Control {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut last_links: Option<Vec<LinkKey>> = None;
+        let mut gossiped_version = 0;
         loop {
-            let mut force_gossip = false;
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
-                _ = self.cluster.changed.notified() => force_gossip = true,
+                _ = self.cluster.changed.notified() => {}
                 Some(ev) = events.recv() => self.on_member(ev),
                 _ = stop.changed() => break,
             }
@@ -224,11 +224,12 @@ impl Control {
             }
             self.confirm_downs();
             self.health_of_silent_nodes();
-            if self.failover() | self.follow() {
-                force_gossip = true;
-            }
-            if force_gossip || self.last_gossip.elapsed() >= GOSSIP_EVERY {
-                self.gossip();
+            self.failover();
+            self.follow();
+            // Our own record changed (here, or by an admin command): tell everyone now.
+            let version = self.cluster.topology().me().version;
+            if version != gossiped_version || self.last_gossip.elapsed() >= GOSSIP_EVERY {
+                gossiped_version = self.gossip();
             }
             let links = self.wanted_links();
             let key: Vec<_> = links
@@ -298,8 +299,9 @@ impl Control {
         }
     }
 
-    /// Sends this node's record (with its current replication offset) to every known node.
-    fn gossip(&mut self) {
+    /// Sends this node's record (with its current replication offset) to every known node;
+    /// returns the version sent.
+    fn gossip(&mut self) -> u64 {
         self.last_gossip = Instant::now();
         let offset = {
             let t = self.cluster.topology();
@@ -311,10 +313,11 @@ impl Control {
         let info = self
             .cluster
             .update(|t| t.update_me(unix_ms(), |me| me.repl_offset = offset));
+        let version = info.version;
         let mut frame = vec![CLASS_GOSSIP];
         if let Err(e) = rmp_serde::encode::write(&mut frame, &GossipFrame::V1(info)) {
             tracing::error!(error = %e, "cannot encode gossip");
-            return;
+            return version;
         }
         let frame = Bytes::from(frame);
         let mut targets: Vec<SocketAddr> = self.members.values().copied().collect();
@@ -334,21 +337,22 @@ impl Control {
                 let _ = mesh.send_frame(to, frame).await;
             });
         }
+        version
     }
 
-    /// Rule 1 (and CLUSTER FAILOVER); returns whether this node's record changed.
-    fn failover(&mut self) -> bool {
+    /// Rule 1 (and CLUSTER FAILOVER).
+    fn failover(&mut self) {
         let t = self.cluster.topology();
         let Role::Replica { of } = t.me().role else {
             self.failing_since = None;
-            return false;
+            return;
         };
         let manual = self.cluster.take_failover();
         let primary_down = t.node(of).is_some_and(|p| p.health == Health::Fail);
         let primary_slots = t.owned_by(of);
         if manual.is_none() && (!primary_down || primary_slots.is_empty()) {
             self.failing_since = None;
-            return false;
+            return;
         }
         if let Some(mode) = manual {
             if mode == FailoverMode::Default {
@@ -356,7 +360,7 @@ impl Control {
                 let target = t.node(of).map_or(0, |p| p.info.repl_offset);
                 if self.repl.applied_from(of) < target {
                     self.cluster.request_failover(mode);
-                    return false;
+                    return;
                 }
             }
         } else {
@@ -370,7 +374,7 @@ impl Control {
             rivals.sort();
             let rank = rivals.iter().position(|r| r.1 == t.myself).unwrap_or(0) as u32;
             if since.elapsed() < RANK_DELAY * rank {
-                return false;
+                return;
             }
         }
         drop(t);
@@ -390,18 +394,17 @@ impl Control {
             "promoted to primary"
         );
         self.failing_since = None;
-        true
     }
 
-    /// Rules 2 and 3; returns whether this node's record changed.
-    fn follow(&mut self) -> bool {
+    /// Rules 2 and 3.
+    fn follow(&mut self) {
         let t = self.cluster.topology();
         let me = t.me().clone();
         let new_role = match me.role {
             Role::Primary => {
                 let lost = t.superseded(me.id);
                 if lost.is_empty() {
-                    return false;
+                    return;
                 }
                 let owner = t.owner_id(lost[0]);
                 let keep = me.slots.len() - lost.len();
@@ -417,7 +420,7 @@ impl Control {
                     })
                 });
                 tracing::warn!(lost = lost.len(), new_owner = %super::node_name(owner), "slots taken over by a larger epoch");
-                return true;
+                return;
             }
             Role::Replica { of } => match t.node(of).map(|p| &p.info) {
                 Some(p) => match p.role {
@@ -434,14 +437,10 @@ impl Control {
             },
         };
         drop(t);
-        match new_role {
-            Some(q) => {
-                self.cluster
-                    .update(|t| t.update_me(unix_ms(), |m| m.role = Role::Replica { of: q }));
-                tracing::info!(primary = %super::node_name(q), "following a new primary");
-                true
-            }
-            None => false,
+        if let Some(q) = new_role {
+            self.cluster
+                .update(|t| t.update_me(unix_ms(), |m| m.role = Role::Replica { of: q }));
+            tracing::info!(primary = %super::node_name(q), "following a new primary");
         }
     }
 

@@ -57,8 +57,18 @@ impl SlotSet {
         Some((i * 64) as u16 + w.trailing_zeros() as u16)
     }
 
+    /// The slots in ascending order (word by word: cheap on sparse and dense sets alike).
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        (0..SLOTS as u16).filter(|&s| self.contains(s))
+        self.0.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let bit = w.trailing_zeros();
+                    w &= w - 1;
+                    (i * 64) as u16 + bit as u16
+                })
+            })
+        })
     }
     /// Sorted, inclusive, maximal ranges.
     pub fn ranges(&self) -> Vec<(u16, u16)> {
@@ -198,8 +208,9 @@ impl Topology {
         self.nodes.get(&id)
     }
 
-    /// Takes a record if it is newer than the one held (invariant 1); re-resolves on change.
-    /// Returns whether anything changed.
+    /// Takes a record if it is newer than the one held (invariant 1); re-resolves when claims
+    /// changed. Returns whether anything but the replication offset changed (what the runtime
+    /// must react to; a record that only reports progress is taken quietly).
     pub fn upsert(&mut self, info: NodeInfo, now_ms: u64) -> bool {
         let changed = match self.nodes.get_mut(&info.id) {
             Some(v) if v.info.version >= info.version => {
@@ -207,9 +218,14 @@ impl Topology {
                 false
             }
             Some(v) => {
+                let same = v.info.role == info.role
+                    && v.info.config_epoch == info.config_epoch
+                    && v.info.slots == info.slots
+                    && v.info.resp == info.resp
+                    && v.info.mesh == info.mesh;
                 v.info = info;
                 v.seen_ms = now_ms;
-                true
+                !same
             }
             None => {
                 self.nodes.insert(

@@ -108,15 +108,18 @@ fn exists(node: &Node, key: &[u8]) -> bool {
 /// transaction). `keyed` is the spec holding the key positions (a container's subcommand).
 /// EXEC is routed with every queued command at once, as Redis does: one slot for the whole
 /// transaction, else the transaction is discarded with the error.
-pub(super) fn admit(
-    ctx: &mut Ctx<'_, '_>,
-    cluster: &Cluster,
+pub(super) fn admit<'n>(
+    ctx: &mut Ctx<'_, 'n>,
+    cluster: &'n Cluster,
     keyed: &'static CommandSpec,
     args: Args<'_>,
-) -> bool {
+) -> Admit<'n> {
     let node = ctx.node;
     if keyed.first_key <= 0 {
-        return keyed.name != "exec" || admit_exec(ctx, cluster);
+        return match keyed.name {
+            "exec" => admit_exec(ctx, cluster),
+            _ => Admit::Go(None),
+        };
     }
     let t = cluster.topology();
     let flags = Flags {
@@ -125,22 +128,45 @@ pub(super) fn admit(
         replica_read: ctx.client.readonly && !keyed.has_flag("write"),
         migrate: keyed.name == "migrate",
     };
-    let routed = route(&t, state_ok(&t), keys(keyed, args), flags, |k| {
-        exists(node, k)
-    });
+    let ks = keys(keyed, args);
+    // The gate before the key-existence checks, so what they saw still holds when the command
+    // runs. MIGRATE takes the gate itself, exclusively.
+    let gate = match keyed.name {
+        "migrate" => None,
+        _ => gate(cluster, &t, ks.clone()),
+    };
+    let routed = route(&t, state_ok(&t), ks, flags, |k| exists(node, k));
     match routed.error() {
-        None => true,
+        None => Admit::Go(gate),
         Some(e) => {
             super::reject(ctx, CmdError::Msg(e));
-            false
+            Admit::Rejected
         }
     }
 }
 
-fn admit_exec(ctx: &mut Ctx<'_, '_>, cluster: &Cluster) -> bool {
+/// Whether a routed command goes on, holding its slot's migration gate if the slot is
+/// migrating (see [`Cluster::gate`]).
+pub(super) enum Admit<'n> {
+    Rejected,
+    Go(Option<parking_lot::RwLockReadGuard<'n, ()>>),
+}
+
+fn gate<'n, 'k>(
+    cluster: &'n Cluster,
+    t: &crate::cluster::Topology,
+    mut keys: impl Iterator<Item = &'k [u8]>,
+) -> Option<parking_lot::RwLockReadGuard<'n, ()>> {
+    let slot = key_slot(keys.next()?);
+    t.migrating
+        .contains_key(&slot)
+        .then(|| cluster.gate(slot).read())
+}
+
+fn admit_exec<'n>(ctx: &mut Ctx<'_, 'n>, cluster: &'n Cluster) -> Admit<'n> {
     let node = ctx.node;
     let Some(queue) = ctx.client.multi.as_ref() else {
-        return true; // EXEC without MULTI: its own error
+        return Admit::Go(None); // EXEC without MULTI: its own error
     };
     let t = cluster.topology();
     let write = queue
@@ -155,17 +181,19 @@ fn admit_exec(ctx: &mut Ctx<'_, '_>, cluster: &Cluster) -> bool {
         replica_read: ctx.client.readonly && !write,
         migrate: false,
     };
-    match route(&t, state_ok(&t), all_keys, flags, |k| exists(node, k)).error() {
+    let gated = gate(cluster, &t, all_keys.clone());
+    let routed = route(&t, state_ok(&t), all_keys, flags, |k| exists(node, k));
+    match routed.error() {
         None => {
             ctx.client.in_exec = true;
-            true
+            Admit::Go(gated)
         }
         Some(e) => {
             ctx.client.multi = None;
             ctx.client.multi_failed = false;
             super::txn::unwatch_all(ctx);
             ctx.out.error(&e);
-            false
+            Admit::Rejected
         }
     }
 }

@@ -160,7 +160,15 @@ fn migrate(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     if !(1..=65535).contains(&port) {
         return Err(CmdError::Msg("ERR Invalid port".into()));
     }
-    // 1. Take the live entries out (or copy them) under the slot locks.
+    // 1. Take the live entries out (or copy them) under the slot locks, with the slots'
+    //    migration gates closed so no command routed here can be running on them.
+    let mut slots: Vec<u16> = keys.iter().map(|k| crate::store::key_slot(k)).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let _gates: Vec<_> = match (&ctx.node.cluster, ctx.db.exec.is_some()) {
+        (Some(c), false) => slots.iter().map(|&s| c.gate(s).write()).collect(),
+        _ => Vec::new(),
+    };
     let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
     let moving: Vec<(Vec<u8>, Entry)> = ctx.db.keys(&refs, |txn| {
         keys.iter()
@@ -172,6 +180,7 @@ fn migrate(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             })
             .collect()
     });
+    drop(_gates);
     if moving.is_empty() {
         ctx.out.simple("NOKEY");
         return Ok(());

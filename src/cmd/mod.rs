@@ -244,9 +244,14 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     if !ctx.client.authenticated && !spec.has_flag("no_auth") {
         return reject(ctx, CmdError::NoAuth);
     }
+    // Held until the command has run: its slot's migration gate, if the slot is migrating.
+    let mut _gate = None;
     if let Some(c) = ctx.node.cluster.as_deref() {
-        if !ctx.client.in_exec && !cluster::admit(ctx, c, keyed, args) {
-            return;
+        if !ctx.client.in_exec {
+            match cluster::admit(ctx, c, keyed, args) {
+                cluster::Admit::Rejected => return,
+                cluster::Admit::Go(g) => _gate = g,
+            }
         }
     }
     if let Some(queue) = ctx
