@@ -811,7 +811,11 @@ async fn resharding_fifty_slots_under_counter_load_loses_no_increment() {
     let by_slot = Arc::new(by_slot);
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let mut con = cc.clone();
+        // One cluster connection per writer: redis-rs sends ASKING and the redirected command
+        // as two requests, so on a connection shared by concurrent writers another writer's
+        // command can slip in between and spend the ASKING (a client-side race that Redis
+        // Cluster shows the same way).
+        let mut con = region.cluster_client().await;
         let (stop, hot) = (stop.clone(), hot.clone());
         let (names, by_slot) = (names.clone(), by_slot.clone());
         writers.push(tokio::spawn(async move {
