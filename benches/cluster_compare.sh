@@ -121,7 +121,7 @@ if [[ "$SKIP_MERIDIAN" != 1 ]]; then
         fi
     fi
     [[ -x "$MERIDIAN_BIN" ]] || die "meridian binary not found or not executable: $MERIDIAN_BIN"
-    command -v setsid >/dev/null 2>&1 || die "missing tool: setsid"
+    command -v pgrep >/dev/null 2>&1 || die "missing tool: pgrep"
     if ! demo_help="$(timeout 10 "$MERIDIAN_BIN" demo --help 2>&1)"; then
         printf '%s\n' "$demo_help" | head -5 >&2
         die "$MERIDIAN_BIN does not support 'meridian demo' (needed: meridian demo --regions 1 --nodes N --replicas R --base-port P); rebuild it, or run with SKIP_MERIDIAN=1"
@@ -163,15 +163,16 @@ stop_redis_cluster() {
 }
 
 # SIGINT to the demo (it stops its nodes); after up to ~10 s, SIGKILL to whatever is left of the
-# demo's process group (it runs in a session of its own) and of the nodes it reported.
+# demo, its child processes (even if it never reported them) and the nodes it reported.
 stop_meridian_demo() {
-    local pid
+    local pid children=()
     if [[ -n "$DEMO_PID" ]]; then
+        read -r -a children <<<"$(pgrep -P "$DEMO_PID" | tr '\n' ' ' || true)"
         kill -INT "$DEMO_PID" 2>/dev/null || true
-        for pid in "$DEMO_PID" ${DEMO_NODE_PIDS[@]+"${DEMO_NODE_PIDS[@]}"}; do
+        for pid in "$DEMO_PID" ${children[@]+"${children[@]}"} ${DEMO_NODE_PIDS[@]+"${DEMO_NODE_PIDS[@]}"}; do
             for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         done
-        kill -9 -- "-$DEMO_PID" 2>/dev/null || true
+        stop_pids KILL "$DEMO_PID" ${children[@]+"${children[@]}"}
     fi
     if ((${#DEMO_NODE_PIDS[@]})); then stop_pids KILL "${DEMO_NODE_PIDS[@]}"; fi
     DEMO_PID=""
@@ -745,13 +746,13 @@ start_redis_cluster() {
 }
 
 # ----- the Meridian demo -----
-# demo_owns PID: the process is a child of the demo or in the demo's session.
+# demo_owns PID: the process is a child of the demo.
 demo_owns() {
-    local stat rest ppid sid
+    local stat rest ppid
     stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    rest="${stat##*) }" # after "pid (comm) ": state ppid pgrp session ...
-    read -r _ ppid _ sid _ <<<"$rest"
-    [[ "$ppid" == "$DEMO_PID" || "$sid" == "$DEMO_PID" ]]
+    rest="${stat##*) }" # after "pid (comm) ": state ppid ...
+    read -r _ ppid _ <<<"$rest"
+    [[ "$ppid" == "$DEMO_PID" ]]
 }
 
 # start_meridian_demo PRIMARIES REPLICAS [NODE_TIMEOUT_MS]: sets DEMO_PID, DEMO_NODE_PIDS, MERIDIAN_SEED,
@@ -765,11 +766,10 @@ start_meridian_demo() {
     base="$(free_port_block "$nodes" 10000)" || die "no free block of ports for the meridian demo"
     # A background job of a non-interactive shell starts with SIGINT ignored, and the demo's
     # children would inherit that: reset it so SIGINT reaches the demo (and, through it, them).
-    # setsid: the demo and its nodes get a process group of their own, for the final SIGKILL.
     : >"$out"
     (
         trap - INT QUIT
-        exec setsid env MERIDIAN_IO_THREADS=1 ${node_timeout:+MERIDIAN_CLUSTER_NODE_TIMEOUT=$node_timeout} taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" demo --regions 1 \
+        exec env MERIDIAN_IO_THREADS=1 ${node_timeout:+MERIDIAN_CLUSTER_NODE_TIMEOUT=$node_timeout} taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" demo --regions 1 \
             --nodes "$nodes" --replicas "$replicas" --base-port "$base" ${DEMO_FLAGS[@]+"${DEMO_FLAGS[@]}"}
     ) >"$out" 2>"$out.err" &
     DEMO_PID=$!
