@@ -35,3 +35,48 @@ wait_ready() {
     tail -20 "$log" >&2 || true
     die "$name did not answer PING on port $port within 10 s"
 }
+
+# free_ports N: N distinct TCP ports the OS reports free on 127.0.0.1, space-separated (all bound
+# at once, so no two are the same).
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+PY
+}
+
+# free_port_block N [OFFSET...]: a base port B such that B..B+N-1, and the same block shifted by
+# each OFFSET, are all free on 127.0.0.1 for both TCP and UDP (for programs that take a base port
+# and count up from it, e.g. RESP ports from B and mesh ports from B+10000). Random bases.
+free_port_block() {
+    python3 - "$@" <<'PY'
+import random, socket, sys
+n, offsets = int(sys.argv[1]), [0] + [int(o) for o in sys.argv[2:]]
+top = 65535 - max(offsets) - n
+for _ in range(200):
+    base = random.randrange(20000, top)
+    socks = []
+    try:
+        for off in offsets:
+            for p in range(base + off, base + off + n):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    s = socket.socket(socket.AF_INET, kind)
+                    socks.append(s)
+                    s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        for s in socks:
+            s.close()
+    print(base)
+    sys.exit(0)
+sys.exit("no free block of %d ports (offsets %s) found" % (n, offsets))
+PY
+}
