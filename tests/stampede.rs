@@ -396,3 +396,42 @@ async fn argument_errors_match_redis_style() {
     .await;
     s.shutdown().await;
 }
+
+/// Records the deltas a node publishes (what replication and the mesh would ship).
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<meridian::store::Delta>>);
+
+impl meridian::store::DeltaSink for Recorder {
+    fn publish(&self, deltas: Vec<meridian::store::Delta>, _: meridian::store::Origin) {
+        self.0.lock().unwrap().extend(deltas);
+    }
+}
+
+#[tokio::test]
+async fn a_fill_is_a_normal_replicated_write_and_leases_are_not() {
+    let s = start().await;
+    let sink = Arc::new(Recorder::default());
+    assert!(s.node.keyspace.set_sink(sink.clone()));
+    let mut c = common::client(s.addr()).await;
+    let t = lease(&mut c, "k", &[]).await;
+    let mut other = common::client(s.addr()).await;
+    assert_eq!(fetch(&mut other, "k", &[]).await.0, "MISS");
+    assert!(
+        sink.0.lock().unwrap().is_empty(),
+        "leases are node-local state"
+    );
+    assert_eq!(
+        fill(&mut c, "k", &t, &["v", "EX", "100", "SOFT", "10"]).await,
+        "OK"
+    );
+    let deltas = std::mem::take(&mut *sink.0.lock().unwrap());
+    assert_eq!(deltas.len(), 1);
+    let d = &deltas[0].entry;
+    assert_eq!(&*deltas[0].key, b"k");
+    let reg = d.register.as_ref().expect("a register write");
+    assert_eq!(reg.value.as_deref(), Some(&b"v"[..]));
+    let expiry = d.expiry.expect("the hard TTL travels with it, like SET EX");
+    assert_eq!(expiry.stamp, reg.stamp, "one stamp, as a SET writes");
+    assert!(expiry.deadline_ms.is_some());
+    s.shutdown().await;
+}

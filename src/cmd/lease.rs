@@ -21,9 +21,9 @@ use tokio::time::sleep_until;
 /// will land, so a cluster routes it to the primary even for a READONLY client.
 #[rustfmt::skip]
 pub const COMMANDS: &[CommandSpec] = &[
-    spec!("meridian.fetch", -2, ["write", "blocking"], 1, 1, 1, "meridian", "0.1.0", "Returns a key's value, or a lease to recompute it; waits for another caller's fill or serves a stale value while one is under way.", fetch),
-    spec!("meridian.fill", -4, ["write", "denyoom"], 1, 1, 1, "meridian", "0.1.0", "Writes the value recomputed under a lease, if the lease is still valid.", fill),
-    spec!("meridian.release", 3, ["write", "fast"], 1, 1, 1, "meridian", "0.1.0", "Gives a lease back without filling, so the next caller gets it.", release),
+    spec!("meridian.fetch", -2, ["write", "blocking"], 1, 1, 1, "string", "0.1.0", "Returns a key's value, or a lease to recompute it; waits for another caller's fill or serves a stale value while one is under way.", fetch),
+    spec!("meridian.fill", -4, ["write", "denyoom"], 1, 1, 1, "string", "0.1.0", "Writes the value recomputed under a lease, if the lease is still valid.", fill),
+    spec!("meridian.release", 3, ["write", "fast"], 1, 1, 1, "string", "0.1.0", "Gives a lease back without filling, so the next caller gets it.", release),
 ];
 
 /// Lease lifetime when FETCH does not say (Facebook's leases: one token per key per 10 s).
