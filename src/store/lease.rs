@@ -62,7 +62,7 @@ pub enum Step {
     Fresh,
     /// The value is past its soft deadline and someone else is refreshing it.
     Stale,
-    /// The caller must recompute and fill (`refresh`: a value exists and may be served).
+    /// The caller must recompute and fill (a live value, stale or early, may be served meanwhile).
     Granted { token: u64 },
     /// Someone else holds the lease: wait for `changed` (the lease left the table) or until the
     /// lease's own deadline, whichever comes first, then look again.
