@@ -105,7 +105,9 @@ impl Cluster {
             repl: OnceLock::new(),
             meets: Mutex::new(Vec::new()),
             failover: Mutex::new(None),
-            gates: (0..crate::store::SLOTS).map(|_| parking_lot::RwLock::new(())).collect(),
+            gates: (0..crate::store::SLOTS)
+                .map(|_| parking_lot::RwLock::new(()))
+                .collect(),
             messages_sent: Default::default(),
             messages_received: Default::default(),
         }

@@ -18,6 +18,7 @@ pub mod glob;
 mod info;
 mod introspect;
 mod keys;
+mod lease;
 mod migrate;
 mod server;
 mod strings;
@@ -88,6 +89,8 @@ pub struct Node {
     pub port: AtomicU64,
     /// The region's slot map and cluster runtime; `None` for a standalone node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Stampede-control leases and refresh metadata (node-local, `cmd::lease`).
+    pub leases: Arc<crate::store::lease::Leases>,
 }
 
 impl Node {
@@ -104,6 +107,7 @@ impl Node {
             run_id,
             port: AtomicU64::new(0),
             cluster: None,
+            leases: Arc::default(),
         }
     }
 }
@@ -267,6 +271,7 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     if let Err(e) = (spec.handler)(ctx, args) {
         ctx.out.error(&e.to_string());
     }
+    lease::after_command(ctx.node, keyed, args);
 }
 
 /// An error before the command ran: inside MULTI it also dooms the transaction.

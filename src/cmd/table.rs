@@ -100,6 +100,7 @@ pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
         super::introspect::COMMANDS,
         super::migrate::COMMANDS,
         super::cluster::COMMANDS,
+        super::lease::COMMANDS,
     ]
     .into_iter()
     .flatten()

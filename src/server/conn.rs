@@ -57,6 +57,7 @@ pub async fn serve(
     for (key, _, _) in client.watched.drain(..) {
         node.keyspace.unwatch(&key);
     }
+    node.leases.disconnected(handle.id);
     node.clients.unregister(handle.id);
 }
 

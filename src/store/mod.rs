@@ -8,6 +8,7 @@
 
 mod expire;
 mod key;
+pub mod lease;
 mod shard;
 pub mod slot;
 
