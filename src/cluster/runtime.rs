@@ -348,7 +348,11 @@ impl Control {
             return;
         };
         let manual = self.cluster.take_failover();
-        let primary_down = t.node(of).is_some_and(|p| p.health == Health::Fail);
+        // Membership says down, and the primary's replication link has been silent too (it
+        // sends keep-alives): under CPU starvation SWIM probes can time out while the primary
+        // is alive and streaming; its link is the second opinion that prevents a false failover.
+        let primary_down = t.node(of).is_some_and(|p| p.health == Health::Fail)
+            && !self.repl.heard_within(of, self.node_timeout);
         let primary_slots = t.owned_by(of);
         if manual.is_none() && (!primary_down || primary_slots.is_empty()) {
             self.failing_since = None;
@@ -530,8 +534,14 @@ pub async fn start_node(
             unix_ms(),
         ),
     };
+    // A node the layout does not list starts alone and empty, as a fresh Redis Cluster node:
+    // it knows nobody until `CLUSTER MEET` (what `redis-cli --cluster add-node` checks).
+    let others: Vec<&layout::Seat> = match mine {
+        Some(_) => seats.iter().filter(|seat| seat.id != id).collect(),
+        None => Vec::new(),
+    };
     let mut topology = Topology::new(me, unix_ms());
-    for seat in seats.iter().filter(|seat| seat.id != id) {
+    for seat in &others {
         // Version 0: any record the node itself publishes replaces this one.
         topology.upsert(
             record(
@@ -565,11 +575,8 @@ pub async fn start_node(
     repl.attach(keyspace.clone());
     let cluster = Arc::new(Cluster::new(topology).with_repl(repl));
     // 4. The runtime: membership seeded with the other nodes of the layout.
-    let seeds = seats
-        .iter()
-        .filter(|seat| seat.id != id)
-        .map(|seat| seat.mesh)
-        .collect();
+    let seeds: Vec<SocketAddr> = others.iter().map(|seat| seat.mesh).collect();
+    let seed_count = seeds.len();
     let runtime = Runtime::start(
         cluster.clone(),
         mesh,
@@ -577,6 +584,6 @@ pub async fn start_node(
         Duration::from_millis(c.node_timeout_ms),
         seeds,
     );
-    tracing::info!(node = %super::node_name(id), %resp, mesh = %mesh_addr, seats = seats.len(), "cluster node started");
+    tracing::info!(node = %super::node_name(id), %resp, mesh = %mesh_addr, seeds = seed_count, "cluster node started");
     Ok((cluster, runtime))
 }

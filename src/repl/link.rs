@@ -32,6 +32,9 @@ const BATCH_KEYS: usize = 512;
 const BATCH_BYTES: usize = 1 << 20;
 /// Idle links still tell the peer how far they are (so WAIT and lag see progress).
 const HEARTBEAT: Duration = Duration::from_millis(100);
+/// An idle link sends an empty batch this often: the peer's evidence, on a channel
+/// independent of membership's probes, that we are alive.
+const KEEPALIVE: Duration = Duration::from_millis(300);
 
 /// What kind of peer a link leads to (WAIT counts replicas only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,7 @@ pub struct Link {
     pub bytes_sent: AtomicU64,
     pub connected: AtomicBool,
     pub created: Instant,
+    last_batch: Mutex<Instant>,
     pub stop: Notify,
 }
 
@@ -104,6 +108,7 @@ impl Link {
             bytes_sent: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             created: Instant::now(),
+            last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
         }
     }
@@ -244,9 +249,11 @@ impl Link {
         // 3. The batch completes everything published up to `seen` only if nothing is left.
         let complete = o.queue.is_empty() && o.resync.is_none();
         let upto = if complete { seen } else { 0 };
-        if entries.is_empty() && !fresh && (upto == 0 || upto <= self.acked.load(Relaxed)) {
+        let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
+        if entries.is_empty() && !fresh && recent && (upto == 0 || upto <= self.acked.load(Relaxed)) {
             return None;
         }
+        *self.last_batch.lock() = Instant::now();
         let batch = o.next_batch;
         o.next_batch += 1;
         o.fresh = false;

@@ -73,6 +73,8 @@ pub struct Replicator {
     transport: Arc<dyn Transport>,
     /// Per sender: the session we saw begin, and the offset we applied up to.
     inbound: Mutex<HashMap<u64, (u64, u64)>>,
+    /// When each peer was last heard from (any batch or ack).
+    heard: Mutex<HashMap<u64, std::time::Instant>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
@@ -88,6 +90,7 @@ impl Replicator {
             keyspace: OnceLock::new(),
             transport,
             inbound: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             batches_received: AtomicU64::new(0),
             entries_received: AtomicU64::new(0),
@@ -113,6 +116,15 @@ impl Replicator {
     /// The offset applied from `peer` (a replica's progress on its primary's stream).
     pub fn applied_from(&self, peer: u64) -> u64 {
         self.inbound.lock().get(&peer).map_or(0, |s| s.1)
+    }
+
+    /// Whether `peer` sent anything on its link within `d`: evidence, independent of the
+    /// failure detector, that it is alive (idle links send keep-alive batches).
+    pub fn heard_within(&self, peer: u64, d: Duration) -> bool {
+        self.heard
+            .lock()
+            .get(&peer)
+            .is_some_and(|t| t.elapsed() < d)
     }
 
     /// Makes the set of links equal to `want`: new links start a session with a full sync,
@@ -153,6 +165,10 @@ impl Replicator {
                 return;
             }
         };
+        let from = match &msg {
+            ReplMsg::Batch { from, .. } | ReplMsg::Ack { from, .. } => *from,
+        };
+        self.heard.lock().insert(from, std::time::Instant::now());
         match msg {
             ReplMsg::Batch {
                 from,
