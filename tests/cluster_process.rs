@@ -50,7 +50,8 @@ fn free_ports(n: u16) -> u16 {
         let k = (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
         let base = 20000 + k * 10;
         let all_free = (base..base + n).all(|p| {
-            TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p + 10000)).is_ok()
+            TcpListener::bind(("0.0.0.0", p)).is_ok()
+                && UdpSocket::bind(("0.0.0.0", p + 10000)).is_ok()
         });
         if all_free {
             return base;
@@ -129,11 +130,20 @@ impl Region {
                     if n == 0 {
                         break;
                     }
-                    err_text.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    err_text
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
-        let mut region = Region { demo, nodes: Vec::new(), extra: Vec::new(), dir, base };
+        let mut region = Region {
+            demo,
+            nodes: Vec::new(),
+            extra: Vec::new(),
+            dir,
+            base,
+        };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -159,12 +169,56 @@ impl Region {
                 }
             }
         }
-        assert_eq!(region.nodes.len(), n as usize, "one `node` line per node before `ready`");
+        assert_eq!(
+            region.nodes.len(),
+            n as usize,
+            "one `node` line per node before `ready`"
+        );
         Ok(region)
     }
 
+    /// Node processes of the demo that are no longer running (a zombie: the demo reaps its
+    /// nodes only when it stops), with the reason from their log's last line about a signal.
+    /// Used in failure messages to tell a node that was stopped from outside from a Meridian bug.
+    fn gone(&self) -> String {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let state = std::fs::read_to_string(format!("/proc/{}/stat", n.pid))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "gone".into());
+            if state == "Z" || state == "gone" {
+                let log =
+                    std::fs::read_to_string(self.dir.join(format!("region-1-{}.log", n.port)))
+                        .unwrap_or_default();
+                let signal = log
+                    .lines()
+                    .find(|l| l.contains("signal received"))
+                    .unwrap_or("")
+                    .to_string();
+                out.push(format!(
+                    "node {} (pid {}) not running; {signal}",
+                    n.port, n.pid
+                ));
+            }
+        }
+        if out.is_empty() {
+            "all demo nodes running".into()
+        } else {
+            out.join("; ")
+        }
+    }
+
     fn node_by_port(&self, port: u16) -> &Node {
-        self.nodes.iter().find(|n| n.port == port).expect("known port")
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("known port")
     }
 
     fn ports(&self) -> Vec<u16> {
@@ -198,7 +252,11 @@ impl Drop for Region {
         let _ = self.demo.kill();
         let _ = self.demo.wait();
         if std::thread::panicking() {
-            eprintln!("node logs kept in {} (base port {})", self.dir.display(), self.base);
+            eprintln!(
+                "node logs kept in {} (base port {})",
+                self.dir.display(),
+                self.base
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -305,10 +363,14 @@ fn slot_node(v: &Value) -> Option<(u16, String)> {
 
 fn cluster_slots(port: u16) -> Result<Vec<Range>, String> {
     let v: Value = query(port, &cmd(&["CLUSTER", "SLOTS"]))?;
-    let Value::Array(items) = v else { return Err(format!("CLUSTER SLOTS: {v:?}")) };
+    let Value::Array(items) = v else {
+        return Err(format!("CLUSTER SLOTS: {v:?}"));
+    };
     let mut out = Vec::new();
     for item in items {
-        let Value::Array(f) = item else { return Err("CLUSTER SLOTS item".into()) };
+        let Value::Array(f) = item else {
+            return Err("CLUSTER SLOTS item".into());
+        };
         let (Value::Int(a), Value::Int(b)) = (&f[0], &f[1]) else {
             return Err(format!("CLUSTER SLOTS range {f:?}"));
         };
@@ -389,7 +451,10 @@ fn redis_cli(args: &[&str], timeout: Duration) -> (bool, String) {
             let _ = child.kill();
             let _ = child.wait();
             let text = out.join().unwrap() + &err.join().unwrap();
-            panic!("redis-cli {args:?} did not finish within {timeout:?}; output:\n{}", tail(&text, 60));
+            panic!(
+                "redis-cli {args:?} did not finish within {timeout:?}; output:\n{}",
+                tail(&text, 60)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -403,7 +468,10 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// `redis-cli --cluster check` reports full coverage and agreement, no open slots.
 fn check_clean(port: u16) -> Result<String, String> {
-    let (ok, out) = redis_cli(&["--cluster", "check", &format!("127.0.0.1:{port}")], Duration::from_secs(60));
+    let (ok, out) = redis_cli(
+        &["--cluster", "check", &format!("127.0.0.1:{port}")],
+        Duration::from_secs(60),
+    );
     if ok
         && out.contains("[OK] All nodes agree about slots configuration.")
         && out.contains("[OK] All 16384 slots covered.")
@@ -439,7 +507,9 @@ async fn cluster_conn_within(ports: &[u16], retries: u32, timeout: Duration) -> 
     loop {
         match cluster_conn(ports, retries).await {
             Ok(c) => return c,
-            Err(e) if Instant::now() > deadline => panic!("no cluster connection via {ports:?}: {e}"),
+            Err(e) if Instant::now() > deadline => {
+                panic!("no cluster connection via {ports:?}: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
@@ -504,25 +574,48 @@ fn kill_primary_under_load(region: &Region, rt: &tokio::runtime::Runtime) -> Kil
     let ports = region.ports();
     // P: the current owner of slot 0.
     let ranges = cluster_slots(ports[0]).unwrap();
-    let owner = &ranges.iter().find(|r| r.start == 0).expect("slot 0 is served").primary.1;
-    let p = region.nodes.iter().find(|n| &n.id == owner).unwrap().clone();
+    let owner = &ranges
+        .iter()
+        .find(|r| r.start == 0)
+        .expect("slot 0 is served")
+        .primary
+        .1;
+    let p = region
+        .nodes
+        .iter()
+        .find(|n| &n.id == owner)
+        .unwrap()
+        .clone();
     let mine: Vec<&Range> = ranges.iter().filter(|r| r.primary.1 == p.id).collect();
     assert_eq!(mine.len(), 1, "P owns one slot range: {ranges:?}");
     let (lo, hi) = (mine[0].start, mine[0].end);
-    assert_eq!(mine[0].replicas.len(), 1, "P has one replica: {:?}", mine[0]);
+    assert_eq!(
+        mine[0].replicas.len(),
+        1,
+        "P has one replica: {:?}",
+        mine[0]
+    );
     let (heir_port, heir_id) = mine[0].replicas[0].clone();
     let argv = cmdline(p.pid);
-    assert!(argv.iter().any(|a| a == "--cluster-nodes"), "node command line: {argv:?}");
+    assert!(
+        argv.iter().any(|a| a == "--cluster-nodes"),
+        "node command line: {argv:?}"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(LoadStats::default());
     let writer = rt.spawn(set_load(ports.clone(), stop.clone(), load.clone()));
-    wait_for("the writer acknowledges writes", Duration::from_secs(20), || {
-        match load.ok.load(Ordering::Relaxed) {
+    wait_for(
+        "the writer acknowledges writes",
+        Duration::from_secs(20),
+        || match load.ok.load(Ordering::Relaxed) {
             n if n >= 30 => Ok(()),
-            n => Err(format!("{n} acknowledged, {} failed", load.err.load(Ordering::Relaxed))),
-        }
-    });
+            n => Err(format!(
+                "{n} acknowledged, {} failed",
+                load.err.load(Ordering::Relaxed)
+            )),
+        },
+    );
 
     // 200 keys in P's slots on a plain connection to P, then WAIT 1 2000.
     let keys = keys_where("acked:", 200, p.port, |s| (lo..=hi).contains(&s));
@@ -550,7 +643,10 @@ fn kill_primary_under_load(region: &Region, rt: &tokio::runtime::Runtime) -> Kil
         println!("(SETs on P were refused with CLUSTERDOWN {cluster_down} times and retried)");
     }
     let replicas: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut c).unwrap();
-    assert_eq!(replicas, 1, "WAIT 1 2000 on P after 200 SETs (writer running)");
+    assert_eq!(
+        replicas, 1,
+        "WAIT 1 2000 on P after 200 SETs (writer running)"
+    );
     drop(c);
 
     let probe = keys_where("probe:", 1, heir_port, |s| (lo..=hi).contains(&s)).remove(0);
@@ -596,7 +692,10 @@ fn kill_primary_under_load(region: &Region, rt: &tokio::runtime::Runtime) -> Kil
         promotion.as_millis()
     );
     match heir_seen.join().unwrap() {
-        Some(t) => println!("the heir {heir_port} reported itself master {} ms after the kill", t.as_millis()),
+        Some(t) => println!(
+            "the heir {heir_port} reported itself master {} ms after the kill",
+            t.as_millis()
+        ),
         None => println!("the heir {heir_port} did not report itself master within 30 s"),
     }
     // Let the writer run a little on the new map, then stop it.
@@ -634,15 +733,23 @@ fn sigkill_primary_under_write_load_promotes_a_replica_within_bounds() {
     );
 
     // The heir owns the slots, as every survivor sees it.
-    let survivors: Vec<u16> = region.ports().into_iter().filter(|&q| q != k.port).collect();
+    let survivors: Vec<u16> = region
+        .ports()
+        .into_iter()
+        .filter(|&q| q != k.port)
+        .collect();
     for &q in &survivors {
-        wait_for(&format!("node {q} maps slots {:?} to the heir", k.slots), Duration::from_secs(10), || {
-            let o = owners(q)?;
-            match (k.slots.0..=k.slots.1).find(|&s| o[s as usize] != k.heir_id) {
-                None => Ok(()),
-                Some(s) => Err(format!("slot {s} owner {:?}", o[s as usize])),
-            }
-        });
+        wait_for(
+            &format!("node {q} maps slots {:?} to the heir", k.slots),
+            Duration::from_secs(10),
+            || {
+                let o = owners(q)?;
+                match (k.slots.0..=k.slots.1).find(|&s| o[s as usize] != k.heir_id) {
+                    None => Ok(()),
+                    Some(s) => Err(format!("slot {s} owner {:?}", o[s as usize])),
+                }
+            },
+        );
     }
 
     // Every WAIT-acknowledged key reads back its value (from the new primary).
@@ -650,7 +757,10 @@ fn sigkill_primary_under_write_load_promotes_a_replica_within_bounds() {
         let mut con = cluster_conn_within(&survivors, 3, Duration::from_secs(10)).await;
         let mut lost = Vec::new();
         for (key, want) in &k.acked {
-            let got: Option<String> = con.get(key).await.unwrap_or_else(|e| panic!("GET {key}: {e}"));
+            let got: Option<String> = con
+                .get(key)
+                .await
+                .unwrap_or_else(|e| panic!("GET {key}: {e}"));
             if got.as_deref() != Some(want.as_str()) {
                 lost.push(format!("{key}: want {want:?}, got {got:?}"));
             }
@@ -666,14 +776,21 @@ fn sigkill_primary_under_write_load_promotes_a_replica_within_bounds() {
     );
 
     // redis-cli sees every slot covered.
-    let out = wait_for("redis-cli --cluster check: all slots covered", Duration::from_secs(15), || {
-        let (_, out) = redis_cli(&["--cluster", "check", &format!("127.0.0.1:{}", k.heir_port)], Duration::from_secs(60));
-        if out.contains("[OK] All 16384 slots covered") {
-            Ok(out)
-        } else {
-            Err(out)
-        }
-    });
+    let out = wait_for(
+        "redis-cli --cluster check: all slots covered",
+        Duration::from_secs(15),
+        || {
+            let (_, out) = redis_cli(
+                &["--cluster", "check", &format!("127.0.0.1:{}", k.heir_port)],
+                Duration::from_secs(60),
+            );
+            if out.contains("[OK] All 16384 slots covered") {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    );
     println!("{}", tail(&out, 8));
 }
 
@@ -700,22 +817,32 @@ fn returning_old_primary_rejoins_as_replica_and_converges() {
             }
         },
     );
-    println!("old primary is a replica of the heir {} ms after restart", t0.elapsed().as_millis());
+    println!(
+        "old primary is a replica of the heir {} ms after restart",
+        t0.elapsed().as_millis()
+    );
     assert_eq!(id, k.id, "the restarted node keeps its cluster ID");
     assert_eq!(following, k.heir_id);
 
     // Its keyspace converges to its new primary's (no writes are running any more).
     let t1 = Instant::now();
-    let size = wait_for("DBSIZE of the old primary equals its new primary's", Duration::from_secs(30), || {
-        let mine: i64 = query(k.port, &cmd(&["DBSIZE"]))?;
-        let heirs: i64 = query(k.heir_port, &cmd(&["DBSIZE"]))?;
-        if mine == heirs && mine > 0 {
-            Ok(mine)
-        } else {
-            Err(format!("old primary {mine}, heir {heirs}"))
-        }
-    });
-    println!("DBSIZE converged to {size} keys {} ms after rejoining", t1.elapsed().as_millis());
+    let size = wait_for(
+        "DBSIZE of the old primary equals its new primary's",
+        Duration::from_secs(30),
+        || {
+            let mine: i64 = query(k.port, &cmd(&["DBSIZE"]))?;
+            let heirs: i64 = query(k.heir_port, &cmd(&["DBSIZE"]))?;
+            if mine == heirs && mine > 0 {
+                Ok(mine)
+            } else {
+                Err(format!("old primary {mine}, heir {heirs}"))
+            }
+        },
+    );
+    println!(
+        "DBSIZE converged to {size} keys {} ms after rejoining",
+        t1.elapsed().as_millis()
+    );
 
     // With READONLY it serves every WAIT-acknowledged key.
     let mut c = conn(k.port).unwrap();
@@ -751,7 +878,9 @@ fn cluster_failover_switches_roles_without_losing_writes() {
     let shard = ranges.iter().find(|r| r.primary.1 == p.id).unwrap().clone();
     let (r_port, r_id) = shard.replicas[0].clone();
     let (lo, hi) = (shard.start, shard.end);
-    let keys = Arc::new(keys_where("fo:", 200_000, p.port, |s| (lo..=hi).contains(&s)));
+    let keys = Arc::new(keys_where("fo:", 200_000, p.port, |s| {
+        (lo..=hi).contains(&s)
+    }));
 
     // Two writers SET distinct keys in the shard's slots and record what was acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
@@ -759,7 +888,13 @@ fn cluster_failover_switches_roles_without_losing_writes() {
     let failed = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     for w in 0..2usize {
-        let (ports, stop, acked, failed, keys) = (ports.clone(), stop.clone(), acked.clone(), failed.clone(), keys.clone());
+        let (ports, stop, acked, failed, keys) = (
+            ports.clone(),
+            stop.clone(),
+            acked.clone(),
+            failed.clone(),
+            keys.clone(),
+        );
         writers.push(rt.spawn(async move {
             let mut con: Option<ClusterConnection> = None;
             let mut i = w;
@@ -784,43 +919,79 @@ fn cluster_failover_switches_roles_without_losing_writes() {
         }));
     }
     let count = || acked.lock().unwrap().len();
-    wait_for("writers acknowledge writes", Duration::from_secs(30), || match count() {
-        n if n >= 50 => Ok(()),
-        n => Err(format!("{n}")),
-    });
+    wait_for(
+        "writers acknowledge writes",
+        Duration::from_secs(30),
+        || match count() {
+            n if n >= 50 => Ok(()),
+            n => Err(format!("{n}")),
+        },
+    );
 
     let t0 = Instant::now();
     let reply: Result<String, String> = query(r_port, &cmd(&["CLUSTER", "FAILOVER"]));
     let before_switch = count();
-    println!("CLUSTER FAILOVER on {r_port}: {reply:?} after {} ms", t0.elapsed().as_millis());
-    assert_eq!(reply, Ok("OK".to_string()), "CLUSTER FAILOVER on the replica");
+    println!(
+        "CLUSTER FAILOVER on {r_port}: {reply:?} after {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert_eq!(
+        reply,
+        Ok("OK".to_string()),
+        "CLUSTER FAILOVER on the replica"
+    );
 
-    wait_for("the replica reports itself master", Duration::from_secs(10), || {
-        let me = myself(r_port)?;
-        if me.1.contains("master") { Ok(()) } else { Err(format!("{me:?}")) }
-    });
-    wait_for("the old primary reports itself slave of the new one", Duration::from_secs(10), || {
-        let me = myself(p.port)?;
-        if me.1.contains("slave") && me.2 == r_id { Ok(()) } else { Err(format!("{me:?}")) }
-    });
-    println!("roles switched {} ms after CLUSTER FAILOVER", t0.elapsed().as_millis());
-    for &q in &ports {
-        wait_for(&format!("node {q} maps the shard to the new primary"), Duration::from_secs(10), || {
-            let o = owners(q)?;
-            match (lo..=hi).find(|&s| o[s as usize] != r_id) {
-                None => Ok(()),
-                Some(s) => Err(format!("slot {s} owner {:?}", o[s as usize])),
+    wait_for(
+        "the replica reports itself master",
+        Duration::from_secs(10),
+        || {
+            let me = myself(r_port)?;
+            if me.1.contains("master") {
+                Ok(())
+            } else {
+                Err(format!("{me:?}"))
             }
-        });
+        },
+    );
+    wait_for(
+        "the old primary reports itself slave of the new one",
+        Duration::from_secs(10),
+        || {
+            let me = myself(p.port)?;
+            if me.1.contains("slave") && me.2 == r_id {
+                Ok(())
+            } else {
+                Err(format!("{me:?}"))
+            }
+        },
+    );
+    println!(
+        "roles switched {} ms after CLUSTER FAILOVER",
+        t0.elapsed().as_millis()
+    );
+    for &q in &ports {
+        wait_for(
+            &format!("node {q} maps the shard to the new primary"),
+            Duration::from_secs(10),
+            || {
+                let o = owners(q)?;
+                match (lo..=hi).find(|&s| o[s as usize] != r_id) {
+                    None => Ok(()),
+                    Some(s) => Err(format!("slot {s} owner {:?}", o[s as usize])),
+                }
+            },
+        );
     }
     // The writers keep writing on the new primary.
     let after_roles = count();
-    wait_for("writes are acknowledged after the switch", Duration::from_secs(30), || {
-        match count() {
+    wait_for(
+        "writes are acknowledged after the switch",
+        Duration::from_secs(30),
+        || match count() {
             n if n >= after_roles + 50 => Ok(()),
             n => Err(format!("{} since the switch", n - after_roles)),
-        }
-    });
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         rt.block_on(w).unwrap();
@@ -837,7 +1008,10 @@ fn cluster_failover_switches_roles_without_losing_writes() {
         let mut con = cluster_conn_within(&ports, 3, Duration::from_secs(10)).await;
         let (mut readable, mut wrong) = (0usize, Vec::new());
         for &i in &acked {
-            let got: Option<String> = con.get(&keys[i]).await.unwrap_or_else(|e| panic!("GET {}: {e}", keys[i]));
+            let got: Option<String> = con
+                .get(&keys[i])
+                .await
+                .unwrap_or_else(|e| panic!("GET {}: {e}", keys[i]));
             if got.as_deref() == Some(format!("v{i}").as_str()) {
                 readable += 1;
             } else {
@@ -846,7 +1020,10 @@ fn cluster_failover_switches_roles_without_losing_writes() {
         }
         (readable, wrong)
     });
-    println!("{readable} of {} acknowledged writes readable after the failover", acked.len());
+    println!(
+        "{readable} of {} acknowledged writes readable after the failover",
+        acked.len()
+    );
     assert_eq!(
         readable,
         acked.len(),
@@ -909,7 +1086,10 @@ fn redis_py_cluster_reads_and_writes_across_all_slots() {
     };
     let (out, err) = (out_t.join().unwrap(), err_t.join().unwrap());
     println!("{out}");
-    assert!(status.success(), "cluster_smoke.py failed ({status}):\n{out}\n{err}");
+    assert!(
+        status.success(),
+        "cluster_smoke.py failed ({status}):\n{out}\n{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -949,10 +1129,21 @@ fn reshard_with_redis_cli_under_counter_load_keeps_exact_sums() {
         ok: AtomicU64::new(0),
         refused: AtomicU64::new(0),
     });
-    let covered: BTreeSet<&String> = counters.keys.iter().map(|k| &before[slot_of(k) as usize]).collect();
+    let covered: BTreeSet<&String> = counters
+        .keys
+        .iter()
+        .map(|k| &before[slot_of(k) as usize])
+        .collect();
     assert_eq!(covered.len(), 3, "the counters live on all three primaries");
-    let moving = counters.keys.iter().filter(|k| a_before.contains(&(slot_of(k) as usize))).count();
-    println!("{moving} of {} counters start in A's slots", counters.keys.len());
+    let moving = counters
+        .keys
+        .iter()
+        .filter(|k| a_before.contains(&(slot_of(k) as usize)))
+        .count();
+    println!(
+        "{moving} of {} counters start in A's slots",
+        counters.keys.len()
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4usize)
@@ -989,21 +1180,30 @@ fn reshard_with_redis_cli_under_counter_load_keeps_exact_sums() {
             })
         })
         .collect();
-    wait_for("counter writers are acknowledged", Duration::from_secs(30), || {
-        match counters.ok.load(Ordering::Relaxed) {
+    wait_for(
+        "counter writers are acknowledged",
+        Duration::from_secs(30),
+        || match counters.ok.load(Ordering::Relaxed) {
             n if n >= 200 => Ok(()),
             n => Err(format!("{n}")),
-        }
-    });
+        },
+    );
 
     // Reshard 2000 slots from A to B under load.
     let t0 = Instant::now();
     let ok_before = counters.ok.load(Ordering::Relaxed);
     let (ok, out) = redis_cli(
         &[
-            "--cluster", "reshard", &format!("127.0.0.1:{entry}"),
-            "--cluster-from", &a, "--cluster-to", &b,
-            "--cluster-slots", "2000", "--cluster-yes",
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{entry}"),
+            "--cluster-from",
+            &a,
+            "--cluster-to",
+            &b,
+            "--cluster-slots",
+            "2000",
+            "--cluster-yes",
         ],
         Duration::from_secs(900),
     );
@@ -1012,23 +1212,41 @@ fn reshard_with_redis_cli_under_counter_load_keeps_exact_sums() {
         t0.elapsed().as_millis(),
         counters.ok.load(Ordering::Relaxed) - ok_before
     );
-    assert!(ok, "redis-cli --cluster reshard failed:\n{}", tail(&out, 40));
+    assert!(
+        ok,
+        "redis-cli --cluster reshard failed ({}):\n{}",
+        region.gone(),
+        tail(&out, 40)
+    );
 
     // B owns exactly the 2000 slots A gave away, on every node.
     for &q in &ports {
-        wait_for(&format!("node {q} shows B owning the moved slots"), Duration::from_secs(15), || {
-            let o = owners(q)?;
-            let a_after: BTreeSet<usize> = (0..SLOTS).filter(|&s| o[s] == a).collect();
-            let moved: Vec<usize> = a_before.difference(&a_after).copied().collect();
-            let not_b: Vec<&usize> = moved.iter().filter(|&&s| o[s] != b).collect();
-            if moved.len() == 2000 && not_b.is_empty() && a_after.is_subset(&a_before) {
-                Ok(())
-            } else {
-                Err(format!("{} slots left A, {} of them not on B; A owns {}", moved.len(), not_b.len(), a_after.len()))
-            }
-        });
+        wait_for(
+            &format!("node {q} shows B owning the moved slots"),
+            Duration::from_secs(15),
+            || {
+                let o = owners(q)?;
+                let a_after: BTreeSet<usize> = (0..SLOTS).filter(|&s| o[s] == a).collect();
+                let moved: Vec<usize> = a_before.difference(&a_after).copied().collect();
+                let not_b: Vec<&usize> = moved.iter().filter(|&&s| o[s] != b).collect();
+                if moved.len() == 2000 && not_b.is_empty() && a_after.is_subset(&a_before) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} slots left A, {} of them not on B; A owns {}",
+                        moved.len(),
+                        not_b.len(),
+                        a_after.len()
+                    ))
+                }
+            },
+        );
     }
-    let out = wait_for("redis-cli --cluster check is clean after reshard", Duration::from_secs(20), || check_clean(entry));
+    let out = wait_for(
+        "redis-cli --cluster check is clean after reshard",
+        Duration::from_secs(20),
+        || check_clean(entry),
+    );
     println!("{}", tail(&out, 6));
 
     // The writers keep going a moment on the new map, then stop.
@@ -1039,7 +1257,11 @@ fn reshard_with_redis_cli_under_counter_load_keeps_exact_sums() {
     }
 
     // Every counter equals the sum of its acknowledged increments.
-    let total_unsure: u64 = counters.unsure.iter().map(|u| u.load(Ordering::Relaxed)).sum();
+    let total_unsure: u64 = counters
+        .unsure
+        .iter()
+        .map(|u| u.load(Ordering::Relaxed))
+        .sum();
     println!(
         "increments: {} acknowledged, {} refused (not applied), {total_unsure} by transport errors",
         counters.ok.load(Ordering::Relaxed),
@@ -1049,12 +1271,18 @@ fn reshard_with_redis_cli_under_counter_load_keeps_exact_sums() {
         let mut con = cluster_conn_within(&ports, 16, Duration::from_secs(10)).await;
         let mut wrong = Vec::new();
         for (i, key) in counters.keys.iter().enumerate() {
-            let got: Option<i64> = con.get(key).await.unwrap_or_else(|e| panic!("GET {key}: {e}"));
+            let got: Option<i64> = con
+                .get(key)
+                .await
+                .unwrap_or_else(|e| panic!("GET {key}: {e}"));
             let got = got.unwrap_or(0) as u64;
             let want = counters.acked[i].load(Ordering::Relaxed);
             let unsure = counters.unsure[i].load(Ordering::Relaxed);
             if got < want || got > want + unsure {
-                wrong.push(format!("{key} (slot {}): acknowledged {want} (+{unsure} unsure), read {got}", slot_of(key)));
+                wrong.push(format!(
+                    "{key} (slot {}): acknowledged {want} (+{unsure} unsure), read {got}",
+                    slot_of(key)
+                ));
             }
         }
         wrong
@@ -1085,7 +1313,10 @@ fn add_node_and_rebalance_with_redis_cli() {
     rt.block_on(async {
         let mut con = cluster_conn_within(&ports, 16, Duration::from_secs(10)).await;
         for (i, k) in keys.iter().enumerate() {
-            let () = con.set(k, format!("v{i}")).await.unwrap_or_else(|e| panic!("SET {k}: {e}"));
+            let () = con
+                .set(k, format!("v{i}"))
+                .await
+                .unwrap_or_else(|e| panic!("SET {k}: {e}"));
         }
     });
 
@@ -1093,7 +1324,10 @@ fn add_node_and_rebalance_with_redis_cli() {
     // contain it, so it starts empty.
     let new_port = region.base + 3;
     let mut argv = cmdline(region.node_by_port(entry).pid);
-    let at = argv.iter().position(|a| a == "--port").expect("--port in the node command line");
+    let at = argv
+        .iter()
+        .position(|a| a == "--port")
+        .expect("--port in the node command line");
     argv[at + 1] = new_port.to_string();
     region.spawn_node(&argv, new_port);
     let new_id = wait_for("the new node answers", Duration::from_secs(20), || {
@@ -1101,9 +1335,18 @@ fn add_node_and_rebalance_with_redis_cli() {
         Ok::<_, String>((id, flags))
     });
     let slots: Vec<Range> = cluster_slots(new_port).unwrap();
-    println!("new node {} ({}) starts with slot ranges {slots:?}", new_id.0, new_id.1);
-    assert!(new_id.1.contains("master"), "a node outside the list starts as an empty master");
-    assert!(slots.iter().all(|r| r.primary.1 != new_id.0), "the new node starts with no slots");
+    println!(
+        "new node {} ({}) starts with slot ranges {slots:?}",
+        new_id.0, new_id.1
+    );
+    assert!(
+        new_id.1.contains("master"),
+        "a node outside the list starts as an empty master"
+    );
+    assert!(
+        slots.iter().all(|r| r.primary.1 != new_id.0),
+        "the new node starts with no slots"
+    );
     // redis-cli add-node refuses a node that "already knows other nodes": until it is MEET,
     // the new node must list only itself (docs/cluster.md: "It comes up empty").
     let known: String = query(new_port, &cmd(&["CLUSTER", "NODES"])).unwrap();
@@ -1116,47 +1359,87 @@ fn add_node_and_rebalance_with_redis_cli() {
     let new_id = new_id.0;
 
     let (ok, out) = redis_cli(
-        &["--cluster", "add-node", &format!("127.0.0.1:{new_port}"), &format!("127.0.0.1:{entry}")],
+        &[
+            "--cluster",
+            "add-node",
+            &format!("127.0.0.1:{new_port}"),
+            &format!("127.0.0.1:{entry}"),
+        ],
         Duration::from_secs(60),
     );
     println!("{}", tail(&out, 5));
-    assert!(ok && out.contains("[OK] New node added correctly"), "add-node:\n{out}");
+    assert!(
+        ok && out.contains("[OK] New node added correctly"),
+        "add-node:\n{out}"
+    );
     for &q in ports.iter().chain([new_port].iter()) {
-        wait_for(&format!("node {q} knows all 4 nodes"), Duration::from_secs(15), || {
-            let text: String = query(q, &cmd(&["CLUSTER", "NODES"]))?;
-            match text.lines().count() {
-                4 => Ok(()),
-                n => Err(format!("{n} nodes: {text}")),
-            }
-        });
+        wait_for(
+            &format!("node {q} knows all 4 nodes"),
+            Duration::from_secs(15),
+            || {
+                let text: String = query(q, &cmd(&["CLUSTER", "NODES"]))?;
+                match text.lines().count() {
+                    4 => Ok(()),
+                    n => Err(format!("{n} nodes: {text}")),
+                }
+            },
+        );
     }
-    wait_for("redis-cli --cluster check is clean after add-node", Duration::from_secs(20), || check_clean(entry));
+    wait_for(
+        "redis-cli --cluster check is clean after add-node",
+        Duration::from_secs(20),
+        || check_clean(entry),
+    );
 
     let t0 = Instant::now();
     let (ok, out) = redis_cli(
-        &["--cluster", "rebalance", &format!("127.0.0.1:{entry}"), "--cluster-use-empty-masters"],
+        &[
+            "--cluster",
+            "rebalance",
+            &format!("127.0.0.1:{entry}"),
+            "--cluster-use-empty-masters",
+        ],
         Duration::from_secs(1200),
     );
-    println!("rebalance onto the new node: {} ms", t0.elapsed().as_millis());
-    assert!(ok, "redis-cli --cluster rebalance failed:\n{}", tail(&out, 40));
+    println!(
+        "rebalance onto the new node: {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert!(
+        ok,
+        "redis-cli --cluster rebalance failed ({}):\n{}",
+        region.gone(),
+        tail(&out, 40)
+    );
 
     let all: Vec<u16> = ports.iter().copied().chain([new_port]).collect();
     let mut owned = 0;
     for &q in &all {
-        owned = wait_for(&format!("node {q} shows the new node owning slots"), Duration::from_secs(15), || {
-            let o = owners(q)?;
-            let n = o.iter().filter(|id| **id == new_id).count();
-            let unassigned = o.iter().filter(|id| id.is_empty()).count();
-            if n > 0 && unassigned == 0 {
-                Ok(n)
-            } else {
-                Err(format!("new node owns {n}, {unassigned} unassigned"))
-            }
-        });
+        owned = wait_for(
+            &format!("node {q} shows the new node owning slots"),
+            Duration::from_secs(15),
+            || {
+                let o = owners(q)?;
+                let n = o.iter().filter(|id| **id == new_id).count();
+                let unassigned = o.iter().filter(|id| id.is_empty()).count();
+                if n > 0 && unassigned == 0 {
+                    Ok(n)
+                } else {
+                    Err(format!("new node owns {n}, {unassigned} unassigned"))
+                }
+            },
+        );
     }
     println!("the new node owns {owned} slots");
-    assert!(owned >= 3000, "rebalance gave the new node only {owned} slots (even share 4096)");
-    let out = wait_for("redis-cli --cluster check is clean after rebalance", Duration::from_secs(20), || check_clean(entry));
+    assert!(
+        owned >= 3000,
+        "rebalance gave the new node only {owned} slots (even share 4096)"
+    );
+    let out = wait_for(
+        "redis-cli --cluster check is clean after rebalance",
+        Duration::from_secs(20),
+        || check_clean(entry),
+    );
     println!("{}", tail(&out, 6));
 
     // Everything written before is readable through a fresh cluster client.
@@ -1185,4 +1468,3 @@ fn add_node_and_rebalance_with_redis_cli() {
         &wrong[..wrong.len().min(10)]
     );
 }
-
