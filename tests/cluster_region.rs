@@ -1087,6 +1087,14 @@ async fn node_with_a_foreign_ca_cannot_join() {
     };
     let rogue = ClusterNode::start(&spec).await;
     let rogue_port = format!(":{}@", rogue.addr.port());
+    // Not in the layout, it starts alone; ask it to join as `redis-cli --cluster add-node`
+    // would, so it really tries (and the handshake is what must refuse it).
+    let first = region.cluster_nodes.split_whitespace().next().unwrap();
+    let (host_port, mesh) = first.rsplit_once('@').unwrap();
+    let (host, port) = host_port.rsplit_once(':').unwrap();
+    let mut rc = rogue.con().await;
+    let met: String = q!(rc, "CLUSTER", "MEET", host, port, mesh).unwrap();
+    assert_eq!(met, "OK");
 
     // Give it several failure-detector periods to try.
     let deadline = Instant::now() + Duration::from_secs(4);
