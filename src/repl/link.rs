@@ -250,7 +250,8 @@ impl Link {
         let complete = o.queue.is_empty() && o.resync.is_none();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
-        if entries.is_empty() && !fresh && recent && (upto == 0 || upto <= self.acked.load(Relaxed)) {
+        if entries.is_empty() && !fresh && recent && (upto == 0 || upto <= self.acked.load(Relaxed))
+        {
             return None;
         }
         *self.last_batch.lock() = Instant::now();
