@@ -88,7 +88,12 @@ fn stderr_of(mut child: Child) -> String {
 
 /// Writers SET `w<t>:<i>` = i as fast as they can; each acknowledged write is recorded with
 /// the time of its acknowledgement. SIGKILL after `run`.
-fn kill_under_load(dir: &Path, port: u16, fsync: &str, run: Duration) -> (Vec<(String, Instant)>, Instant) {
+fn kill_under_load(
+    dir: &Path,
+    port: u16,
+    fsync: &str,
+    run: Duration,
+) -> (Vec<(String, Instant)>, Instant) {
     let child = start(dir, port, &["--appendfsync", fsync]);
     drop(connect(port));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -147,12 +152,22 @@ fn sigkill_with_fsync_always_loses_no_acknowledged_write() {
     let dir = tempdir("always");
     let port = free_port();
     let (acked, _) = kill_under_load(&dir, port, "always", Duration::from_millis(1500));
-    assert!(acked.len() > 100, "too few writes to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 100,
+        "too few writes to mean anything: {}",
+        acked.len()
+    );
     let child = start(&dir, port, &[]);
     let keys: Vec<&String> = acked.iter().map(|(k, _)| k).collect();
     let lost = missing(port, &keys);
     stop(child);
-    assert!(lost.is_empty(), "{} of {} acknowledged writes lost, e.g. {:?}", lost.len(), keys.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        keys.len(),
+        &lost[..lost.len().min(5)]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -170,7 +185,11 @@ fn sigkill_with_fsync_everysec_loses_at_most_about_a_second() {
     let child = start(&dir, port, &[]);
     let lost = missing(port, &old);
     stop(child);
-    assert!(lost.is_empty(), "{} writes acknowledged >1.5 s before the kill were lost", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} writes acknowledged >1.5 s before the kill were lost",
+        lost.len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -179,14 +198,24 @@ fn log_with_keys(dir: &Path, port: u16, n: usize) -> PathBuf {
     let child = start(dir, port, &[]);
     let mut con = connect(port);
     for i in 0..n {
-        let _: () = redis::cmd("SET").arg(format!("k{i}")).arg(i).query(&mut con).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
     }
     drop(con);
     stop(child);
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("meridian.aof."))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("meridian.aof.")
+        })
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .expect("a log segment")
 }
@@ -215,13 +244,25 @@ fn corrupted_record_in_the_middle_refuses_to_start_or_is_dropped_when_allowed() 
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "a corrupted log must stop the start");
+        assert!(
+            Instant::now() < deadline,
+            "a corrupted log must stop the start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let err = stderr_of(child);
     assert!(!status.success());
-    assert!(err.contains("corrupted record") && err.contains(seg.to_str().unwrap()) && err.contains("at offset"), "{err}");
-    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "a refused start leaves the file alone");
+    assert!(
+        err.contains("corrupted record")
+            && err.contains(seg.to_str().unwrap())
+            && err.contains("at offset"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "a refused start leaves the file alone"
+    );
 
     // Documented recovery: drop the segment from the damaged record on, keep what came before.
     let child = start(&dir, port, &["--aof-load-corrupted", "yes"]);
@@ -229,7 +270,10 @@ fn corrupted_record_in_the_middle_refuses_to_start_or_is_dropped_when_allowed() 
     let err = stop(child);
     let kept = got.iter().take_while(|p| **p).count();
     assert!(kept > 10 && kept < 100, "kept {kept}");
-    assert!(got[kept..].iter().all(|p| !p), "nothing after the damaged record is loaded");
+    assert!(
+        got[kept..].iter().all(|p| !p),
+        "nothing after the damaged record is loaded"
+    );
     assert!(err.contains("corrupted log record"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -247,9 +291,15 @@ fn torn_tail_is_truncated_with_a_warning() {
     let child = start(&dir, port, &[]);
     let got = present(port, 50);
     let err = stop(child);
-    assert!(got[..49].iter().all(|p| *p), "every complete record is loaded");
+    assert!(
+        got[..49].iter().all(|p| *p),
+        "every complete record is loaded"
+    );
     assert!(!got[49], "the torn record is not");
     assert!(err.contains("torn write") && err.contains("WARN"), "{err}");
-    assert!(std::fs::metadata(&seg).unwrap().len() < len - 3, "the torn tail was cut off");
+    assert!(
+        std::fs::metadata(&seg).unwrap().len() < len - 3,
+        "the torn tail was cut off"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

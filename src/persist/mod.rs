@@ -183,8 +183,11 @@ impl Persist {
         *self.settings.lock() = s.clone();
         if s.appendonly && self.log.load().is_none() {
             let seq = self.next_seq.fetch_add(1, Relaxed);
-            self.log
-                .store(Some(Arc::new(Log::open(&self.dir, &self.appendfilename, seq)?)));
+            self.log.store(Some(Arc::new(Log::open(
+                &self.dir,
+                &self.appendfilename,
+                seq,
+            )?)));
             if runtime && self.bgsave().is_err() {
                 self.pending_save.store(true, Relaxed);
             }
@@ -235,7 +238,12 @@ impl Persist {
                 self.log_at_save
                     .store(log.as_ref().map_or(0, |l| l.written()), Relaxed);
                 self.snapshot_bytes.store(w.bytes, Relaxed);
-                tracing::info!(keys = w.keys, bytes = w.bytes, ms = started.elapsed().as_millis() as u64, "snapshot saved");
+                tracing::info!(
+                    keys = w.keys,
+                    bytes = w.bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "snapshot saved"
+                );
                 Ok(())
             }
             Err(e) => {
@@ -324,9 +332,8 @@ impl Persist {
             }
             if self.fsync.load(Relaxed) == Fsync::Everysec as u8 {
                 if let Some(log) = self.log.load_full().filter(|l| l.unsynced() > 0) {
-                    match tokio::task::spawn_blocking(move || log.sync()).await {
-                        Ok(Err(e)) => tracing::error!(error = %e, "log fsync failed"),
-                        Ok(Ok(())) | Err(_) => {}
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || log.sync()).await {
+                        tracing::error!(error = %e, "log fsync failed");
                     }
                 }
             }
@@ -381,8 +388,12 @@ impl Persist {
 
 fn remove_superseded(path: &Path) {
     match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(file = %path.display(), "removed log segment superseded by the snapshot"),
-        Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot remove superseded log segment"),
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "removed log segment superseded by the snapshot")
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove superseded log segment")
+        }
     }
 }
 

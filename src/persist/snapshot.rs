@@ -89,9 +89,7 @@ pub fn load(path: &Path, ks: &Keyspace) -> Result<(u64, u64), PersistError> {
     let base = u64::from_le_bytes(buf[20..28].try_into().expect("8 bytes"));
     let body_end = buf.len() - FOOTER;
     let footer = &buf[body_end..];
-    if &footer[..4] != b"END!"
-        || checksum(&footer[..12]).to_le_bytes() != footer[12..16]
-    {
+    if &footer[..4] != b"END!" || checksum(&footer[..12]).to_le_bytes() != footer[12..16] {
         return Err(bad(body_end, "missing or damaged footer"));
     }
     let count = u64::from_le_bytes(footer[4..12].try_into().expect("8 bytes"));

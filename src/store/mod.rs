@@ -116,7 +116,8 @@ impl Keyspace {
             next.push(sink.clone());
             next
         });
-        self.has_sinks.store(true, std::sync::atomic::Ordering::Release);
+        self.has_sinks
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Installs `sink` as the only sink of a keyspace that has none yet; false (and nothing
@@ -132,7 +133,8 @@ impl Keyspace {
             }
         });
         if installed {
-            self.has_sinks.store(true, std::sync::atomic::Ordering::Release);
+            self.has_sinks
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         installed
     }
@@ -460,7 +462,8 @@ impl Drop for Txn<'_> {
     fn drop(&mut self) {
         self.guards.clear();
         if !self.deltas.is_empty() {
-            self.ks.publish(std::mem::take(&mut self.deltas), Origin::Local);
+            self.ks
+                .publish(std::mem::take(&mut self.deltas), Origin::Local);
         }
     }
 }
