@@ -2,7 +2,8 @@
 //!
 //! The data path reads top to bottom through the modules (DESIGN.md §3):
 //! `server` (connections) → `resp` (framing) → `cmd` (command table and families) →
-//! `store` (per-slot shards of CRDT entries) → deltas for replication. `crdt` is pure,
+//! `store` (per-slot shards of CRDT entries) → deltas for `persist` (log and snapshots) and
+//! `repl` (replication). `crdt` is pure,
 //! `clock` owns the hybrid logical clock, `config` the layered configuration.
 
 pub mod admin;
@@ -12,6 +13,7 @@ pub mod cmd;
 pub mod config;
 pub mod crdt;
 pub mod mesh;
+pub mod persist;
 pub mod repl;
 pub mod resp;
 pub mod server;

@@ -1,4 +1,4 @@
-//! INFO: server, clients, memory, stats, replication, the `crdt` and `cluster` sections, keyspace.
+//! INFO: server, clients, memory, persistence, stats, replication, the `crdt` and `cluster` sections, keyspace.
 
 use super::connection::REDIS_VERSION;
 use super::{CmdResult, Ctx, Node};
@@ -10,6 +10,7 @@ const DEFAULT: &[&str] = &[
     "server",
     "clients",
     "memory",
+    "persistence",
     "stats",
     "replication",
     "crdt",
@@ -189,6 +190,10 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 k.misses.load(Relaxed),
             );
         }
+        "persistence" => match &node.persist {
+            Some(p) => p.info(t),
+            None => t.push_str("# Persistence\r\nloading:0\r\naof_enabled:0\r\n"),
+        },
         "replication" => replication(node, t),
         "crdt" => {
             let (live, _, held) = ks.counts();

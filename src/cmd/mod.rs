@@ -91,6 +91,8 @@ pub struct Node {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Stampede-control leases and refresh metadata (node-local, `cmd::lease`).
     pub leases: Arc<crate::store::lease::Leases>,
+    /// The snapshot and the append-only log (`persist`); set by `server::spawn_with`.
+    pub persist: Option<Arc<crate::persist::Persist>>,
 }
 
 impl Node {
@@ -108,6 +110,7 @@ impl Node {
             port: AtomicU64::new(0),
             cluster: None,
             leases: Arc::default(),
+            persist: None,
         }
     }
 }

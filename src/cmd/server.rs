@@ -1,4 +1,5 @@
-//! Server commands: CONFIG, COMMAND, TIME, DEBUG (INFO lives in `info`).
+//! Server commands: CONFIG, COMMAND, TIME, DEBUG, and the persistence commands SAVE, BGSAVE,
+//! BGREWRITEAOF, LASTSAVE (INFO lives in `info`).
 
 use super::table::{all, dispatch_sub, lookup, CommandSpec};
 use super::{glob, CmdError, CmdResult, Ctx};
@@ -13,6 +14,10 @@ pub const COMMANDS: &[super::CommandSpec] = &[
     spec!("command", -1, ["loading", "stale"], 0, 0, 0, "server", "2.8.13", "Returns detailed information about all commands.", command, COMMAND),
     spec!("time", 1, ["loading", "stale", "fast"], 0, 0, 0, "server", "2.6.0", "Returns the server time.", time),
     spec!("debug", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "1.0.0", "A container for debugging commands.", dispatch_sub, DEBUG),
+    spec!("save", 1, ["admin", "noscript", "no_async_loading", "no_multi"], 0, 0, 0, "server", "1.0.0", "Synchronously saves the database(s) to disk.", save),
+    spec!("bgsave", -1, ["admin", "noscript", "no_async_loading"], 0, 0, 0, "server", "1.0.0", "Asynchronously saves the database(s) to disk.", bgsave),
+    spec!("bgrewriteaof", 1, ["admin", "noscript", "no_async_loading"], 0, 0, 0, "server", "1.0.0", "Asynchronously rewrites the append-only file to disk.", bgrewriteaof),
+    spec!("lastsave", 1, ["loading", "stale", "fast"], 0, 0, 0, "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk.", lastsave),
     spec!("info", -1, ["loading", "stale", "keyspace_wide"], 0, 0, 0, "server", "1.0.0", "Returns information and statistics about the server.", super::info::info),
 ];
 
@@ -73,6 +78,10 @@ fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         other => CmdError::Msg(format!("ERR {other}")),
     })?;
     apply_settings(ctx.node, &settings);
+    if let Some(p) = &ctx.node.persist {
+        p.apply(&settings.persist, true)
+            .map_err(|e| CmdError::Msg(format!("ERR CONFIG SET failed: {e}")))?;
+    }
     ctx.out.ok();
     Ok(())
 }
@@ -129,6 +138,63 @@ fn config_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "    Print this help.",
     ];
     ctx.out.help(&lines);
+    Ok(())
+}
+
+// ----- SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE -----
+
+fn persist<'a>(ctx: &Ctx<'a, '_>) -> Result<&'a std::sync::Arc<crate::persist::Persist>, CmdError> {
+    ctx.node
+        .persist
+        .as_ref()
+        .ok_or_else(|| CmdError::Msg("ERR persistence is not available on this node".into()))
+}
+
+fn save(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    persist(ctx)?
+        .save()
+        .map_err(|e| CmdError::Msg(format!("ERR {e}")))?;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn bgsave(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let schedule = match args.len() {
+        1 => false,
+        2 if super::is(args.get(1), "SCHEDULE") => true,
+        _ => return Err(CmdError::Syntax),
+    };
+    let p = persist(ctx)?;
+    match p.bgsave() {
+        Ok(()) => ctx.out.simple("Background saving started"),
+        Err(crate::persist::PersistError::Busy) if schedule => {
+            p.schedule_save();
+            ctx.out.simple("Background saving scheduled")
+        }
+        Err(e) => return Err(CmdError::Msg(format!("ERR {e}"))),
+    }
+    Ok(())
+}
+
+/// The snapshot is the log's compaction, so a rewrite is a background save.
+fn bgrewriteaof(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    let p = persist(ctx)?;
+    match p.bgsave() {
+        Ok(()) => ctx
+            .out
+            .simple("Background append only file rewriting started"),
+        Err(crate::persist::PersistError::Busy) => {
+            p.schedule_save();
+            ctx.out
+                .simple("Background append only file rewriting scheduled")
+        }
+        Err(e) => return Err(CmdError::Msg(format!("ERR {e}"))),
+    }
+    Ok(())
+}
+
+fn lastsave(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
+    ctx.out.int(persist(ctx)?.last_save() as i64);
     Ok(())
 }
 

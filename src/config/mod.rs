@@ -51,6 +51,31 @@ pub struct Settings {
     pub max_clock_drift_ms: u64,
     pub tombstone_grace_ms: u64,
     pub cluster: ClusterSettings,
+    pub persist: PersistSettings,
+}
+
+/// When the append-only log is fsynced (`appendfsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    Always,
+    Everysec,
+    No,
+}
+
+/// The persistence parameters (`dir`, `appendonly`, `save`...).
+#[derive(Debug, Clone)]
+pub struct PersistSettings {
+    pub dir: String,
+    pub dbfilename: String,
+    pub appendfilename: String,
+    pub appendonly: bool,
+    pub appendfsync: Fsync,
+    /// Save points: (seconds, changes).
+    pub save: Vec<(u64, u64)>,
+    pub aof_load_truncated: bool,
+    pub aof_load_corrupted: bool,
+    pub auto_aof_rewrite_percentage: u64,
+    pub auto_aof_rewrite_min_size: u64,
 }
 
 /// The `cluster-*` parameters as given (the cluster module parses the layout).
@@ -211,6 +236,25 @@ impl Config {
                 node_timeout_ms: int("cluster-node-timeout"),
                 tls_dir: v["cluster-tls-dir"].clone(),
             },
+            persist: PersistSettings {
+                dir: v["dir"].clone(),
+                dbfilename: v["dbfilename"].clone(),
+                appendfilename: v["appendfilename"].clone(),
+                appendonly: v["appendonly"] == "yes",
+                appendfsync: match v["appendfsync"].as_str() {
+                    "always" => Fsync::Always,
+                    "no" => Fsync::No,
+                    _ => Fsync::Everysec,
+                },
+                save: parse_save(&v["save"]).ok_or_else(|| ConfigError::Invalid {
+                    name: "save".into(),
+                    reason: "expected '<seconds> <changes>' pairs".into(),
+                })?,
+                aof_load_truncated: v["aof-load-truncated"] == "yes",
+                aof_load_corrupted: v["aof-load-corrupted"] == "yes",
+                auto_aof_rewrite_percentage: int("auto-aof-rewrite-percentage"),
+                auto_aof_rewrite_min_size: mem("auto-aof-rewrite-min-size") as u64,
+            },
         })
     }
 
@@ -255,6 +299,18 @@ impl Config {
         self.version.fetch_add(1, Ordering::Release);
         Ok(typed)
     }
+}
+
+/// Parses Redis's `save` value: `<seconds> <changes>` pairs, or empty.
+fn parse_save(s: &str) -> Option<Vec<(u64, u64)>> {
+    let nums: Vec<u64> = s
+        .split_whitespace()
+        .map(|w| w.parse().ok())
+        .collect::<Option<_>>()?;
+    if !nums.len().is_multiple_of(2) {
+        return None;
+    }
+    Some(nums.chunks(2).map(|p| (p[0], p[1])).collect())
 }
 
 /// Extracts the normal class's hard limit from a Redis `client-output-buffer-limit` value.

@@ -60,8 +60,16 @@ pub const PARAMS: &[Param] = &[
     Param { name: "cluster-node-timeout", default: "1500", kind: int(100, 3_600_000), mutable: false, help: "Milliseconds without answers before a node is judged down and a replica takes over" },
     Param { name: "cluster-tls-dir", default: "", kind: Kind::Str, mutable: false, help: "Directory holding ca.pem, node.pem and node.key for the mesh's mutual TLS (made by `meridian certs`)" },
     Param { name: "loglevel", default: "notice", kind: Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]), mutable: true, help: "Log verbosity (RUST_LOG overrides)" },
-    Param { name: "save", default: "", kind: Kind::Str, mutable: true, help: "Accepted for client compatibility; persistence is configured separately" },
-    Param { name: "appendonly", default: "no", kind: Kind::Bool, mutable: true, help: "Accepted for client compatibility; persistence is not part of this build" },
+    Param { name: "dir", default: ".", kind: Kind::Str, mutable: false, help: "Data directory for the snapshot and the append-only log (created if missing)" },
+    Param { name: "dbfilename", default: "meridian.snapshot", kind: Kind::Str, mutable: false, help: "Snapshot file name inside dir" },
+    Param { name: "appendfilename", default: "meridian.aof", kind: Kind::Str, mutable: false, help: "Log segment name prefix inside dir (segments are <name>.<seq>)" },
+    Param { name: "appendonly", default: "no", kind: Kind::Bool, mutable: true, help: "Keep an append-only log of every change (local and replicated) in dir" },
+    Param { name: "appendfsync", default: "everysec", kind: Kind::Enum(&["always", "everysec", "no"]), mutable: true, help: "When the log is fsynced: before each reply, once a second, or when the OS decides" },
+    Param { name: "save", default: "", kind: Kind::Str, mutable: true, help: "Snapshot after <seconds> when at least <changes> changes happened, pairs space separated, e.g. '3600 1 300 100' (empty = only SAVE/BGSAVE)" },
+    Param { name: "aof-load-truncated", default: "yes", kind: Kind::Bool, mutable: true, help: "At start, truncate a log ending in an incomplete record (with a warning) instead of refusing to start" },
+    Param { name: "aof-load-corrupted", default: "no", kind: Kind::Bool, mutable: true, help: "At start, drop a log segment from a corrupted record on (with an error log) instead of refusing to start" },
+    Param { name: "auto-aof-rewrite-percentage", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Snapshot (compacting the log) when the log grew by this percentage of the last snapshot (0 = never)" },
+    Param { name: "auto-aof-rewrite-min-size", default: "64mb", kind: Kind::Memory, mutable: true, help: "Log growth below which no automatic compaction happens" },
 ];
 
 pub fn find(name: &str) -> Option<&'static Param> {

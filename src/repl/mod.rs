@@ -99,7 +99,7 @@ impl Replicator {
 
     /// Connects the replicator to the keyspace it replicates (and installs it as the sink).
     pub fn attach(self: &Arc<Self>, ks: Arc<Keyspace>) {
-        ks.set_sink(self.clone());
+        ks.add_sink(self.clone());
         let _ = self.keyspace.set(ks);
     }
 

@@ -1,14 +1,15 @@
 //! The node's network front: the RESP listener, one task per connection, and the background
-//! tasks (active expiry), all stopped by one shutdown signal.
+//! tasks (active expiry, persistence), all stopped by one shutdown signal.
 //!
-//! Wiring ([`spawn`]) reads like the picture in DESIGN.md §3: clock → keyspace → node → listener
-//! and tasks. `main` and the in-process tests start nodes the same way.
+//! Wiring ([`spawn`]) reads like the picture in DESIGN.md §3: clock → keyspace → persistence
+//! (load, then log) → listeners → cluster layer → node → tasks. `main` and the in-process tests start nodes the same way.
 
 mod conn;
 
 use crate::clock::{random_node_id, Hlc};
 use crate::cmd::{server_apply_settings, Node};
 use crate::config::Config;
+use crate::persist::Persist;
 use crate::store::Keyspace;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,6 +30,8 @@ pub enum ServerError {
     NoBind,
     #[error("cannot start the cluster layer: {0}")]
     Cluster(crate::cluster::runtime::StartError),
+    #[error("cannot load the data directory: {0}")]
+    Persist(crate::persist::PersistError),
 }
 
 /// A running node.
@@ -84,6 +87,9 @@ pub async fn spawn_with(
     ));
     // 2. Keyspace: per-slot shards of CRDT entries.
     let keyspace = Arc::new(Keyspace::new(clock, None));
+    // 2b. Persistence: load the snapshot and replay the log before anyone else sees the
+    // keyspace; its sink goes in first, so replication's comes after it.
+    let persist = Persist::open(&s.persist, &keyspace).map_err(ServerError::Persist)?;
     // 3. Listeners first: a cluster node announces the port it really got.
     if s.bind.is_empty() {
         return Err(ServerError::NoBind);
@@ -118,6 +124,7 @@ pub async fn spawn_with(
     // 5. Node: shared state for commands; then serve.
     let mut node = Node::new(keyspace, config);
     node.cluster = cluster;
+    node.persist = Some(persist.clone());
     let node = Arc::new(node);
     server_apply_settings(&node, &s);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -128,6 +135,7 @@ pub async fn spawn_with(
     node.port.store(addrs[0].port() as u64, Relaxed);
     // 6. Background tasks.
     tasks.spawn(expire_task(node.clone(), shutdown_rx.clone()));
+    tasks.spawn(persist.run(shutdown_rx.clone()));
     tracing::info!(node = %format_args!("{node_id:x}"), addrs = ?addrs, region = %s.region, "meridian ready");
     Ok(Running {
         node,

@@ -3,8 +3,9 @@
 //! Knows nothing of the network or of commands. A caller locks the slots of the keys it needs
 //! ([`Keyspace::lock`], ascending slot order, so multi-key commands and transactions are atomic
 //! and deadlock-free), works on keys through [`KeyMut`], and every mutation yields the delta it
-//! produced. Deltas are handed, after the locks are released, to the installed [`DeltaSink`]
-//! (replication and persistence plug in there) — the seam the mesh builds on.
+//! produced. Deltas are handed, after the locks are released, to every installed [`DeltaSink`]
+//! (persistence and replication plug in there, in the order they were added) — the seam the
+//! mesh and the log build on.
 
 mod expire;
 mod key;
@@ -72,8 +73,11 @@ pub struct Keyspace {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     clock: Arc<Hlc>,
-    /// Installed once, at construction or when replication starts (before serving).
-    sink: std::sync::OnceLock<Arc<dyn DeltaSink>>,
+    /// Every installed sink, in publication order (persistence, then replication). Sinks are
+    /// added, never removed; `has_sinks` lets the write path skip recording deltas at no cost
+    /// while there are none.
+    sinks: arc_swap::ArcSwap<Vec<Arc<dyn DeltaSink>>>,
+    has_sinks: std::sync::atomic::AtomicBool,
     pub stats: Stats,
     /// Tombstones (and expired entries) are kept at least this long after their last stamp.
     tombstone_grace_ms: AtomicU64,
@@ -94,7 +98,8 @@ impl Keyspace {
             shards: (0..SLOTS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: ahash::RandomState::new(),
             clock,
-            sink: sink.map(std::sync::OnceLock::from).unwrap_or_default(),
+            has_sinks: std::sync::atomic::AtomicBool::new(sink.is_some()),
+            sinks: arc_swap::ArcSwap::from_pointee(sink.into_iter().collect()),
             stats: Stats::default(),
             tombstone_grace_ms: AtomicU64::new(5_000),
             peer_watermark: AtomicU64::new(u64::MAX),
@@ -103,9 +108,50 @@ impl Keyspace {
         }
     }
 
-    /// Installs the delta sink of a keyspace built without one; false if one was already set.
+    /// Adds a delta sink: it receives every delta published from now on, after the sinks
+    /// already installed.
+    pub fn add_sink(&self, sink: Arc<dyn DeltaSink>) {
+        self.sinks.rcu(|cur| {
+            let mut next = Vec::clone(cur);
+            next.push(sink.clone());
+            next
+        });
+        self.has_sinks
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Installs `sink` as the only sink of a keyspace that has none yet; false (and nothing
+    /// installed) otherwise.
     pub fn set_sink(&self, sink: Arc<dyn DeltaSink>) -> bool {
-        self.sink.set(sink).is_ok()
+        let mut installed = false;
+        self.sinks.rcu(|cur| {
+            installed = cur.is_empty();
+            if installed {
+                vec![sink.clone()]
+            } else {
+                Vec::clone(cur)
+            }
+        });
+        if installed {
+            self.has_sinks
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        installed
+    }
+
+    /// Hands deltas to every sink (a copy each but the last).
+    fn publish(&self, mut deltas: Vec<Delta>, origin: Origin) {
+        let sinks = self.sinks.load();
+        if let Some((last, rest)) = sinks.split_last() {
+            for s in rest {
+                s.publish(deltas.clone(), origin);
+            }
+            last.publish(std::mem::take(&mut deltas), origin);
+        }
+    }
+
+    fn recording(&self) -> bool {
+        self.has_sinks.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn clock(&self) -> &Arc<Hlc> {
@@ -236,13 +282,13 @@ impl Keyspace {
             }
         }
         drop(shard);
-        if let (MergeOutcome::Changed, Some(sink)) = (outcome, self.sink.get()) {
+        if outcome == MergeOutcome::Changed && self.recording() {
             let delta = Delta {
                 slot,
                 key: key.into(),
                 entry: delta.clone(),
             };
-            sink.publish(vec![delta], origin);
+            self.publish(vec![delta], origin);
         }
         (outcome, alarm)
     }
@@ -382,7 +428,7 @@ impl<'a> Txn<'a> {
             .iter()
             .position(|(s, _)| *s == slot)
             .unwrap_or_else(|| panic!("slot {slot} was not locked for this command"));
-        let record = self.ks.sink.get().is_some();
+        let record = self.ks.recording();
         KeyMut::new(
             self.ks,
             &mut self.guards[idx].1,
@@ -415,10 +461,9 @@ impl<'a> Txn<'a> {
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
         self.guards.clear();
-        if let Some(sink) = self.ks.sink.get() {
-            if !self.deltas.is_empty() {
-                sink.publish(std::mem::take(&mut self.deltas), Origin::Local);
-            }
+        if !self.deltas.is_empty() {
+            self.ks
+                .publish(std::mem::take(&mut self.deltas), Origin::Local);
         }
     }
 }

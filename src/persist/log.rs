@@ -1,0 +1,225 @@
+//! The append-only log: numbered segment files of records (`record`), the fsync policy with
+//! group commit, and the replay of segments at start.
+//!
+//! Protocol:
+//! 1. Segments are `<dir>/<appendfilename>.<seq>`; a new one is created (and the directory
+//!    fsynced) at every start with the log on and at every snapshot ([`Log::rotate`]).
+//! 2. Every delta the keyspace publishes is encoded and written (one `write` per publication,
+//!    under the segment lock) before the command that produced it is acknowledged.
+//! 3. `always`: the publisher then fsyncs up to its own bytes; a publisher whose bytes another
+//!    one already covered returns at once (group commit). `everysec`: the persist task fsyncs
+//!    once a second. `no`: the OS decides (segments are still fsynced when rotated).
+//! 4. Replay reads each segment whole, merges its records in order, truncates a torn tail
+//!    (with a WARN) and stops at a corrupted record with an error, unless configured to drop
+//!    the rest of that segment (`aof-load-corrupted yes`).
+
+use super::record::{self, Next};
+use super::PersistError;
+use crate::store::Keyspace;
+use parking_lot::Mutex;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// The segment being appended to.
+struct Segment {
+    seq: u64,
+    file: Arc<File>,
+}
+
+/// The open log.
+pub struct Log {
+    dir: PathBuf,
+    name: String,
+    current: Mutex<Segment>,
+    /// Bytes written since the log was opened (over every segment), and how many of them are
+    /// known to be on disk.
+    written: AtomicU64,
+    synced: AtomicU64,
+    /// One fsync at a time; waiting publishers are covered by the one in flight or the next.
+    sync_lock: Mutex<()>,
+}
+
+pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
+    move |source| PersistError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// fsyncs a directory so a created, renamed or removed name survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), PersistError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// The log segments present in `dir`, by ascending sequence number.
+pub fn segments(dir: &Path, name: &str) -> Result<Vec<(u64, PathBuf)>, PersistError> {
+    let prefix = format!("{name}.");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let file = e.file_name();
+        let seq = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(seq) = seq {
+            found.push((seq, e.path()));
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+fn create_segment(dir: &Path, name: &str, seq: u64) -> Result<File, PersistError> {
+    let path = dir.join(format!("{name}.{seq}"));
+    let file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+impl Log {
+    /// Starts a new segment numbered `seq`.
+    pub fn open(dir: &Path, name: &str, seq: u64) -> Result<Log, PersistError> {
+        let file = create_segment(dir, name, seq)?;
+        tracing::info!(segment = seq, dir = %dir.display(), "append-only log open");
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            current: Mutex::new(Segment {
+                seq,
+                file: Arc::new(file),
+            }),
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            sync_lock: Mutex::new(()),
+        })
+    }
+
+    /// Writes encoded records; with `sync`, returns once they are on disk.
+    pub fn append(&self, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+        let end = {
+            let seg = self.current.lock();
+            (&*seg.file).write_all(bytes)?;
+            self.written.fetch_add(bytes.len() as u64, SeqCst) + bytes.len() as u64
+        };
+        if sync {
+            self.sync_upto(end)?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs everything written so far.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.sync_upto(self.written.load(SeqCst))
+    }
+
+    fn sync_upto(&self, end: u64) -> std::io::Result<()> {
+        let _one = self.sync_lock.lock();
+        if self.synced.load(SeqCst) >= end {
+            return Ok(());
+        }
+        let (file, upto) = {
+            let seg = self.current.lock();
+            (seg.file.clone(), self.written.load(SeqCst))
+        };
+        file.sync_data()?;
+        self.synced.fetch_max(upto, SeqCst);
+        Ok(())
+    }
+
+    /// Bytes written but not yet known to be on disk.
+    pub fn unsynced(&self) -> u64 {
+        self.written.load(SeqCst) - self.synced.load(SeqCst)
+    }
+
+    /// Bytes written since the log was opened.
+    pub fn written(&self) -> u64 {
+        self.written.load(SeqCst)
+    }
+
+    /// Closes the current segment (fsynced) and starts the next; returns the new sequence
+    /// number. Every delta published after this call lands in the new segment.
+    pub fn rotate(&self) -> Result<u64, PersistError> {
+        let mut seg = self.current.lock();
+        seg.file
+            .sync_data()
+            .map_err(io_err(&self.dir.join(format!("{}.{}", self.name, seg.seq))))?;
+        self.synced.fetch_max(self.written.load(SeqCst), SeqCst);
+        let seq = seg.seq + 1;
+        let file = create_segment(&self.dir, &self.name, seq)?;
+        *seg = Segment {
+            seq,
+            file: Arc::new(file),
+        };
+        Ok(seq)
+    }
+}
+
+/// How replay treats damage.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayPolicy {
+    /// Truncate a torn tail (else refuse to start).
+    pub truncated: bool,
+    /// Truncate a segment at a corrupted record (else refuse to start).
+    pub corrupted: bool,
+}
+
+/// Merges every record of one segment into `ks`; returns the records applied.
+pub fn replay(path: &Path, ks: &Keyspace, policy: ReplayPolicy) -> Result<u64, PersistError> {
+    let buf = std::fs::read(path).map_err(io_err(path))?;
+    let mut off = 0;
+    let mut applied = 0;
+    loop {
+        match record::next(&buf, off) {
+            Next::Record { key, delta, end } => {
+                ks.merge(&key, &delta);
+                applied += 1;
+                off = end;
+            }
+            Next::End => return Ok(applied),
+            Next::Torn if policy.truncated => {
+                tracing::warn!(file = %path.display(), offset = off, dropped_bytes = buf.len() - off,
+                    "log ends with an incomplete record (torn write): truncating it");
+                truncate(path, off)?;
+                return Ok(applied);
+            }
+            Next::Torn => {
+                return Err(PersistError::Truncated {
+                    path: path.to_path_buf(),
+                    offset: off as u64,
+                })
+            }
+            Next::Corrupt(reason) if policy.corrupted => {
+                tracing::error!(file = %path.display(), offset = off, reason, dropped_bytes = buf.len() - off,
+                    "corrupted log record: aof-load-corrupted is yes, dropping the rest of this segment");
+                truncate(path, off)?;
+                return Ok(applied);
+            }
+            Next::Corrupt(reason) => {
+                return Err(PersistError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: off as u64,
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+fn truncate(path: &Path, len: usize) -> Result<(), PersistError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(len as u64).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}

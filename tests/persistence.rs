@@ -1,0 +1,262 @@
+//! Persistence in process: a restart from snapshot + log gives back exactly the state before
+//! (values, tombstones, TTL deadlines, counter contributions, stamps), SAVE / BGSAVE /
+//! BGREWRITEAOF / LASTSAVE / INFO persistence answer like Redis, and CONFIG SET switches the
+//! log and the save points at runtime.
+
+mod common;
+
+use common::{client, info_field, start_with, Server};
+use meridian::crdt::Entry;
+use meridian::store::SLOTS;
+use redis::AsyncCommands;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "meridian-persist-inproc-{tag}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Every entry the node holds, tombstones included, sorted by key.
+fn state(s: &Server) -> Vec<(Box<[u8]>, Entry)> {
+    let mut all: Vec<_> = (0..SLOTS as u16)
+        .flat_map(|slot| s.node.keyspace.slot_entries(slot))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+async fn info_persistence(con: &mut redis::aio::MultiplexedConnection) -> String {
+    redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(con)
+        .await
+        .unwrap()
+}
+
+async fn wait_bgsave_done(con: &mut redis::aio::MultiplexedConnection) {
+    for _ in 0..200 {
+        if info_field(&info_persistence(con).await, "rdb_bgsave_in_progress").as_deref()
+            == Some("0")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("BGSAVE never finished");
+}
+
+/// Writes every kind of change: registers, tombstones, TTLs, int and float counters.
+async fn write_mix(con: &mut redis::aio::MultiplexedConnection, round: u32) {
+    for i in 0..200u32 {
+        let _: () = con
+            .set(format!("s{i}"), format!("v{i}-{round}"))
+            .await
+            .unwrap();
+        let _: i64 = con
+            .incr(format!("c{}", i % 20), i as i64 - 50)
+            .await
+            .unwrap();
+    }
+    let _: () = con.set_ex("ttl", "x", 1000).await.unwrap();
+    let _: () = redis::cmd("PEXPIREAT")
+        .arg("s1")
+        .arg(4_102_444_800_000u64)
+        .query_async(con)
+        .await
+        .unwrap();
+    let _: f64 = redis::cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("0.1")
+        .query_async(con)
+        .await
+        .unwrap();
+    let _: i64 = con.del(format!("s{}", 10 + round)).await.unwrap();
+    let _: i64 = con.append("s2", "+").await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_from_snapshot_and_log_restores_the_same_state() {
+    let dir = tempdir("equiv");
+    let opts = [
+        ("dir", dir.to_str().unwrap()),
+        ("appendonly", "yes"),
+        ("appendfsync", "always"),
+    ];
+    let s = start_with(&opts).await;
+    let mut con = client(s.addr()).await;
+    write_mix(&mut con, 0).await;
+    let r: String = redis::cmd("BGSAVE").query_async(&mut con).await.unwrap();
+    assert_eq!(r, "Background saving started");
+    write_mix(&mut con, 1).await; // some land before the walk, some after: both must survive
+    wait_bgsave_done(&mut con).await;
+    write_mix(&mut con, 2).await;
+    let before = state(&s);
+    let max_stamp = before.iter().map(|(_, e)| e.max_stamp()).max().unwrap();
+    drop(con);
+    s.shutdown().await;
+
+    let s = start_with(&opts).await;
+    assert_eq!(
+        state(&s),
+        before,
+        "same entries, stamps, deadlines and contributions"
+    );
+    let mut con = client(s.addr()).await;
+    let info = info_persistence(&mut con).await;
+    assert_eq!(info_field(&info, "aof_enabled").as_deref(), Some("1"));
+    assert!(
+        info_field(&info, "meridian_loaded_snapshot_keys")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 200
+    );
+    assert!(
+        info_field(&info, "meridian_loaded_log_records")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    // The clock moved past every loaded stamp: a new write wins over the loaded ones.
+    let _: () = con.set("s3", "new").await.unwrap();
+    assert!(s.node.keyspace.entry(b"s3").unwrap().register_stamp() > max_stamp);
+    let ttl: i64 = con.ttl("ttl").await.unwrap();
+    assert!((990..=1000).contains(&ttl), "{ttl}");
+    drop(con);
+    s.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn save_bgsave_lastsave_and_info() {
+    let dir = tempdir("cmds");
+    let s = start_with(&[("dir", dir.to_str().unwrap())]).await;
+    let mut con = client(s.addr()).await;
+    let info = info_persistence(&mut con).await;
+    assert!(info.starts_with("# Persistence\r\n"), "{info}");
+    for (f, v) in [
+        ("loading", "0"),
+        ("aof_enabled", "0"),
+        ("rdb_bgsave_in_progress", "0"),
+        ("rdb_last_bgsave_status", "ok"),
+    ] {
+        assert_eq!(info_field(&info, f).as_deref(), Some(v), "{f}");
+    }
+    let start: i64 = redis::cmd("LASTSAVE").query_async(&mut con).await.unwrap();
+    let _: () = con.set("a", "1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r: String = redis::cmd("SAVE").query_async(&mut con).await.unwrap();
+    assert_eq!(r, "OK");
+    let after: i64 = redis::cmd("LASTSAVE").query_async(&mut con).await.unwrap();
+    assert!(after > start);
+    assert!(dir.join("meridian.snapshot").exists());
+    let r: String = redis::cmd("BGREWRITEAOF")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        r.starts_with("Background append only file rewriting"),
+        "{r}"
+    );
+    wait_bgsave_done(&mut con).await;
+    let e = common::err(&mut con, &["BGSAVE", "NOW"]).await;
+    assert!(e.starts_with("ERR syntax error"), "{e}");
+    let info = info_persistence(&mut con).await;
+    assert_eq!(info_field(&info, "rdb_saves").as_deref(), Some("2"));
+
+    // Without a log nor save points no sink records changes; SAVE still snapshots all.
+    let _: () = con.set("b", "2").await.unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await.unwrap();
+    drop(con);
+    s.shutdown().await;
+    let s = start_with(&[("dir", dir.to_str().unwrap())]).await;
+    let mut con = client(s.addr()).await;
+    let v: Vec<Option<String>> = con.mget(&["a", "b"]).await.unwrap();
+    assert_eq!(v, vec![Some("1".into()), Some("2".into())]);
+    drop(con);
+    s.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn config_set_switches_the_log_and_save_points_at_runtime() {
+    let dir = tempdir("config");
+    let s = start_with(&[("dir", dir.to_str().unwrap())]).await;
+    let mut con = client(s.addr()).await;
+    let _: () = con.set("before", "1").await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("yes")
+        .arg("appendfsync")
+        .arg("always")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("append*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        got.windows(2).any(|w| w == ["appendonly", "yes"])
+            && got.windows(2).any(|w| w == ["appendfsync", "always"]),
+        "{got:?}"
+    );
+    wait_bgsave_done(&mut con).await; // enabling the log snapshots what was written before
+    let _: () = con.set("after", "2").await.unwrap();
+    let info = info_persistence(&mut con).await;
+    assert_eq!(info_field(&info, "aof_enabled").as_deref(), Some("1"));
+    assert!(
+        info_field(&info, "aof_current_size")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    let e = common::err(&mut con, &["CONFIG", "SET", "save", "10"]).await;
+    assert!(e.contains("save"), "{e}");
+    let e = common::err(&mut con, &["CONFIG", "SET", "appendfsync", "sometimes"]).await;
+    assert!(e.contains("appendfsync"), "{e}");
+    // A save point of one change per second fires on its own.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("save")
+        .arg("1 1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let saves = |i: &str| info_field(i, "rdb_saves").unwrap().parse::<u64>().unwrap();
+    let n0 = saves(&info_persistence(&mut con).await);
+    let _: () = con.set("more", "3").await.unwrap();
+    let mut fired = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let i = info_persistence(&mut con).await;
+        if saves(&i) > n0 && info_field(&i, "rdb_changes_since_last_save").as_deref() == Some("0") {
+            fired = true;
+            break;
+        }
+    }
+    assert!(fired, "the save point never fired");
+    drop(con);
+    s.shutdown().await;
+    let s = start_with(&[("dir", dir.to_str().unwrap()), ("appendonly", "yes")]).await;
+    let mut con = client(s.addr()).await;
+    let v: Vec<Option<String>> = con.mget(&["before", "after", "more"]).await.unwrap();
+    assert_eq!(
+        v,
+        vec![Some("1".into()), Some("2".into()), Some("3".into())]
+    );
+    drop(con);
+    s.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
