@@ -84,6 +84,7 @@ impl<'t> KeyMut<'t> {
         let (hash, key, now) = (self.hash, self.key, self.now_ms);
         let node = self.shard.find_mut(hash, key)?;
         if node.entry.is_live(now) {
+            self.ks.evict.tracking().touch(node, now);
             return self.shard.find(hash, key).map(|n| &n.entry);
         }
         if node.counted && node.entry.is_expired(now) {
@@ -129,9 +130,11 @@ impl<'t> KeyMut<'t> {
 
     fn entry_mut(&mut self) -> &mut Entry {
         let ks = self.ks;
+        let access = super::access::fresh(ks.evict.policy().is_lfu(), self.now_ms);
+        let epoch = ks.evict.sieve_epoch();
         &mut self
             .shard
-            .find_or_insert(self.hash, self.key, |k| ks.hash(k))
+            .find_or_insert(self.hash, self.key, |k| ks.hash(k), access, epoch)
             .entry
     }
 
