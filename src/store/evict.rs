@@ -165,6 +165,10 @@ impl Floors {
         self.0.is_empty()
     }
 
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.0.contains_key(key)
+    }
+
     /// Remembers `actor`'s totals in an evicted entry, if it has any.
     fn keep(floors: &mut Option<Box<Floors>>, key: &[u8], actor: NodeId, entry: &Entry) {
         let Some((contrib, _, stamp)) = entry.contributions() else {
@@ -273,7 +277,8 @@ impl Keyspace {
     fn evict_sieve(&self) -> Option<usize> {
         let epoch = self.evict.sieve_epoch.load(Relaxed);
         let watermark = self.peer_watermark.load(Relaxed);
-        for _ in 0..SLOTS {
+        // Two rounds: the first may only clear visited bits.
+        for _ in 0..2 * SLOTS {
             let slot = self.evict.cursor.fetch_add(1, Relaxed) % SLOTS;
             let mut guard = self.shards[slot].lock();
             let shard = &mut *guard;

@@ -98,9 +98,27 @@ impl<'t> KeyMut<'t> {
         self.live().is_some()
     }
 
-    /// The value, if live.
+    /// The value, if live. Commands that compute from the current value (every write that
+    /// reads it) first take back this node's counter totals if the key was evicted here.
     pub fn value(&mut self) -> Option<Cow<'_, [u8]>> {
+        self.resume_evicted();
         self.live().and_then(|e| e.value())
+    }
+
+    /// If the key was evicted from this node while holding this node's counter totals, puts
+    /// them back (see `store::evict`): a counter evicted at 10 answers INCR with 11, the value
+    /// its replicas converge to, not 1 — which their larger totals would mask.
+    fn resume_evicted(&mut self) {
+        let absent = self
+            .shard
+            .floors
+            .as_ref()
+            .is_some_and(|f| f.holds(self.key))
+            && self.shard.find(self.hash, self.key).is_none();
+        if absent {
+            self.entry_mut();
+            self.changed = true;
+        }
     }
 
     /// The value for a read command: counts keyspace hits and misses.
@@ -277,6 +295,7 @@ impl<'t> KeyMut<'t> {
     /// The live value as an integer (see [`Entry::integer`]).
     #[allow(clippy::result_unit_err)]
     pub fn integer(&mut self) -> Result<Option<i64>, ()> {
+        self.resume_evicted();
         self.live().map_or(Ok(None), |e| e.integer())
     }
 

@@ -51,8 +51,10 @@ impl Sieve {
     }
 
     /// Moves the hand to the next victim among the nodes `eligible` accepts: returns its hash
-    /// and key, already removed from the queue (the caller removes the node). `None` when no
-    /// eligible node is queued.
+    /// and key, already removed from the queue (the caller removes the node). The hand makes at
+    /// most one pass: `None` when every eligible node was visited (their bits are now clear) or
+    /// none is queued, and the caller moves on to the next slot — so across slots the hands act
+    /// as one hand sweeping the whole keyspace, and a slot holding only hot keys keeps them.
     pub fn victim(
         &mut self,
         table: &mut HashTable<Box<Node>>,
@@ -63,8 +65,7 @@ impl Sieve {
                 .retain(|&(h, a)| table.find(h, |n| n.addr() == a).is_some());
             self.hand = 0;
         }
-        // Two passes at most: the first may only clear visited bits.
-        let mut budget = 2 * self.queue.len() + 1;
+        let mut budget = self.queue.len();
         while budget > 0 && !self.queue.is_empty() {
             budget -= 1;
             if self.hand >= self.queue.len() {
@@ -111,6 +112,15 @@ mod tests {
         assert_eq!(&*k, b"b", "the hand skips and clears the visited oldest key");
         assert!(!t.find(0, |n| &*n.key == b"a").unwrap().visited);
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_slot_of_visited_keys_is_passed_once_then_evicts() {
+        let mut t = table(&[b"a"]);
+        let mut s = Sieve::build(&t, 1, |k| (k[0] - b'a') as u64);
+        t.find_mut(0, |n| &*n.key == b"a").unwrap().visited = true;
+        assert!(s.victim(&mut t, |_| true).is_none());
+        assert_eq!(&*s.victim(&mut t, |_| true).unwrap().1, b"a");
     }
 
     #[test]
