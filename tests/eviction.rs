@@ -74,18 +74,36 @@ async fn noeviction_answers_oom_and_reads_still_work() {
     let _g = SERIAL.lock().await;
     let s = start_with(&[]).await;
     let mut c = common::client(s.addr()).await;
-    let () = redis::cmd("SET").arg("k").arg("v").query_async(&mut c).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     config_set(&mut c, "maxmemory", "1").await;
     assert_eq!(err(&mut c, &["SET", "k2", "v"]).await, OOM);
     assert_eq!(err(&mut c, &["INCR", "n"]).await, OOM);
-    let v: String = redis::cmd("GET").arg("k").query_async(&mut c).await.unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(v, "v", "reads are not refused");
-    let n: i64 = redis::cmd("DEL").arg("k").query_async(&mut c).await.unwrap();
+    let n: i64 = redis::cmd("DEL")
+        .arg("k")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(n, 1, "DEL frees memory, so it is not refused (not denyoom)");
     assert_eq!(info(&mut c, "maxmemory").await, "1");
     assert_eq!(info(&mut c, "maxmemory_policy").await, "noeviction");
     config_set(&mut c, "maxmemory", "0").await;
-    let () = redis::cmd("SET").arg("k2").arg("v").query_async(&mut c).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("k2")
+        .arg("v")
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -115,7 +133,10 @@ async fn every_policy_stays_within_five_percent_under_a_flood() {
             "{policy}: peak {peak} vs limit {limit}"
         );
         let dbsize: usize = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
-        assert!(dbsize > 10_000, "{policy}: over-evicted, {dbsize} keys left");
+        assert!(
+            dbsize > 10_000,
+            "{policy}: over-evicted, {dbsize} keys left"
+        );
         let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
         drop(c);
         s.shutdown().await;
@@ -133,7 +154,11 @@ async fn volatile_policies_evict_only_keys_with_a_ttl() {
     config_set(&mut c, "maxmemory", &(base + 4 * MB).to_string()).await;
     flood(&mut c, "more", 0..1000, 1000, true).await;
     let persistent: Vec<String> = (0..2000).map(|i| format!("persistent{i}")).collect();
-    assert_eq!(exists(&mut c, &persistent).await, 2000, "no key without a TTL evicted");
+    assert_eq!(
+        exists(&mut c, &persistent).await,
+        2000,
+        "no key without a TTL evicted"
+    );
     let volatile: Vec<String> = (0..4000).map(|i| format!("volatile{i}")).collect();
     assert!(exists(&mut c, &volatile).await < 4000);
     // Once only keys without a TTL remain, writes are refused.
@@ -150,7 +175,10 @@ async fn volatile_policies_evict_only_keys_with_a_ttl() {
             break;
         }
     }
-    assert!(refused, "volatile-lru with no volatile key left must answer OOM");
+    assert!(
+        refused,
+        "volatile-lru with no volatile key left must answer OOM"
+    );
     assert_eq!(exists(&mut c, &persistent).await, 2000);
 }
 
@@ -224,8 +252,15 @@ async fn config_set_switches_policy_and_limit_at_runtime() {
         .query_async(&mut c)
         .await
         .unwrap();
-    assert!(got.windows(2).any(|w| w == ["maxmemory", "33554432"]), "{got:?}");
-    assert!(got.windows(2).any(|w| w == ["maxmemory-policy", "allkeys-lfu"]), "{got:?}");
+    assert!(
+        got.windows(2).any(|w| w == ["maxmemory", "33554432"]),
+        "{got:?}"
+    );
+    assert!(
+        got.windows(2)
+            .any(|w| w == ["maxmemory-policy", "allkeys-lfu"]),
+        "{got:?}"
+    );
     assert_eq!(info(&mut c, "maxmemory_human").await, "32.00M");
     assert_eq!(info(&mut c, "maxmemory_policy").await, "allkeys-lfu");
     let e = err(&mut c, &["CONFIG", "SET", "maxmemory-policy", "lru"]).await;
@@ -245,25 +280,57 @@ async fn an_evicted_counter_resumes_from_its_totals_and_merges_exactly() {
     let b = start_with(&[("node-id", "b2")]).await;
     let mut ca = common::client(a.addr()).await;
     let mut cb = common::client(b.addr()).await;
-    let n: i64 = redis::cmd("INCRBY").arg("c").arg(10).query_async(&mut ca).await.unwrap();
+    let n: i64 = redis::cmd("INCRBY")
+        .arg("c")
+        .arg(10)
+        .query_async(&mut ca)
+        .await
+        .unwrap();
     assert_eq!(n, 10);
     // The replica has A's increments (as replication would have delivered them) and its own.
     let before = a.node.keyspace.entry(b"c").unwrap();
     b.node.keyspace.merge(b"c", &before.to_delta());
-    let n: i64 = redis::cmd("INCRBY").arg("c").arg(7).query_async(&mut cb).await.unwrap();
+    let n: i64 = redis::cmd("INCRBY")
+        .arg("c")
+        .arg(7)
+        .query_async(&mut cb)
+        .await
+        .unwrap();
     assert_eq!(n, 17);
     // Tombstones are never evicted.
-    let () = redis::cmd("SET").arg("gone").arg("v").query_async(&mut ca).await.unwrap();
-    let _: i64 = redis::cmd("DEL").arg("gone").query_async(&mut ca).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("gone")
+        .arg("v")
+        .query_async(&mut ca)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg("gone")
+        .query_async(&mut ca)
+        .await
+        .unwrap();
     // A limit of one byte evicts every live key on the next write.
     config_set(&mut ca, "maxmemory", "1").await;
-    let () = redis::cmd("SET").arg("trigger").arg("v").query_async(&mut ca).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("trigger")
+        .arg("v")
+        .query_async(&mut ca)
+        .await
+        .unwrap();
     config_set(&mut ca, "maxmemory", "0").await;
-    assert!(a.node.keyspace.entry(b"c").is_none(), "the counter was evicted");
+    assert!(
+        a.node.keyspace.entry(b"c").is_none(),
+        "the counter was evicted"
+    );
     let tomb = a.node.keyspace.entry(b"gone").expect("the tombstone stays");
     assert!(tomb.register_value().is_none());
     assert!(info(&mut ca, "evicted_keys").await.parse::<u64>().unwrap() >= 1);
-    let n: i64 = redis::cmd("INCRBY").arg("c").arg(5).query_async(&mut ca).await.unwrap();
+    let n: i64 = redis::cmd("INCRBY")
+        .arg("c")
+        .arg(5)
+        .query_async(&mut ca)
+        .await
+        .unwrap();
     assert_eq!(n, 15, "A's totals continue from 10, not from 0");
     // Exchange full states both ways: the sum is exact everywhere.
     let ea = a.node.keyspace.entry(b"c").unwrap();
@@ -284,7 +351,12 @@ async fn object_subcommands() {
     let enc = |v: &'static str| {
         let mut c = c.clone();
         async move {
-            let () = redis::cmd("SET").arg("k").arg(v).query_async(&mut c).await.unwrap();
+            let () = redis::cmd("SET")
+                .arg("k")
+                .arg(v)
+                .query_async(&mut c)
+                .await
+                .unwrap();
             let e: String = redis::cmd("OBJECT")
                 .arg("ENCODING")
                 .arg("k")
@@ -296,7 +368,10 @@ async fn object_subcommands() {
     };
     assert_eq!(enc("12345").await, "int");
     assert_eq!(enc("hello").await, "embstr");
-    assert_eq!(enc("a value that is definitely longer than forty-four bytes").await, "raw");
+    assert_eq!(
+        enc("a value that is definitely longer than forty-four bytes").await,
+        "raw"
+    );
     let missing: Option<String> = redis::cmd("OBJECT")
         .arg("ENCODING")
         .arg("nope")
@@ -308,9 +383,19 @@ async fn object_subcommands() {
         err(&mut c, &["OBJECT", "FREQ", "k"]).await,
         "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."
     );
-    let idle: i64 = redis::cmd("OBJECT").arg("IDLETIME").arg("k").query_async(&mut c).await.unwrap();
+    let idle: i64 = redis::cmd("OBJECT")
+        .arg("IDLETIME")
+        .arg("k")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!((0..=2).contains(&idle), "{idle}");
-    let rc: i64 = redis::cmd("OBJECT").arg("REFCOUNT").arg("k").query_async(&mut c).await.unwrap();
+    let rc: i64 = redis::cmd("OBJECT")
+        .arg("REFCOUNT")
+        .arg("k")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(rc, 1);
     config_set(&mut c, "maxmemory-policy", "allkeys-lfu").await;
     assert_eq!(
@@ -318,13 +403,33 @@ async fn object_subcommands() {
         "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."
     );
     config_set(&mut c, "lfu-log-factor", "0").await;
-    let () = redis::cmd("SET").arg("f").arg("v").query_async(&mut c).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("f")
+        .arg("v")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     for _ in 0..10 {
-        let _: String = redis::cmd("GET").arg("f").query_async(&mut c).await.unwrap();
+        let _: String = redis::cmd("GET")
+            .arg("f")
+            .query_async(&mut c)
+            .await
+            .unwrap();
     }
-    let freq: i64 = redis::cmd("OBJECT").arg("FREQ").arg("f").query_async(&mut c).await.unwrap();
+    let freq: i64 = redis::cmd("OBJECT")
+        .arg("FREQ")
+        .arg("f")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(freq, 15, "starts at 5; with factor 0 every read counts");
-    let help: Vec<String> = redis::cmd("OBJECT").arg("HELP").query_async(&mut c).await.unwrap();
+    let help: Vec<String> = redis::cmd("OBJECT")
+        .arg("HELP")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!(help[0].starts_with("OBJECT <subcommand>"));
-    assert!(err(&mut c, &["OBJECT", "NOPE", "k"]).await.starts_with("ERR unknown subcommand 'NOPE'"));
+    assert!(err(&mut c, &["OBJECT", "NOPE", "k"])
+        .await
+        .starts_with("ERR unknown subcommand 'NOPE'"));
 }

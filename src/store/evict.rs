@@ -120,7 +120,11 @@ impl Eviction {
         let lfu = self.policy().is_lfu();
         Tracking {
             lfu,
-            log_factor: if lfu { self.log_factor.load(Relaxed) } else { 0 },
+            log_factor: if lfu {
+                self.log_factor.load(Relaxed)
+            } else {
+                0
+            },
             decay_minutes: self.decay_minutes.load(Relaxed),
         }
     }
@@ -183,18 +187,25 @@ impl Floors {
             contrib_stamp: stamp,
             ..EntryDelta::default()
         };
-        floors.get_or_insert_with(Default::default).0.insert(key.into(), delta);
+        floors
+            .get_or_insert_with(Default::default)
+            .0
+            .insert(key.into(), delta);
     }
 }
 
 /// Approximate bytes a node holds: the node, its spilled key and value, its counter box.
 fn footprint(n: &Node) -> usize {
     let key = if n.key.spilled() { n.key.len() } else { 0 };
-    let value = n
-        .entry
-        .register_value()
-        .map_or(0, |v| if v.len() > INLINE_VALUE { v.len() } else { 0 });
-    let counters = if n.entry.contributions().is_some() { 96 } else { 0 };
+    let value =
+        n.entry
+            .register_value()
+            .map_or(0, |v| if v.len() > INLINE_VALUE { v.len() } else { 0 });
+    let counters = if n.entry.contributions().is_some() {
+        96
+    } else {
+        0
+    };
     128 + key + value + counters
 }
 
@@ -291,8 +302,7 @@ impl Keyspace {
                 })));
             }
             let sieve = shard.sieve.as_mut().expect("built above");
-            let victim =
-                sieve.victim(&mut shard.table, |n| Self::evictable(n, false, watermark));
+            let victim = sieve.victim(&mut shard.table, |n| Self::evictable(n, false, watermark));
             if let Some((hash, key)) = victim {
                 return Some(self.remove_victim(shard, hash, &key, watermark));
             }
@@ -372,7 +382,11 @@ impl Keyspace {
                 continue;
             }
             let skip = rng.gen_range(0..shard.table.len());
-            let nodes = shard.table.iter().skip(skip).chain(shard.table.iter().take(skip));
+            let nodes = shard
+                .table
+                .iter()
+                .skip(skip)
+                .chain(shard.table.iter().take(skip));
             for n in nodes.filter(|n| Self::evictable(n, volatile, watermark)) {
                 if taken >= want {
                     break;

@@ -98,7 +98,13 @@ impl Shard {
             hashbrown::hash_table::Entry::Occupied(o) => o,
             hashbrown::hash_table::Entry::Vacant(v) => {
                 let mut o = v.insert(Box::new(Node::new(key, Entry::empty(), access)));
-                adopt(&mut self.sieve, &mut self.floors, hash, o.get_mut(), sieve_epoch);
+                adopt(
+                    &mut self.sieve,
+                    &mut self.floors,
+                    hash,
+                    o.get_mut(),
+                    sieve_epoch,
+                );
                 o
             }
         };
@@ -127,7 +133,13 @@ impl Shard {
         hasher: impl Fn(&[u8]) -> u64,
         sieve_epoch: Option<u32>,
     ) {
-        adopt(&mut self.sieve, &mut self.floors, hash, &mut node, sieve_epoch);
+        adopt(
+            &mut self.sieve,
+            &mut self.floors,
+            hash,
+            &mut node,
+            sieve_epoch,
+        );
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
     }
 

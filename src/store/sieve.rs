@@ -109,7 +109,10 @@ mod tests {
         let mut s = Sieve::build(&t, 1, |k| (k[0] - b'a') as u64);
         t.find_mut(0, |n| &*n.key == b"a").unwrap().visited = true;
         let (_, k) = s.victim(&mut t, |_| true).unwrap();
-        assert_eq!(&*k, b"b", "the hand skips and clears the visited oldest key");
+        assert_eq!(
+            &*k, b"b",
+            "the hand skips and clears the visited oldest key"
+        );
         assert!(!t.find(0, |n| &*n.key == b"a").unwrap().visited);
         assert_eq!(s.len(), 2);
     }
