@@ -41,7 +41,10 @@ fn main() -> redis::RedisResult<()> {
     let cdf = zipf_cdf(keys, skew);
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let trace: Vec<usize> = (0..requests)
-        .map(|_| cdf.partition_point(|&p| p < rng.gen::<f64>()).min(keys - 1))
+        .map(|_| {
+            let u = rng.gen::<f64>();
+            cdf.partition_point(|&p| p < u).min(keys - 1)
+        })
         .collect();
     let mut con = redis::Client::open(format!("redis://{addr}"))?.get_connection()?;
     let value = vec![b'v'; size];
