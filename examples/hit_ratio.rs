@@ -32,7 +32,10 @@ fn zipf_cdf(keys: usize, skew: f64) -> Vec<f64> {
 
 fn main() -> redis::RedisResult<()> {
     let args: Vec<String> = std::env::args().collect();
-    let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:6379".into());
+    let addr = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:6379".into());
     let keys: usize = arg(&args, 2, 100_000);
     let requests: usize = arg(&args, 3, 400_000);
     let skew: f64 = arg(&args, 4, 0.99);

@@ -125,7 +125,11 @@ impl Eviction {
             } else {
                 0
             },
-            decay_minutes: self.decay_minutes.load(Relaxed),
+            decay_minutes: if lfu {
+                self.decay_minutes.load(Relaxed)
+            } else {
+                0
+            },
         }
     }
 
