@@ -44,13 +44,6 @@ pub fn info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// Bytes the allocator has handed out (what Redis calls used_memory).
-pub fn used_memory() -> usize {
-    use tikv_jemalloc_ctl::{epoch, stats};
-    let _ = epoch::advance();
-    stats::allocated::read().unwrap_or(0)
-}
-
 /// Resident set size from /proc (0 where unavailable).
 pub fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")
@@ -164,13 +157,16 @@ fn render(node: &Node, section: &str, t: &mut String) {
             );
         }
         "memory" => {
-            let used = used_memory();
+            let used = crate::store::used_memory();
             let rss = rss_bytes();
+            let max = ks.evict.maxmemory() as usize;
             let _ = write!(
                 t,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nmem_allocator:jemalloc\r\nmem_fragmentation_ratio:{:.2}\r\n",
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_allocator:jemalloc\r\nmem_fragmentation_ratio:{:.2}\r\n",
                 human(used),
                 human(rss),
+                human(max),
+                ks.evict.policy().name(),
                 if used > 0 { rss as f64 / used as f64 } else { 0.0 },
             );
         }
@@ -179,13 +175,14 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let k = &ks.stats;
             let _ = write!(
                 t,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n",
                 st.connections_received.load(Relaxed),
                 st.commands_processed.load(Relaxed),
                 st.rejected_connections.load(Relaxed),
                 st.net_input_bytes.load(Relaxed),
                 st.net_output_bytes.load(Relaxed),
                 k.expired_keys.load(Relaxed),
+                ks.evict.evicted.load(Relaxed),
                 k.hits.load(Relaxed),
                 k.misses.load(Relaxed),
             );

@@ -20,6 +20,7 @@ mod introspect;
 mod keys;
 mod lease;
 mod migrate;
+mod object;
 mod server;
 mod strings;
 pub mod table;
@@ -259,6 +260,13 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
                 cluster::Admit::Rejected => return,
                 cluster::Admit::Go(g) => _gate = g,
             }
+        }
+    }
+    // Like Redis's processCommand: a command that may grow memory first makes room under
+    // maxmemory (or is refused); EXEC's queued commands were checked when queued.
+    if keyed.has_flag("denyoom") && !ctx.client.in_exec {
+        if let Err(oom) = ctx.node.keyspace.ensure_memory() {
+            return reject(ctx, CmdError::Msg(oom.to_string()));
         }
     }
     if let Some(queue) = ctx

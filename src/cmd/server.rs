@@ -90,6 +90,16 @@ fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 pub fn apply_settings(node: &super::Node, s: &Settings) {
     node.keyspace.clock().set_max_drift_ms(s.max_clock_drift_ms);
     node.keyspace.set_tombstone_grace_ms(s.tombstone_grace_ms);
+    node.keyspace
+        .evict
+        .configure(crate::store::EvictionSettings {
+            maxmemory: s.maxmemory,
+            policy: crate::store::Policy::from_name(&s.maxmemory_policy)
+                .unwrap_or(crate::store::Policy::NoEviction),
+            samples: s.maxmemory_samples,
+            lfu_log_factor: s.lfu_log_factor,
+            lfu_decay_time: s.lfu_decay_time,
+        });
 }
 
 fn config_resetstat(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {

@@ -98,6 +98,7 @@ pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
         super::connection::COMMANDS,
         super::server::COMMANDS,
         super::introspect::COMMANDS,
+        super::object::COMMANDS,
         super::migrate::COMMANDS,
         super::cluster::COMMANDS,
         super::lease::COMMANDS,

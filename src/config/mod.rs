@@ -50,6 +50,13 @@ pub struct Settings {
     pub region: String,
     pub max_clock_drift_ms: u64,
     pub tombstone_grace_ms: u64,
+    /// Bytes of used memory above which writes evict or are refused (0 = no limit).
+    pub maxmemory: u64,
+    /// A `maxmemory-policy` word (validated against the parameter's list).
+    pub maxmemory_policy: String,
+    pub maxmemory_samples: u32,
+    pub lfu_log_factor: u32,
+    pub lfu_decay_time: u32,
     pub cluster: ClusterSettings,
     pub persist: PersistSettings,
 }
@@ -223,6 +230,11 @@ impl Config {
             region: v["region"].clone(),
             max_clock_drift_ms: int("max-clock-drift"),
             tombstone_grace_ms: int("tombstone-grace"),
+            maxmemory: parse_memory(&v["maxmemory"]).unwrap_or(0),
+            maxmemory_policy: v["maxmemory-policy"].clone(),
+            maxmemory_samples: int("maxmemory-samples") as u32,
+            lfu_log_factor: int("lfu-log-factor") as u32,
+            lfu_decay_time: int("lfu-decay-time") as u32,
             cluster: ClusterSettings {
                 enabled: v["cluster-enabled"] == "yes",
                 port: int("cluster-port") as u16,

@@ -84,6 +84,7 @@ impl<'t> KeyMut<'t> {
         let (hash, key, now) = (self.hash, self.key, self.now_ms);
         let node = self.shard.find_mut(hash, key)?;
         if node.entry.is_live(now) {
+            self.ks.evict.tracking().touch(node, now);
             return self.shard.find(hash, key).map(|n| &n.entry);
         }
         if node.counted && node.entry.is_expired(now) {
@@ -97,9 +98,27 @@ impl<'t> KeyMut<'t> {
         self.live().is_some()
     }
 
-    /// The value, if live.
+    /// The value, if live. Commands that compute from the current value (every write that
+    /// reads it) first take back this node's counter totals if the key was evicted here.
     pub fn value(&mut self) -> Option<Cow<'_, [u8]>> {
+        self.resume_evicted();
         self.live().and_then(|e| e.value())
+    }
+
+    /// If the key was evicted from this node while holding this node's counter totals, puts
+    /// them back (see `store::evict`): a counter evicted at 10 answers INCR with 11, the value
+    /// its replicas converge to, not 1 — which their larger totals would mask.
+    fn resume_evicted(&mut self) {
+        let absent = self
+            .shard
+            .floors
+            .as_ref()
+            .is_some_and(|f| f.holds(self.key))
+            && self.shard.find(self.hash, self.key).is_none();
+        if absent {
+            self.entry_mut();
+            self.changed = true;
+        }
     }
 
     /// The value for a read command: counts keyspace hits and misses.
@@ -129,9 +148,11 @@ impl<'t> KeyMut<'t> {
 
     fn entry_mut(&mut self) -> &mut Entry {
         let ks = self.ks;
+        let access = super::access::fresh(ks.evict.policy().is_lfu(), self.now_ms);
+        let epoch = ks.evict.sieve_epoch();
         &mut self
             .shard
-            .find_or_insert(self.hash, self.key, |k| ks.hash(k))
+            .find_or_insert(self.hash, self.key, |k| ks.hash(k), access, epoch)
             .entry
     }
 
@@ -274,6 +295,7 @@ impl<'t> KeyMut<'t> {
     /// The live value as an integer (see [`Entry::integer`]).
     #[allow(clippy::result_unit_err)]
     pub fn integer(&mut self) -> Result<Option<i64>, ()> {
+        self.resume_evicted();
         self.live().map_or(Ok(None), |e| e.integer())
     }
 

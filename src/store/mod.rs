@@ -7,12 +7,17 @@
 //! (persistence and replication plug in there, in the order they were added) — the seam the
 //! mesh and the log build on.
 
+mod access;
+mod evict;
 mod expire;
 mod key;
 pub mod lease;
 mod shard;
+mod sieve;
 pub mod slot;
 
+pub use access::{idle_ms, lfu_count, Policy};
+pub use evict::{used_memory, Eviction, EvictionSettings, OutOfMemory};
 pub use expire::CycleStats;
 pub use key::{KeyMut, Ttl};
 pub use slot::{key_slot, SLOTS};
@@ -90,6 +95,15 @@ pub struct Keyspace {
     /// standalone (no delivery promise exists, so nothing is ever dropped).
     collected_below: AtomicU64,
     expire_cursor: AtomicUsize,
+    /// `maxmemory` and its policy; eviction itself lives in `store::evict`.
+    pub evict: Eviction,
+}
+
+/// What OBJECT reports about a key, read without counting as an access.
+pub struct Peek {
+    /// The node's access word (see `store::access`).
+    pub access: u32,
+    pub value: Box<[u8]>,
 }
 
 impl Keyspace {
@@ -105,6 +119,7 @@ impl Keyspace {
             peer_watermark: AtomicU64::new(u64::MAX),
             collected_below: AtomicU64::new(0),
             expire_cursor: AtomicUsize::new(0),
+            evict: Eviction::default(),
         }
     }
 
@@ -257,14 +272,10 @@ impl Keyspace {
                 MergeOutcome::Stale
             }
             None => {
-                let entry = Entry::from_delta(delta);
-                let node = Node {
-                    key: shard::KeyBytes::from_slice(key),
-                    entry,
-                    counted: false,
-                    volatile: false,
-                };
-                shard.insert(hash, Box::new(node), |k| self.hash(k));
+                let access = access::fresh(self.evict.policy().is_lfu(), now);
+                let node = Node::new(key, Entry::from_delta(delta), access);
+                let epoch = self.evict.sieve_epoch();
+                shard.insert(hash, Box::new(node), |k| self.hash(k), epoch);
                 MergeOutcome::Changed
             }
         };
@@ -297,6 +308,17 @@ impl Keyspace {
     pub fn entry(&self, key: &[u8]) -> Option<Entry> {
         let shard = self.shards[key_slot(key) as usize].lock();
         shard.find(self.hash(key), key).map(|n| n.entry.clone())
+    }
+
+    /// A live key's access word and value, without touching it (OBJECT).
+    pub fn peek(&self, key: &[u8]) -> Option<Peek> {
+        let shard = self.shards[key_slot(key) as usize].lock();
+        let n = shard.find(self.hash(key), key)?;
+        let now = unix_ms();
+        n.entry.is_live(now).then(|| Peek {
+            access: n.access,
+            value: n.entry.value().map(|v| Box::from(&*v)).unwrap_or_default(),
+        })
     }
 
     /// Every key's full state in one slot (anti-entropy and tests).

@@ -1,5 +1,6 @@
 //! One hash slot's share of the keyspace: a hash table of boxed nodes plus the bookkeeping
-//! (live-key and volatile-key counts, WATCH versions) that must change under the same lock.
+//! (live-key and volatile-key counts, WATCH versions, the SIEVE queue and the counter floors of
+//! evicted keys) that must change under the same lock.
 //!
 //! Invariants:
 //! - `live` = number of nodes with `counted == true`; a node is counted when its entry has a
@@ -7,6 +8,8 @@
 //! - A node exists for every key whose entry is not `Entry::empty()`: tombstones stay until the
 //!   garbage collector (store::expire) proves no late delta can need them.
 
+use super::evict::Floors;
+use super::sieve::Sieve;
 use crate::crdt::Entry;
 use hashbrown::HashMap;
 use hashbrown::HashTable;
@@ -20,10 +23,35 @@ pub type KeyBytes = smallvec::SmallVec<[u8; INLINE_KEY]>;
 pub struct Node {
     pub key: KeyBytes,
     pub entry: Entry,
+    /// Last access for eviction, in the padding the two flags leave: an LRU clock in
+    /// milliseconds (wrapping) or, under LFU policies, Redis's 16-bit minutes + 8-bit log counter
+    /// (see `store::access`).
+    pub access: u32,
     /// Counted in `Shard::live` (present and not known to be expired).
     pub counted: bool,
     /// Counted in `Shard::volatile`.
     pub volatile: bool,
+    /// SIEVE's visited bit: set by every access, cleared by the hand.
+    pub visited: bool,
+}
+
+impl Node {
+    /// A node for a key seen for the first time, last accessed at `access`.
+    pub fn new(key: &[u8], entry: Entry, access: u32) -> Self {
+        Node {
+            key: KeyBytes::from_slice(key),
+            entry,
+            access,
+            counted: false,
+            volatile: false,
+            visited: false,
+        }
+    }
+
+    /// The node's address: the identity a SIEVE queue records (compared, never dereferenced).
+    pub fn addr(&self) -> usize {
+        self as *const Node as usize
+    }
 }
 
 /// key -> (version, number of watchers).
@@ -36,6 +64,10 @@ pub struct Shard {
     pub volatile: usize,
     /// WATCHed keys of this slot. Absent until someone watches.
     pub watched: Option<Box<Watches>>,
+    /// Insertion order for the SIEVE policy. Absent until that policy first evicts here.
+    pub sieve: Option<Box<Sieve>>,
+    /// This node's counter totals of evicted keys. Absent until such a key is evicted.
+    pub floors: Option<Box<Floors>>,
 }
 
 impl Shard {
@@ -49,24 +81,32 @@ impl Shard {
             .map(|b| &mut **b)
     }
 
-    /// The node of `key`, inserting an empty one if absent: one probe either way.
+    /// The node of `key`, inserting an empty one (last accessed at `access`) if absent: one
+    /// probe either way. A new node is adopted (see [`Shard::insert`]).
     pub fn find_or_insert(
         &mut self,
         hash: u64,
         key: &[u8],
         hasher: impl Fn(&[u8]) -> u64,
+        access: u32,
+        sieve_epoch: Option<u32>,
     ) -> &mut Node {
         let entry = self
             .table
             .entry(hash, |n| &*n.key == key, |n| hasher(&n.key));
         let occupied = match entry {
             hashbrown::hash_table::Entry::Occupied(o) => o,
-            hashbrown::hash_table::Entry::Vacant(v) => v.insert(Box::new(Node {
-                key: KeyBytes::from_slice(key),
-                entry: crate::crdt::Entry::empty(),
-                counted: false,
-                volatile: false,
-            })),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let mut o = v.insert(Box::new(Node::new(key, Entry::empty(), access)));
+                adopt(
+                    &mut self.sieve,
+                    &mut self.floors,
+                    hash,
+                    o.get_mut(),
+                    sieve_epoch,
+                );
+                o
+            }
         };
         occupied.into_mut()
     }
@@ -84,7 +124,22 @@ impl Shard {
         Some(node)
     }
 
-    pub fn insert(&mut self, hash: u64, node: Box<Node>, hasher: impl Fn(&[u8]) -> u64) {
+    /// Inserts a node for a key not in the table, adopting it: it joins the SIEVE queue (when
+    /// that policy runs) and takes back this node's counter totals if the key was evicted.
+    pub fn insert(
+        &mut self,
+        hash: u64,
+        mut node: Box<Node>,
+        hasher: impl Fn(&[u8]) -> u64,
+        sieve_epoch: Option<u32>,
+    ) {
+        adopt(
+            &mut self.sieve,
+            &mut self.floors,
+            hash,
+            &mut node,
+            sieve_epoch,
+        );
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
     }
 
@@ -153,6 +208,28 @@ impl Shard {
             .as_ref()
             .and_then(|w| w.get(key))
             .map_or(0, |v| v.0)
+    }
+}
+
+/// A key (re)appears on this node: restore the counter floor an eviction left (so this actor's
+/// totals stay monotonic) and queue it for SIEVE.
+fn adopt(
+    sieve: &mut Option<Box<Sieve>>,
+    floors: &mut Option<Box<Floors>>,
+    hash: u64,
+    node: &mut Node,
+    sieve_epoch: Option<u32>,
+) {
+    if let Some(f) = floors {
+        if let Some(delta) = f.take(&node.key) {
+            node.entry.merge(&delta);
+        }
+        if f.is_empty() {
+            *floors = None;
+        }
+    }
+    if let (Some(s), Some(epoch)) = (sieve, sieve_epoch) {
+        s.admit(epoch, hash, node.addr());
     }
 }
 
