@@ -62,6 +62,11 @@ pub struct Outbox {
 struct InFlight {
     batch: u64,
     sent: Instant,
+    /// The offset this batch completes (0 = none); counts only once every earlier batch of
+    /// the session is acknowledged too, since batches travel on separate streams and can
+    /// arrive out of order.
+    upto: u64,
+    acked: bool,
     keys: Vec<Box<[u8]>>,
     /// Slots this batch synced in full (sent again if it is never acknowledged).
     synced: Vec<u16>,
@@ -165,9 +170,18 @@ impl Link {
         if o.session != session {
             return;
         }
-        o.inflight.retain(|b| b.batch != batch);
+        let _ = upto; // the receiver echoes it; ours (in `InFlight`) is what we trust
+        if let Some(b) = o.inflight.iter_mut().find(|b| b.batch == batch) {
+            b.acked = true;
+        }
+        // Only a contiguous prefix of acknowledged batches moves the acknowledged offset.
+        let mut reached = 0;
+        while o.inflight.front().is_some_and(|b| b.acked) {
+            let b = o.inflight.pop_front().expect("checked");
+            reached = reached.max(b.upto);
+        }
         drop(o);
-        self.acked.fetch_max(upto, Relaxed);
+        self.acked.fetch_max(reached, Relaxed);
         self.wake.notify_one();
     }
 
@@ -192,6 +206,11 @@ impl Link {
             }
             o.resync = o.resync_slots.first().map(usize::from);
             requeue(&mut o, b.keys);
+            // Later batches claimed offsets that assumed this one would arrive: void the
+            // claims; the batch that carries the re-queued keys makes its own.
+            for later in o.inflight.iter_mut() {
+                later.upto = 0;
+            }
         }
         if o.inflight.len() >= WINDOW {
             return None;
@@ -261,6 +280,8 @@ impl Link {
         o.inflight.push_back(InFlight {
             batch,
             sent: Instant::now(),
+            upto,
+            acked: false,
             keys,
             synced,
         });
