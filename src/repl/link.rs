@@ -165,12 +165,12 @@ impl Link {
     }
 
     /// The peer acknowledged `batch` of `session`.
-    pub fn on_ack(&self, session: u64, batch: u64, upto: u64) {
+    /// (The ack also echoes the batch's offset; the sender trusts its own record in `InFlight`.)
+    pub fn on_ack(&self, session: u64, batch: u64) {
         let mut o = self.outbox.lock();
         if o.session != session {
             return;
         }
-        let _ = upto; // the receiver echoes it; ours (in `InFlight`) is what we trust
         if let Some(b) = o.inflight.iter_mut().find(|b| b.batch == batch) {
             b.acked = true;
         }
@@ -192,7 +192,7 @@ impl Link {
     }
 
     /// Builds the next batch, or `None` when there is nothing to say.
-    fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<(u64, bytes::Bytes)> {
+    fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<bytes::Bytes> {
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
         while o
@@ -295,7 +295,7 @@ impl Link {
             entries,
         };
         match wire::encode(msg) {
-            Ok(frame) => Some((batch, frame)),
+            Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
                 None
@@ -317,7 +317,7 @@ fn requeue(o: &mut Outbox, keys: Vec<Box<[u8]>>) {
 pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transport>, me: u64) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        while let Some((batch, frame)) = link.next_batch(&ks, me) {
+        while let Some(frame) = link.next_batch(&ks, me) {
             let len = frame.len() as u64;
             let addr = *link.addr.lock();
             match transport.send(addr, frame).await {
@@ -333,7 +333,6 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
                     }
                     // The batch counts as lost: its keys return after the ack timeout; wait a
                     // little before trying again.
-                    let _ = batch;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = link.stop.notified() => return,

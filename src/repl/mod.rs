@@ -221,7 +221,7 @@ impl Replicator {
                 from,
                 session,
                 batch,
-                upto,
+                upto: _,
                 need_resync,
             } => {
                 let Some(link) = self.links.read().get(&from).cloned() else {
@@ -231,7 +231,7 @@ impl Replicator {
                     tracing::info!(peer = %format_args!("{from:x}"), "peer lost its state: full resync");
                     link.restart_session();
                 } else {
-                    link.on_ack(session, batch, upto);
+                    link.on_ack(session, batch);
                 }
             }
         }
