@@ -18,7 +18,7 @@
 //!   as a [`FrameError`] for the caller to log and drop.
 
 use bytes::Bytes;
-use quinn::{ReadExactError, ReadToEndError, RecvStream, SendStream, VarInt};
+use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
 
 /// Application error codes used when the mesh stops or resets a stream.
 pub mod code {
@@ -93,16 +93,30 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Fram
         let _ = recv.stop(code::FRAME_TOO_LARGE);
         return Err(FrameError::TooLarge { len, max });
     }
-    // `read_to_end` grows its buffer with the data received and fails once more than `len`
-    // bytes arrive, so it enforces "exactly `len` bytes, then FIN" without trusting `len`.
-    match recv.read_to_end(len).await {
-        Ok(body) if body.len() == len => Ok(Bytes::from(body)),
-        Ok(body) => Err(FrameError::Truncated {
+    // Read the body in order, growing the buffer only with bytes that arrived, and refuse a
+    // byte past `len`. Not `read_to_end`: it reads *unordered*, and after the ordered header
+    // read, reordered or duplicated packets then make quinn 0.11 mis-account the stream (a
+    // valid frame judged too long, and an arithmetic overflow in `RecvStream::stop`).
+    let mut body = Vec::new();
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.bytes.len() > len {
+                    return Err(FrameError::Trailing { len });
+                }
+                body.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(FrameError::Stream(e.to_string())),
+        }
+    }
+    if body.len() == len {
+        Ok(Bytes::from(body))
+    } else {
+        Err(FrameError::Truncated {
             got: HEADER_LEN + body.len(),
             expected: HEADER_LEN + len,
-        }),
-        Err(ReadToEndError::TooLong) => Err(FrameError::Trailing { len }),
-        Err(ReadToEndError::Read(e)) => Err(FrameError::Stream(e.to_string())),
+        })
     }
 }
 
