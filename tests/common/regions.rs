@@ -59,18 +59,12 @@ impl RegionSpec {
     }
 }
 
-/// One node slot of the world: the spec it (re)starts with, its relay, and the node if running.
+/// One node slot of the world: the spec it (re)starts with (`spec.mesh_port` is the real mesh
+/// port its packets come from), its relay, and the node if running.
 pub struct WorldNode {
     pub spec: NodeSpec,
     pub relay: Relay,
     pub node: Option<ClusterNode>,
-}
-
-impl WorldNode {
-    /// The real mesh port (the node's packets come from it).
-    pub fn real_port(&self) -> u16 {
-        self.spec.mesh_port
-    }
 }
 
 pub struct WorldRegion {
@@ -170,17 +164,10 @@ impl World {
         &self.regions[r].name
     }
 
-    /// Node `i` of region `r` (panics if stopped).
-    pub fn node(&self, r: usize, i: usize) -> &ClusterNode {
-        self.regions[r].nodes[i]
-            .node
-            .as_ref()
-            .expect("node is stopped")
-    }
-
-    /// A plain connection to node `i` of region `r`.
+    /// A plain connection to node `i` of region `r` (panics if it is stopped).
     pub async fn con(&self, r: usize, i: usize) -> Con {
-        client(self.node(r, i).addr).await
+        let n = self.regions[r].nodes[i].node.as_ref();
+        client(n.expect("node is stopped").addr).await
     }
 
     /// A cluster client for region `r` (cached; routes by slot, follows MOVED and failovers).
@@ -255,10 +242,8 @@ impl World {
             let Some(range) = me.slots.iter().find(|s| !s.starts_with('[')) else {
                 continue;
             };
-            let (lo, hi) = match range.split_once('-') {
-                Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
-                None => (range.parse().unwrap(), range.parse().unwrap()),
-            };
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            let (lo, hi): (u16, u16) = (lo.parse().unwrap(), hi.parse().unwrap());
             let key = (0..1_000_000)
                 .map(|n| format!("probe:{n}"))
                 .find(|k| (lo..=hi).contains(&key_slot(k.as_bytes())))
@@ -337,22 +322,14 @@ impl World {
         let Some(n) = &self.regions[r].nodes[i].node else {
             return String::new();
         };
-        let Ok(c) = redis::Client::open(format!("redis://{}", n.addr)) else {
-            return String::new();
-        };
         let fut = async {
+            let c = redis::Client::open(format!("redis://{}", n.addr)).ok()?;
             let mut con = c.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("INFO")
-                .arg(section)
-                .query_async::<String>(&mut con)
-                .await
-                .ok()
+            let cmd = redis::cmd("INFO").arg(section).clone();
+            cmd.query_async::<String>(&mut con).await.ok()
         };
-        tokio::time::timeout(Duration::from_secs(3), fut)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        let info = tokio::time::timeout(Duration::from_secs(3), fut).await;
+        info.ok().flatten().unwrap_or_default()
     }
 
     /// Every running node's `INFO regions`, for failure messages.
@@ -440,32 +417,30 @@ impl World {
         s
     }
 
+    fn names(&self, rs: &[usize]) -> Vec<&str> {
+        rs.iter().map(|&r| self.name(r)).collect()
+    }
+
     /// Cuts the regions `a` from the regions `b` (both directions).
     pub fn partition(&self, a: &[usize], b: &[usize]) {
-        let a: Vec<&str> = a.iter().map(|&r| self.name(r)).collect();
-        let b: Vec<&str> = b.iter().map(|&r| self.name(r)).collect();
-        self.net.partition(&a, &b);
+        self.net.partition(&self.names(a), &self.names(b));
     }
 
     /// Cuts every region from every other.
     pub fn split_all(&self) {
         for r in 0..self.regions.len() {
-            for o in r + 1..self.regions.len() {
-                self.partition(&[r], &[o]);
-            }
+            self.partition(&[r], &(r + 1..self.regions.len()).collect::<Vec<_>>());
         }
     }
 
     /// Drops only the packets from regions `from` to regions `to`.
     pub fn block_one_way(&self, from: &[usize], to: &[usize]) {
-        let a: Vec<&str> = from.iter().map(|&r| self.name(r)).collect();
-        let b: Vec<&str> = to.iter().map(|&r| self.name(r)).collect();
-        self.net.block_one_way(&a, &b);
+        self.net.block_one_way(&self.names(from), &self.names(to));
     }
 
     /// Cuts node `i` of region `r` from everyone.
     pub fn isolate(&self, r: usize, i: usize) {
-        self.net.isolate(self.regions[r].nodes[i].real_port());
+        self.net.isolate(self.regions[r].nodes[i].spec.mesh_port);
     }
 
     pub fn heal(&self) {
