@@ -6,6 +6,8 @@
 //! 2. per region, `--nodes` processes on consecutive ports from `--base-port` (region r uses
 //!    `base + 100·r`; mesh ports are RESP + 10000), all given the same `cluster-nodes` list, so
 //!    they compute the same layout (`--replicas` per primary);
+//!    Each node gets `region-peers` = the mesh address of the first node of every other region,
+//!    so the regions find each other and replicate active-active;
 //! 3. wait until every node answers `CLUSTER INFO` with `cluster_state:ok` (bounded);
 //! 4. print `node <region> <node-id> <pid> <resp> <mesh> <primary|replica>` per node, then
 //!    `ready`; Ctrl-C (or SIGTERM) stops every node and removes the directory.
@@ -94,14 +96,19 @@ async fn start(opts: &DemoOptions, dir: &Path, procs: &mut Vec<Proc>) -> Result<
         what: "locating the meridian binary".into(),
         source,
     })?;
+    let first_port = |r: usize| opts.base_port as usize + 100 * r;
+    if first_port(opts.regions) + 10000 > 65535 {
+        return Err(AdminError::Demo(
+            "--base-port too high for the mesh ports (+10000)".into(),
+        ));
+    }
     for r in 0..opts.regions {
         let region = format!("region-{}", r + 1);
-        let first = opts.base_port as usize + 100 * r;
-        if first + opts.nodes + 10000 > 65535 {
-            return Err(AdminError::Demo(
-                "--base-port too high for the mesh ports (+10000)".into(),
-            ));
-        }
+        let first = first_port(r);
+        let peers: Vec<String> = (0..opts.regions)
+            .filter(|&o| o != r)
+            .map(|o| format!("127.0.0.1:{}", first_port(o) + 10000))
+            .collect();
         let list: Vec<String> = (0..opts.nodes)
             .map(|i| format!("127.0.0.1:{}", first + i))
             .collect();
@@ -121,6 +128,7 @@ async fn start(opts: &DemoOptions, dir: &Path, procs: &mut Vec<Proc>) -> Result<
                 .args(["--cluster-nodes", &list.join(" ")])
                 .args(["--cluster-replicas", &opts.replicas.to_string()])
                 .args(["--cluster-tls-dir", &tls.to_string_lossy()])
+                .args(["--region-peers", &peers.join(" ")])
                 .args(&opts.node_args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|source| AdminError::Io {
@@ -150,7 +158,7 @@ async fn start(opts: &DemoOptions, dir: &Path, procs: &mut Vec<Proc>) -> Result<
                     dir.display()
                 )));
             }
-            if cluster_ok(p.seat.resp) {
+            if node_ready(p.seat.resp, opts.regions) {
                 break;
             }
             if Instant::now() > deadline {
@@ -166,25 +174,47 @@ async fn start(opts: &DemoOptions, dir: &Path, procs: &mut Vec<Proc>) -> Result<
     Ok(())
 }
 
-/// True when the node answers `CLUSTER INFO` with `cluster_state:ok`.
-fn cluster_ok(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+/// True when the node answers `CLUSTER INFO` with `cluster_state:ok` and, with several
+/// regions, sees every other region up (`INFO regions`).
+fn node_ready(addr: SocketAddr, regions: usize) -> bool {
+    let cluster = bulk_reply(addr, b"CLUSTER INFO\r\n");
+    if !cluster.contains("cluster_state:ok") {
         return false;
+    }
+    if regions <= 1 {
+        return true;
+    }
+    let info = bulk_reply(addr, b"INFO regions\r\n");
+    info.contains(&format!("peer_regions:{}\r\n", regions - 1))
+        && info.matches("state=up").count() == regions - 1
+}
+
+/// Sends one inline command and returns its bulk reply's text (empty on any failure).
+fn bulk_reply(addr: SocketAddr, cmd: &[u8]) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"CLUSTER INFO\r\n").is_err() {
-        return false;
+    if s.write_all(cmd).is_err() {
+        return String::new();
     }
-    let mut buf = vec![0; 4096];
-    let mut got = 0;
-    while got < buf.len() {
-        match s.read(&mut buf[got..]) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
             Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-        if buf[..got].windows(2).filter(|w| w == b"\r\n").count() >= 3 {
-            break;
+        // `$<len>\r\n<len bytes>\r\n` (or `=<len>\r\ntxt:...` in RESP3): stop once complete.
+        if let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
+            let len: usize = std::str::from_utf8(&buf[1..eol])
+                .ok()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= eol + 2 + len + 2 || buf[0] != b'$' {
+                break;
+            }
         }
     }
-    String::from_utf8_lossy(&buf[..got]).contains("cluster_state:ok")
+    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -115,6 +115,34 @@ impl Hlc {
     }
 }
 
+/// Offsets of the skewed physical clocks handed out by [`skewed_clock`] (ms, one per slot).
+static OFFSETS: [std::sync::atomic::AtomicI64; 16] = [const { std::sync::atomic::AtomicI64::new(0) }; 16];
+static NEXT_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+fn offset_clock<const I: usize>() -> NTP64 {
+    let now = uhlc::system_time_clock().as_u64() as i128;
+    // NTP64: 32 bits of seconds, 32 of fraction; ms → NTP64 units is ms·2^32/1000.
+    let delta = OFFSETS[I].load(Ordering::Relaxed) as i128 * (1i128 << 32) / 1000;
+    NTP64((now + delta).max(0) as u64)
+}
+
+const OFFSET_CLOCKS: [fn() -> NTP64; 16] = [
+    offset_clock::<0>, offset_clock::<1>, offset_clock::<2>, offset_clock::<3>,
+    offset_clock::<4>, offset_clock::<5>, offset_clock::<6>, offset_clock::<7>,
+    offset_clock::<8>, offset_clock::<9>, offset_clock::<10>, offset_clock::<11>,
+    offset_clock::<12>, offset_clock::<13>, offset_clock::<14>, offset_clock::<15>,
+];
+
+/// A physical clock `offset_ms` ahead of (or behind) the system clock, for `debug-clock-offset`
+/// (skew drills). `uhlc` takes a plain function, so offsets live in a fixed table: at most 16
+/// skewed clocks per process (`None` beyond that).
+pub fn skewed_clock(offset_ms: i64) -> Option<fn() -> NTP64> {
+    let i = NEXT_OFFSET.fetch_add(1, Ordering::Relaxed) as usize;
+    let slot = OFFSETS.get(i)?;
+    slot.store(offset_ms, Ordering::Relaxed);
+    Some(OFFSET_CLOCKS[i])
+}
+
 /// Wall-clock milliseconds since the UNIX epoch (expiry deadlines are in this unit).
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -136,6 +164,13 @@ pub fn random_node_id() -> NodeId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skewed_clock_reads_ahead_by_its_offset() {
+        let clock = skewed_clock(2000).expect("a free slot");
+        let ahead = Stamp::new(clock().as_u64(), 0).unix_ms() as i64 - unix_ms() as i64;
+        assert!((1900..2100).contains(&ahead), "{ahead}");
+    }
 
     #[test]
     fn stamps_increase_and_follow_observed() {

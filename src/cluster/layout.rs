@@ -51,7 +51,7 @@ pub fn default_mesh(resp: SocketAddr) -> SocketAddr {
     SocketAddr::new(resp.ip(), resp.port().wrapping_add(10000))
 }
 
-fn resolve(host_port: &str) -> Option<SocketAddr> {
+pub fn resolve(host_port: &str) -> Option<SocketAddr> {
     host_port.to_socket_addrs().ok()?.next()
 }
 
@@ -141,7 +141,8 @@ pub fn seats(
         .collect())
 }
 
-/// This node's addresses: announce ip (or first bind address) with its ports.
+/// This node's announced addresses: announce ip (or first bind address) with the RESP port and
+/// the announced mesh port (`cluster-announce-bus-port`, else `cluster-port`, else RESP + 10000).
 pub fn my_addrs(s: &Settings, resp_port: u16) -> Result<(SocketAddr, SocketAddr), LayoutError> {
     let host = if s.cluster.announce_ip.is_empty() {
         s.bind
@@ -155,9 +156,9 @@ pub fn my_addrs(s: &Settings, resp_port: u16) -> Result<(SocketAddr, SocketAddr)
         .ok_or_else(|| LayoutError::BadAnnounce(host.clone()))?
         .ip();
     let resp = SocketAddr::new(ip, resp_port);
-    let mesh = match s.cluster.port {
-        0 => default_mesh(resp),
-        p => SocketAddr::new(ip, p),
+    let mesh = match (s.cluster.announce_bus_port, s.cluster.port) {
+        (0, 0) => default_mesh(resp),
+        (0, p) | (p, _) => SocketAddr::new(ip, p),
     };
     Ok((resp, mesh))
 }

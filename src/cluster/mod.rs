@@ -8,6 +8,7 @@
 pub mod format;
 pub mod layout;
 pub mod membership;
+pub mod regions;
 pub mod route;
 pub mod runtime;
 pub mod topology;
@@ -78,6 +79,8 @@ pub struct LinkInfo {
 pub struct Cluster {
     me: u64,
     topology: ArcSwap<Topology>,
+    /// The other regions' nodes and slot maps (cross-region replication targets).
+    pub regions: regions::Regions,
     /// Serialises changes of the map (readers never wait).
     writer: Mutex<()>,
     /// Wakes the runtime: the map changed and this node's record should go out now.
@@ -99,6 +102,7 @@ impl Cluster {
     pub fn new(topology: Topology) -> Self {
         Cluster {
             me: topology.myself,
+            regions: regions::Regions::new(topology.me().region.clone()),
             topology: ArcSwap::from_pointee(topology),
             writer: Mutex::new(()),
             changed: tokio::sync::Notify::new(),

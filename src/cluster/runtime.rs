@@ -42,7 +42,11 @@ const DOWN_CONFIRM: Duration = Duration::from_millis(400);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum GossipFrame {
+    /// A node's own record.
     V1(NodeInfo),
+    /// Every record of the sender's region, for the nodes of other regions (so one seed per
+    /// region teaches them the whole region).
+    Region(Vec<NodeInfo>),
 }
 
 /// Frames for the replicator, over the mesh.
@@ -86,7 +90,9 @@ impl Runtime {
         seeds: Vec<SocketAddr>,
     ) -> Runtime {
         let repl = cluster.repl().clone();
-        let me = Member::new(cluster.my_id(), mesh.local_addr());
+        // Peers reach us at the announced address (it differs from the bound one behind NAT
+        // or a relay).
+        let me = Member::new(cluster.my_id(), cluster.topology().me().mesh);
         let (dgram_tx, dgram_rx) = mpsc::channel(1024);
         let (membership, events) = Membership::spawn(
             me,
@@ -160,16 +166,30 @@ async fn inbound_loop(
                         cluster
                             .messages_received
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if info.id != cluster.my_id() {
-                            let changed = cluster.update(|t| t.upsert(info, unix_ms()));
-                            if changed {
-                                cluster.changed.notify_one();
-                            }
+                        let changed = if info.region != cluster.regions.mine() {
+                            cluster.regions.upsert(info)
+                        } else {
+                            info.id != cluster.my_id()
+                                && cluster.update(|t| t.upsert(info, unix_ms()))
+                        };
+                        if changed {
+                            cluster.changed.notify_one();
+                        }
+                    }
+                    Ok(GossipFrame::Region(infos)) => {
+                        let mut changed = false;
+                        for info in infos {
+                            changed |= cluster.regions.upsert(info);
+                        }
+                        if changed {
+                            cluster.changed.notify_one();
                         }
                     }
                     Err(e) => tracing::warn!(%from, error = %e, "dropping a bad gossip frame"),
                 },
-                Some(&repl::wire::CLASS_REPL) => repl.on_frame(&bytes).await,
+                Some(&repl::wire::CLASS_REPL | &repl::wire::CLASS_REPL_LZ4) => {
+                    repl.on_frame(&bytes).await
+                }
                 other => tracing::warn!(%from, class = ?other, "dropping a frame of unknown class"),
             },
             Inbound::Request { from, .. } => {
@@ -231,6 +251,7 @@ impl Control {
             if version != gossiped_version || self.last_gossip.elapsed() >= GOSSIP_EVERY {
                 gossiped_version = self.gossip();
             }
+            self.repl.publish_watermark();
             let links = self.wanted_links();
             let key: Vec<_> = links
                 .iter()
@@ -331,13 +352,32 @@ impl Control {
             .messages_sent
             .fetch_add(targets.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for to in targets {
-            let mesh = self.mesh.clone();
-            let frame = frame.clone();
-            tokio::spawn(async move {
-                let _ = mesh.send_frame(to, frame).await;
-            });
+            self.send(to, frame.clone());
+        }
+        // The other regions get every record of ours (see `regions`).
+        let remote = self.cluster.regions.targets();
+        if !remote.is_empty() {
+            let records: Vec<NodeInfo> = t.nodes.values().map(|v| v.info.clone()).collect();
+            let mut frame = vec![CLASS_GOSSIP];
+            match rmp_serde::encode::write(&mut frame, &GossipFrame::Region(records)) {
+                Ok(()) => {
+                    let frame = Bytes::from(frame);
+                    for to in remote {
+                        self.send(to, frame.clone());
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode region gossip"),
+            }
         }
         version
+    }
+
+    /// Sends a frame without waiting (a slow or unreachable peer must not stall the loop).
+    fn send(&self, to: SocketAddr, frame: Bytes) {
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            let _ = mesh.send_frame(to, frame).await;
+        });
     }
 
     /// Rule 1 (and CLUSTER FAILOVER).
@@ -448,28 +488,46 @@ impl Control {
         }
     }
 
-    /// Links implied by roles: a primary to each of its replicas, a replica to its primary,
-    /// each carrying the slots the shard's primary owns.
+    /// Links implied by roles: a primary to each of its replicas and to the owner of each of
+    /// its slots in every other region; a replica to its primary. Links inside the region carry
+    /// every slot of the shard's primary.
     fn wanted_links(&self) -> Vec<LinkSpec> {
         let t = self.cluster.topology();
         match t.me().role {
             Role::Primary => {
                 let slots = t.owned_by(t.myself);
-                t.replicas_of(t.myself)
+                let mut links: Vec<LinkSpec> = t
+                    .replicas_of(t.myself)
                     .iter()
                     .map(|r| LinkSpec {
                         peer: r.info.id,
                         kind: LinkKind::Replica,
+                        group: String::new(),
                         addr: r.info.mesh,
                         slots: slots.clone(),
                     })
-                    .collect()
+                    .collect();
+                links.extend(
+                    self.cluster
+                        .regions
+                        .owners_of(&slots)
+                        .into_iter()
+                        .map(|o| LinkSpec {
+                            peer: o.id,
+                            kind: LinkKind::Region,
+                            group: o.region,
+                            addr: o.mesh,
+                            slots: o.slots,
+                        }),
+                );
+                links
             }
             Role::Replica { of } => t
                 .node(of)
                 .map(|p| LinkSpec {
                     peer: of,
                     kind: LinkKind::Primary,
+                    group: String::new(),
                     addr: p.info.mesh,
                     slots: t.owned_by(of),
                 })
@@ -565,8 +623,12 @@ pub async fn start_node(
         .first()
         .and_then(|h| format!("{h}:0").parse::<SocketAddr>().ok())
         .map_or(mesh_addr.ip(), |a| a.ip());
+    let bind_port = match c.port {
+        0 => layout::default_mesh(resp).port(),
+        p => p,
+    };
     let (mesh, inbound) = Mesh::bind(crate::mesh::MeshConfig::new(
-        SocketAddr::new(bind_ip, mesh_addr.port()),
+        SocketAddr::new(bind_ip, bind_port),
         tls,
     ))
     .await?;
@@ -574,6 +636,13 @@ pub async fn start_node(
     let repl = Replicator::new(id, Arc::new(MeshFrames(mesh.clone())));
     repl.attach(keyspace.clone());
     let cluster = Arc::new(Cluster::new(topology).with_repl(repl));
+    // 3b. The other regions: seeds to introduce ourselves to (the rest comes by gossip).
+    let region_seeds = c
+        .region_peers
+        .iter()
+        .map(|p| layout::resolve(p).ok_or_else(|| layout::LayoutError::BadNode(p.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    cluster.regions.set_seeds(region_seeds);
     // 4. The runtime: membership seeded with the other nodes of the layout.
     let seeds: Vec<SocketAddr> = others.iter().map(|seat| seat.mesh).collect();
     let seed_count = seeds.len();

@@ -1,4 +1,5 @@
-//! INFO: server, clients, memory, persistence, stats, replication, the `crdt` and `cluster` sections, keyspace.
+//! INFO: server, clients, memory, persistence, stats, replication, the `crdt`, `cluster` and
+//! `regions` sections, keyspace.
 
 use super::connection::REDIS_VERSION;
 use super::{CmdResult, Ctx, Node};
@@ -15,6 +16,7 @@ const DEFAULT: &[&str] = &[
     "replication",
     "crdt",
     "cluster",
+    "regions",
     "keyspace",
 ];
 
@@ -197,7 +199,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let c = ks.clock();
             let _ = write!(
                 t,
-                "# CRDT\r\ncrdt_node_id:{:x}\r\ncrdt_clock:{}\r\ncrdt_max_clock_drift_ms:{}\r\ncrdt_skew_alarms:{}\r\ncrdt_max_skew_seen_ms:{}\r\ncrdt_tombstones_pending:{}\r\ncrdt_tombstones_collected:{}\r\ncrdt_tombstone_grace_ms:{}\r\ncrdt_merges_applied:{}\r\ncrdt_merges_noop:{}\r\ncrdt_merges_dropped_stale:{}\r\ncrdt_peers:0\r\n",
+                "# CRDT\r\ncrdt_node_id:{:x}\r\ncrdt_clock:{}\r\ncrdt_max_clock_drift_ms:{}\r\ncrdt_skew_alarms:{}\r\ncrdt_max_skew_seen_ms:{}\r\ncrdt_tombstones_pending:{}\r\ncrdt_tombstones_collected:{}\r\ncrdt_tombstone_grace_ms:{}\r\ncrdt_merges_applied:{}\r\ncrdt_merges_noop:{}\r\ncrdt_merges_dropped_stale:{}\r\ncrdt_peers:{}\r\n",
                 c.node(),
                 c.now(),
                 c.max_drift_ms(),
@@ -209,12 +211,17 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 ks.stats.merges_applied.load(Relaxed),
                 ks.stats.merges_noop.load(Relaxed),
                 ks.stats.merges_dropped_stale.load(Relaxed),
+                node.cluster
+                    .as_deref()
+                    .filter(|c| c.has_repl())
+                    .map_or(0, |c| c.repl().status().len()),
             );
         }
         "cluster" => {
             let enabled = node.cluster.is_some() as u8;
             let _ = write!(t, "# Cluster\r\ncluster_enabled:{enabled}\r\n");
         }
+        "regions" => super::regions::info(node, t),
         "keyspace" => {
             let (live, volatile, _) = ks.counts();
             t.push_str("# Keyspace\r\n");

@@ -21,6 +21,7 @@ mod keys;
 mod lease;
 mod migrate;
 mod object;
+mod regions;
 mod server;
 mod strings;
 pub mod table;

@@ -100,6 +100,7 @@ pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
         super::introspect::COMMANDS,
         super::object::COMMANDS,
         super::migrate::COMMANDS,
+        super::regions::COMMANDS,
         super::cluster::COMMANDS,
         super::lease::COMMANDS,
     ]

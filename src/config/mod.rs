@@ -49,6 +49,8 @@ pub struct Settings {
     pub node_id: Option<u64>,
     pub region: String,
     pub max_clock_drift_ms: u64,
+    /// `debug-clock-offset`: ms added to the physical clock (tests and drills).
+    pub clock_offset_ms: i64,
     pub tombstone_grace_ms: u64,
     /// Bytes of used memory above which writes evict or are refused (0 = no limit).
     pub maxmemory: u64,
@@ -91,7 +93,11 @@ pub struct ClusterSettings {
     pub enabled: bool,
     pub port: u16,
     pub announce_ip: String,
+    /// Announced mesh port (0 = the bound one).
+    pub announce_bus_port: u16,
     pub nodes: Vec<String>,
+    /// Seed mesh addresses in the other regions.
+    pub region_peers: Vec<String>,
     pub replicas: usize,
     pub slots: String,
     pub node_timeout_ms: u64,
@@ -229,6 +235,7 @@ impl Config {
             node_id,
             region: v["region"].clone(),
             max_clock_drift_ms: int("max-clock-drift"),
+            clock_offset_ms: v["debug-clock-offset"].parse().unwrap_or(0),
             tombstone_grace_ms: int("tombstone-grace"),
             maxmemory: parse_memory(&v["maxmemory"]).unwrap_or(0),
             maxmemory_policy: v["maxmemory-policy"].clone(),
@@ -239,6 +246,11 @@ impl Config {
                 enabled: v["cluster-enabled"] == "yes",
                 port: int("cluster-port") as u16,
                 announce_ip: v["cluster-announce-ip"].clone(),
+                announce_bus_port: int("cluster-announce-bus-port") as u16,
+                region_peers: v["region-peers"]
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
                 nodes: v["cluster-nodes"]
                     .split_whitespace()
                     .map(str::to_string)

@@ -33,6 +33,14 @@ pub struct Expiry {
     pub stamp: Stamp,
 }
 
+/// Kinds of concurrent state a merge resolved (see [`Entry::conflicts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conflicts {
+    pub register: bool,
+    pub counter: bool,
+    pub expiry: bool,
+}
+
 /// What one op (or a join of ops) changed: the unit shipped between replicas and regions.
 /// Each part is optional; an entry's full state is also a valid delta ([`Entry::to_delta`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -375,6 +383,32 @@ impl Entry {
     }
 
     // ----- merging -----
+
+    /// The concurrent state in `d` that merging it into this entry resolves (counted per kind
+    /// for operators): an incoming register or expiry that loses to a later stamp here, or
+    /// counter contributions where each side holds increments the other has not seen.
+    pub fn conflicts(&self, d: &EntryDelta) -> Conflicts {
+        let register = d
+            .register
+            .as_ref()
+            .is_some_and(|r| !self.stamp.is_zero() && r.stamp < self.stamp);
+        let counter = match &self.counters {
+            Some(c) if !d.contrib.is_empty() && !c.contrib.is_empty() => {
+                !c.contrib.covers(&d.contrib) && !d.contrib.covers(&c.contrib)
+            }
+            _ => false,
+        };
+        let own_expiry = |e: &Expiry| d.register.as_ref().is_none_or(|r| r.stamp != e.stamp);
+        let expiry = d
+            .expiry
+            .as_ref()
+            .is_some_and(|e| own_expiry(e) && e.stamp < self.expiry_stamp());
+        Conflicts {
+            register,
+            counter,
+            expiry,
+        }
+    }
 
     /// Joins a delta (or another entry's full state) into this entry. Returns true if the entry
     /// changed. Commutative, associative and idempotent.

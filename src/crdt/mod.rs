@@ -16,5 +16,5 @@ pub mod number;
 mod stamp;
 
 pub use counter::{Contributions, Totals};
-pub use entry::{Entry, EntryDelta, Expiry, Register};
+pub use entry::{Conflicts, Entry, EntryDelta, Expiry, Register};
 pub use stamp::{NodeId, Stamp};

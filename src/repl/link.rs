@@ -43,7 +43,13 @@ pub enum LinkKind {
     Replica,
     /// Our primary: we are its replica (the link carries back what only we hold).
     Primary,
+    /// The owner of some of our slots in another region (active-active peer).
+    Region,
 }
+
+/// Wall-clock margin between reading the clock and the newest stamp a batch is known to
+/// cover: a change is stamped a little before it is published to the outboxes.
+const WATERMARK_MARGIN_MS: u64 = 1000;
 
 pub struct Outbox {
     queue: VecDeque<Box<[u8]>>,
@@ -57,6 +63,9 @@ pub struct Outbox {
     fresh: bool,
     next_batch: u64,
     inflight: VecDeque<InFlight>,
+    /// (offset, when published) of changes not yet acknowledged, oldest first, at most one
+    /// mark per millisecond: the link's lag is the age of the oldest.
+    marks: VecDeque<(u64, Instant)>,
 }
 
 struct InFlight {
@@ -70,11 +79,16 @@ struct InFlight {
     keys: Vec<Box<[u8]>>,
     /// Slots this batch synced in full (sent again if it is never acknowledged).
     synced: Vec<u16>,
+    /// Stamp time (NTP64) below which every change is in this batch or an earlier one
+    /// (meaningful when `upto` > 0).
+    covers: u64,
 }
 
 pub struct Link {
     pub peer: u64,
     pub kind: LinkKind,
+    /// The peer's group (its region for [`LinkKind::Region`] links; empty otherwise).
+    pub group: String,
     pub addr: Mutex<SocketAddr>,
     /// Slots whose changes this link carries.
     pub slots: Mutex<SlotSet>,
@@ -84,16 +98,26 @@ pub struct Link {
     pub batches_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub connected: AtomicBool,
+    /// Stamp time (NTP64) the peer is known to hold every change of ours below.
+    pub watermark: AtomicU64,
     pub created: Instant,
     last_batch: Mutex<Instant>,
     pub stop: Notify,
 }
 
 impl Link {
-    pub fn new(peer: u64, kind: LinkKind, addr: SocketAddr, slots: SlotSet, offset: u64) -> Self {
+    pub fn new(
+        peer: u64,
+        kind: LinkKind,
+        group: String,
+        addr: SocketAddr,
+        slots: SlotSet,
+        offset: u64,
+    ) -> Self {
         Link {
             peer,
             kind,
+            group,
             addr: Mutex::new(addr),
             slots: Mutex::new(slots.clone()),
             outbox: Mutex::new(Outbox {
@@ -106,12 +130,14 @@ impl Link {
                 fresh: true,
                 next_batch: 1,
                 inflight: VecDeque::new(),
+                marks: VecDeque::new(),
             }),
             wake: Notify::new(),
             acked: AtomicU64::new(0),
             batches_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            watermark: AtomicU64::new(0),
             created: Instant::now(),
             last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
@@ -121,13 +147,27 @@ impl Link {
     /// Records published keys (already filtered by slot and origin) and the offset they reach.
     pub fn record<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, offset: u64) {
         let mut o = self.outbox.lock();
+        let mut any = false;
         for k in keys {
+            any = true;
             if !o.queued.contains(k) {
                 o.queued.insert(k.into());
                 o.queue.push_back(k.into());
             }
         }
         o.seen = o.seen.max(offset);
+        if any && o.marks.back().is_none_or(|m| m.1.elapsed() >= Duration::from_millis(1)) {
+            o.marks.push_back((offset, Instant::now()));
+        }
+    }
+
+    /// Age of the oldest change the peer has not acknowledged (zero when caught up).
+    pub fn lag(&self) -> Duration {
+        self.outbox
+            .lock()
+            .marks
+            .front()
+            .map_or(Duration::ZERO, |m| m.1.elapsed())
     }
 
     /// Starts a new session with a full sync (a new peer, or one that lost its state).
@@ -175,13 +215,20 @@ impl Link {
             b.acked = true;
         }
         // Only a contiguous prefix of acknowledged batches moves the acknowledged offset.
-        let mut reached = 0;
+        let (mut reached, mut covers) = (0, 0);
         while o.inflight.front().is_some_and(|b| b.acked) {
             let b = o.inflight.pop_front().expect("checked");
-            reached = reached.max(b.upto);
+            if b.upto > 0 {
+                reached = reached.max(b.upto);
+                covers = covers.max(b.covers);
+            }
+        }
+        while o.marks.front().is_some_and(|m| m.0 <= reached) {
+            o.marks.pop_front();
         }
         drop(o);
         self.acked.fetch_max(reached, Relaxed);
+        self.watermark.fetch_max(covers, Relaxed);
         self.wake.notify_one();
     }
 
@@ -223,6 +270,10 @@ impl Link {
             keys.push(k);
         }
         let seen = o.seen;
+        // Read after `seen`: every change published before this instant is at or below it.
+        let covers = crate::crdt::Stamp::ntp64_from_unix_ms(
+            crate::clock::unix_ms().saturating_sub(WATERMARK_MARGIN_MS),
+        );
         let resync_from = o.resync;
         let session = o.session;
         let fresh = o.fresh;
@@ -284,6 +335,7 @@ impl Link {
             acked: false,
             keys,
             synced,
+            covers,
         });
         drop(o);
         let msg = ReplMsg::Batch {

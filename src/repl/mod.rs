@@ -8,7 +8,10 @@
 //! 2. S's link task sends batches of current full entries (see [`link`] for coalescing, the
 //!    window and re-sends), tagged with a session and the offset they complete.
 //! 3. R merges each entry with origin S and acknowledges the batch.
-//! 4. A new link starts a session with a full sync of its slots. R answers a batch of a session
+//! 4. Changes that came from another region are not passed on to a third one: every region's
+//!    owner sends its own changes to every other region directly (a full mesh), so forwarding
+//!    would only double the WAN bytes. They do go to our replicas.
+//! 5. A new link starts a session with a full sync of its slots. R answers a batch of a session
 //!    it never saw begin with `need_resync` (R restarted and lost what the session had sent), and
 //!    S starts a new session. Both ends of a primary/replica pair run a link, so a node that was
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
@@ -44,6 +47,8 @@ pub trait Transport: Send + Sync + 'static {
 pub struct LinkSpec {
     pub peer: u64,
     pub kind: LinkKind,
+    /// The peer's region for [`LinkKind::Region`] links (empty for links inside the region).
+    pub group: String,
     pub addr: SocketAddr,
     pub slots: SlotSet,
 }
@@ -53,12 +58,24 @@ pub struct LinkSpec {
 pub struct LinkStatus {
     pub peer: u64,
     pub kind: LinkKind,
+    pub group: String,
     pub connected: bool,
+    /// Age of the oldest change the peer has not acknowledged.
+    pub lag_ms: u64,
     pub acked: u64,
     pub pending_keys: usize,
     pub batches_sent: u64,
     pub bytes_sent: u64,
     pub age_ms: u64,
+}
+
+/// What one peer sent us.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound {
+    /// Last batch or ack.
+    pub last: std::time::Instant,
+    pub batches: u64,
+    pub bytes: u64,
 }
 
 pub struct Replicator {
@@ -73,8 +90,8 @@ pub struct Replicator {
     transport: Arc<dyn Transport>,
     /// Per sender: the session we saw begin, and the offset we applied up to.
     inbound: Mutex<HashMap<u64, (u64, u64)>>,
-    /// When each peer was last heard from (any batch or ack).
-    heard: Mutex<HashMap<u64, std::time::Instant>>,
+    /// What each peer sent us.
+    heard: Mutex<HashMap<u64, Inbound>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
@@ -124,7 +141,28 @@ impl Replicator {
         self.heard
             .lock()
             .get(&peer)
-            .is_some_and(|t| t.elapsed() < d)
+            .is_some_and(|t| t.last.elapsed() < d)
+    }
+
+    /// What `peer` sent us so far.
+    pub fn inbound_from(&self, peer: u64) -> Option<Inbound> {
+        self.heard.lock().get(&peer).copied()
+    }
+
+    /// The stamp time (NTP64) below which every peer holds every change of ours, or
+    /// [`Keyspace::STANDALONE`] without links. Tombstones and evictions wait for it.
+    pub fn watermark(&self) -> u64 {
+        self.links
+            .read()
+            .values()
+            .map(|l| l.watermark.load(Relaxed))
+            .min()
+            .unwrap_or(Keyspace::STANDALONE)
+    }
+
+    /// Hands the current watermark to the keyspace (the cluster runtime calls it each tick).
+    pub fn publish_watermark(&self) {
+        self.ks().set_peer_watermark(self.watermark());
     }
 
     /// Makes the set of links equal to `want`: new links start a session with a full sync,
@@ -144,7 +182,14 @@ impl Replicator {
                 l.set_slots(w.slots);
                 continue;
             }
-            let link = Arc::new(Link::new(w.peer, w.kind, w.addr, w.slots, self.offset()));
+            let link = Arc::new(Link::new(
+                w.peer,
+                w.kind,
+                w.group,
+                w.addr,
+                w.slots,
+                self.offset(),
+            ));
             links.insert(w.peer, link.clone());
             let ks = self.ks().clone();
             let transport = self.transport.clone();
@@ -168,7 +213,19 @@ impl Replicator {
         let from = match &msg {
             ReplMsg::Batch { from, .. } | ReplMsg::Ack { from, .. } => *from,
         };
-        self.heard.lock().insert(from, std::time::Instant::now());
+        {
+            let mut heard = self.heard.lock();
+            let h = heard.entry(from).or_insert(Inbound {
+                last: std::time::Instant::now(),
+                batches: 0,
+                bytes: 0,
+            });
+            h.last = std::time::Instant::now();
+            if matches!(msg, ReplMsg::Batch { .. }) {
+                h.batches += 1;
+                h.bytes += frame.len() as u64;
+            }
+        }
         match msg {
             ReplMsg::Batch {
                 from,
@@ -240,38 +297,63 @@ impl Replicator {
     /// Waits until `n` replicas acknowledged everything published so far, or `timeout`
     /// (0 = forever); returns how many did (Redis `WAIT`).
     pub async fn wait_replicas(&self, n: usize, timeout: Duration) -> usize {
+        self.wait_for(n, timeout, |r, target| r.replicas_at(target))
+            .await
+    }
+
+    /// Waits until `n` other regions acknowledged everything published so far, or `timeout`
+    /// (0 = forever); returns how many did (`MERIDIAN.WAITREGIONS`). A region counts when every
+    /// link to it (one per owner of some of our slots there) has acknowledged the offset.
+    pub async fn wait_regions(&self, n: usize, timeout: Duration) -> usize {
+        self.wait_for(n, timeout, |r, target| r.regions_at(target))
+            .await
+    }
+
+    async fn wait_for(
+        &self,
+        n: usize,
+        timeout: Duration,
+        count: impl Fn(&Self, u64) -> usize,
+    ) -> usize {
         let target = self.offset();
         let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
         loop {
-            let replicas: Vec<Arc<Link>> = self
-                .links
-                .read()
-                .values()
-                .filter(|l| l.kind == LinkKind::Replica)
-                .cloned()
-                .collect();
-            let done = replicas
-                .iter()
-                .filter(|l| l.acked.load(Relaxed) >= target)
-                .count();
+            let done = count(self, target);
             if done >= n || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return done;
             }
-            for l in &replicas {
+            for l in self.links.read().values() {
                 l.wake.notify_one();
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
-    /// Replicas that acknowledged everything published so far (WAIT inside EXEC).
-    pub fn acked_replicas(&self) -> usize {
-        let target = self.offset();
+    fn replicas_at(&self, target: u64) -> usize {
         self.links
             .read()
             .values()
             .filter(|l| l.kind == LinkKind::Replica && l.acked.load(Relaxed) >= target)
             .count()
+    }
+
+    fn regions_at(&self, target: u64) -> usize {
+        let mut regions: HashMap<&str, bool> = HashMap::new();
+        let links = self.links.read();
+        for l in links.values().filter(|l| l.kind == LinkKind::Region) {
+            *regions.entry(&l.group).or_insert(true) &= l.acked.load(Relaxed) >= target;
+        }
+        regions.values().filter(|&&ok| ok).count()
+    }
+
+    /// Other regions that acknowledged everything published so far.
+    pub fn regions_acked(&self) -> usize {
+        self.regions_at(self.offset())
+    }
+
+    /// Replicas that acknowledged everything published so far (WAIT inside EXEC).
+    pub fn acked_replicas(&self) -> usize {
+        self.replicas_at(self.offset())
     }
 
     pub fn status(&self) -> Vec<LinkStatus> {
@@ -282,7 +364,9 @@ impl Replicator {
             .map(|l| LinkStatus {
                 peer: l.peer,
                 kind: l.kind,
+                group: l.group.clone(),
                 connected: l.connected.load(Relaxed),
+                lag_ms: l.lag().as_millis() as u64,
                 acked: l.acked.load(Relaxed),
                 pending_keys: l.pending(),
                 batches_sent: l.batches_sent.load(Relaxed),
@@ -310,8 +394,13 @@ impl DeltaSink for Replicator {
         let links = self.links.read();
         let _in_order = self.publishing.lock();
         let offset = self.offset.fetch_add(deltas.len() as u64, Relaxed) + deltas.len() as u64;
+        let from_region = match origin {
+            Origin::Peer(p) => links.get(&p).is_some_and(|l| l.kind == LinkKind::Region),
+            _ => false,
+        };
         for link in links.values() {
-            let from_peer = origin == Origin::Peer(link.peer);
+            let from_peer = origin == Origin::Peer(link.peer)
+                || (from_region && link.kind == LinkKind::Region);
             let slots = link.slots.lock();
             let keys = deltas
                 .iter()

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 /// Mesh frame class byte of replication traffic.
 pub const CLASS_REPL: u8 = 2;
+/// The same, with the msgpack body compressed (LZ4 block, size prepended).
+pub const CLASS_REPL_LZ4: u8 = 3;
+/// Bodies shorter than this are sent as they are: compression would not pay.
+const COMPRESS_FROM: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplFrame {
@@ -54,27 +58,51 @@ pub enum WireError {
     Class(u8),
     #[error("empty frame")]
     Empty,
+    #[error("undecompressable replication frame: {0}")]
+    Decompress(#[from] lz4_flex::block::DecompressError),
+    #[error("compressed replication frame claims {0} bytes (more than a frame may hold)")]
+    TooLarge(usize),
     #[error("undecodable replication frame: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
     #[error("unencodable replication frame: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
 }
 
+/// Encodes a message; bodies of [`COMPRESS_FROM`] bytes or more are compressed when that
+/// saves at least an eighth (keys and values of a cache batch often repeat prefixes).
 pub fn encode(msg: ReplMsg) -> Result<bytes::Bytes, WireError> {
     let mut buf = vec![CLASS_REPL];
     rmp_serde::encode::write(&mut buf, &ReplFrame::V1(msg))?;
+    if buf.len() > COMPRESS_FROM {
+        let packed = lz4_flex::block::compress_prepend_size(&buf[1..]);
+        if packed.len() + 1 < buf.len() - buf.len() / 8 {
+            let mut out = Vec::with_capacity(packed.len() + 1);
+            out.push(CLASS_REPL_LZ4);
+            out.extend_from_slice(&packed);
+            return Ok(out.into());
+        }
+    }
     Ok(buf.into())
 }
 
+/// Decodes a frame; checks the claimed size of a compressed body before allocating it.
 pub fn decode(frame: &[u8]) -> Result<ReplMsg, WireError> {
-    match frame.first() {
-        None => Err(WireError::Empty),
-        Some(&CLASS_REPL) => {
-            let ReplFrame::V1(m) = rmp_serde::from_slice(&frame[1..])?;
-            Ok(m)
+    let body: std::borrow::Cow<'_, [u8]> = match frame.first() {
+        None => return Err(WireError::Empty),
+        Some(&CLASS_REPL) => frame[1..].into(),
+        Some(&CLASS_REPL_LZ4) => {
+            let claimed = frame
+                .get(1..5)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            if claimed > crate::mesh::DEFAULT_MAX_FRAME_LEN {
+                return Err(WireError::TooLarge(claimed));
+            }
+            lz4_flex::block::decompress_size_prepended(&frame[1..])?.into()
         }
-        Some(&c) => Err(WireError::Class(c)),
-    }
+        Some(&c) => return Err(WireError::Class(c)),
+    };
+    let ReplFrame::V1(m) = rmp_serde::from_slice(&body)?;
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -94,5 +122,36 @@ mod tests {
         assert!(decode(&[CLASS_REPL, 0xff, 0x00]).is_err());
         assert!(decode(&[9, 1, 2]).is_err());
         assert!(decode(&[]).is_err());
+        // A compressed frame claiming 4 GiB is refused before any allocation.
+        assert!(matches!(
+            decode(&[CLASS_REPL_LZ4, 0xff, 0xff, 0xff, 0xff, 0]),
+            Err(WireError::TooLarge(_))
+        ));
+        assert!(decode(&[CLASS_REPL_LZ4, 4, 0, 0, 0, 0xff]).is_err());
+    }
+
+    #[test]
+    fn repetitive_batches_are_compressed_and_decode_the_same() {
+        let entry = crate::crdt::Entry::default().to_delta();
+        let entries: Vec<KeyEntry> = (0..200)
+            .map(|i| KeyEntry {
+                key: format!("user:session:{i:06}").into_bytes().into(),
+                entry: entry.clone(),
+            })
+            .collect();
+        let m = ReplMsg::Batch {
+            from: 1,
+            session: 2,
+            fresh: false,
+            batch: 3,
+            upto: 4,
+            entries,
+        };
+        let frame = encode(m.clone()).unwrap();
+        assert_eq!(frame[0], CLASS_REPL_LZ4);
+        let mut plain = vec![CLASS_REPL];
+        rmp_serde::encode::write(&mut plain, &ReplFrame::V1(m.clone())).unwrap();
+        assert!(frame.len() < plain.len() / 2, "{} vs {}", frame.len(), plain.len());
+        assert_eq!(decode(&frame).unwrap(), m);
     }
 }

@@ -28,6 +28,8 @@ pub enum ServerError {
     },
     #[error("no bind address configured")]
     NoBind,
+    #[error("debug-clock-offset: at most 16 skewed clocks per process")]
+    ClockSlots,
     #[error("cannot start the cluster layer: {0}")]
     Cluster(crate::cluster::runtime::StartError),
     #[error("cannot load the data directory: {0}")]
@@ -81,10 +83,15 @@ pub async fn spawn_with(
     let s = config.settings();
     // 1. Clock: one HLC per node.
     let node_id = s.node_id.unwrap_or_else(random_node_id);
-    let clock = Arc::new(Hlc::new(
-        node_id,
-        Duration::from_millis(s.max_clock_drift_ms),
-    ));
+    let drift = Duration::from_millis(s.max_clock_drift_ms);
+    let clock = Arc::new(match s.clock_offset_ms {
+        0 => Hlc::new(node_id, drift),
+        ms => {
+            let physical = crate::clock::skewed_clock(ms).ok_or(ServerError::ClockSlots)?;
+            tracing::warn!(offset_ms = ms, "debug-clock-offset: this node's clock is skewed on purpose");
+            Hlc::with_clock(node_id, drift, physical)
+        }
+    });
     // 2. Keyspace: per-slot shards of CRDT entries.
     let keyspace = Arc::new(Keyspace::new(clock, None));
     // 2b. Persistence: load the snapshot and replay the log before anyone else sees the

@@ -62,6 +62,10 @@ pub struct Stats {
     pub merges_applied: AtomicU64,
     pub merges_noop: AtomicU64,
     pub merges_dropped_stale: AtomicU64,
+    /// Merges that resolved concurrent state, by kind (`Entry::conflicts`).
+    pub conflicts_register: AtomicU64,
+    pub conflicts_counter: AtomicU64,
+    pub conflicts_expiry: AtomicU64,
 }
 
 /// What a merge did.
@@ -262,6 +266,16 @@ impl Keyspace {
         let mut shard = self.shards[slot as usize].lock();
         let outcome = match shard.find_mut(hash, key) {
             Some(node) => {
+                let c = node.entry.conflicts(delta);
+                for (hit, n) in [
+                    (c.register, &self.stats.conflicts_register),
+                    (c.counter, &self.stats.conflicts_counter),
+                    (c.expiry, &self.stats.conflicts_expiry),
+                ] {
+                    if hit {
+                        n.fetch_add(1, Relaxed);
+                    }
+                }
                 if node.entry.merge(delta) {
                     MergeOutcome::Changed
                 } else {
