@@ -108,6 +108,7 @@ impl World {
             }
             layout.push(nodes);
         }
+        let seeds: Vec<u16> = layout.iter().map(|nodes| nodes[0].2.port()).collect();
         let mut regions = Vec::new();
         for (r, spec) in specs.iter().enumerate() {
             let cluster_nodes = layout[r]
@@ -117,7 +118,7 @@ impl World {
                 .join(" ");
             let peers = (0..specs.len())
                 .filter(|&o| o != r)
-                .map(|o| format!("127.0.0.1:{}", layout[o][0].2.port()))
+                .map(|o| format!("127.0.0.1:{}", seeds[o]))
                 .collect::<Vec<_>>()
                 .join(" ");
             let mut nodes = Vec::new();
