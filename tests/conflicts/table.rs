@@ -297,3 +297,46 @@ pub async fn run_table(groups: &[(Window, &[Case])]) {
         failures.join("\n\n")
     );
 }
+
+/// For a test whose nodes are known to abort the whole process: in the parent, runs the test
+/// `name` again in a child process of this binary (holding the serial lock meanwhile, so no
+/// other world shares the cores) and fails with the child's output unless it passed; returns
+/// false. In the child, returns true: the caller runs the test body there.
+pub async fn in_own_process(name: &str) -> bool {
+    if std::env::var_os("CONFLICTS_CHILD").is_some() {
+        return true;
+    }
+    let _serial = crate::common::cluster::serial().lock_owned().await;
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("CONFLICTS_CHILD", "1")
+        .env("RUST_BACKTRACE", "0")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not finish within 180 s in its own process"))
+        .expect("the child test process runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = out.status.success() && text.contains("1 passed");
+    let shown: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !(t.starts_with("at ")
+                || t.split_once(':')
+                    .is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+        })
+        .collect();
+    assert!(
+        passed,
+        "{name} failed in its own process ({}):\n{}",
+        out.status,
+        shown.join("\n")
+    );
+    false
+}
