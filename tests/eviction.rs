@@ -271,6 +271,9 @@ async fn config_set_switches_policy_and_limit_at_runtime() {
     flood(&mut c, "x", 0..10, 10, false).await;
     let evicted: u64 = info(&mut c, "evicted_keys").await.parse().unwrap();
     assert!(evicted > 0);
+    // CONFIG RESETSTAT zeroes it, as in Redis.
+    let () = q!(c, "CONFIG", "RESETSTAT").unwrap();
+    assert_eq!(info(&mut c, "evicted_keys").await, "0");
 }
 
 #[tokio::test]

@@ -122,6 +122,10 @@ fn config_resetstat(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         &ks.merges_applied,
         &ks.merges_noop,
         &ks.merges_dropped_stale,
+        &ks.conflicts_register,
+        &ks.conflicts_counter,
+        &ks.conflicts_expiry,
+        &ctx.node.keyspace.evict.evicted,
     ] {
         c.store(0, Relaxed);
     }

@@ -243,6 +243,10 @@ impl Replicator {
                 for e in &entries {
                     ks.merge_from(Origin::Peer(from), &e.key, &e.entry);
                 }
+                // Merges are never refused (that would lose a peer's writes), but they count
+                // against maxmemory like local writes: evict for them now, under the policy.
+                // Under `noeviction` the next local write gets the OOM error instead.
+                let _ = ks.ensure_memory();
                 let need_resync = {
                     let mut inbound = self.inbound.lock();
                     let s = inbound.entry(from).or_insert((0, 0));
