@@ -24,7 +24,9 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 /// received).
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn serial() -> Arc<tokio::sync::Mutex<()>> {
+/// The lock that runs the regions of one test binary one at a time (held for a region's or a
+/// multi-region world's whole life).
+pub fn serial() -> Arc<tokio::sync::Mutex<()>> {
     static M: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
     M.get_or_init(|| Arc::new(tokio::sync::Mutex::new(())))
         .clone()
