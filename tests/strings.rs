@@ -515,3 +515,43 @@ async fn expired_string_reads_as_missing() {
     assert_eq!(ttl, -1);
     s.shutdown().await;
 }
+
+/// SETBIT / GETBIT / BITCOUNT, with the replies and errors of Redis 7 (checked against a live
+/// redis-server): bit 0 is the most significant bit, strings grow with zero bytes, ranges count
+/// from the end when negative.
+#[tokio::test]
+async fn bit_commands_match_redis() {
+    let s = start().await;
+    let mut raw = Raw::connect(s.addr()).await;
+    expect_all(
+        &mut raw,
+        &[
+            (&["SETBIT", "b", "7", "1"], ":0\r\n"),
+            (&["SETBIT", "b", "7", "1"], ":1\r\n"),
+            (&["SETBIT", "b", "100", "0"], ":0\r\n"),
+            (&["GETBIT", "b", "7"], ":1\r\n"),
+            (&["GETBIT", "b", "1000"], ":0\r\n"),
+            (&["GETBIT", "nokey", "3"], ":0\r\n"),
+            (&["STRLEN", "b"], ":13\r\n"),
+            (&["GETRANGE", "b", "0", "0"], "$1\r\n\x01\r\n"),
+            (&["BITCOUNT", "b"], ":1\r\n"),
+            (&["BITCOUNT", "b", "0", "-1", "BIT"], ":1\r\n"),
+            (&["BITCOUNT", "b", "7", "7", "bit"], ":1\r\n"),
+            (&["BITCOUNT", "b", "1", "1"], ":0\r\n"),
+            (&["SET", "s", "foobar"], "+OK\r\n"),
+            (&["BITCOUNT", "s", "1", "-2"], ":18\r\n"),
+            (&["BITCOUNT", "s", "-3", "-1", "BIT"], ":1\r\n"),
+            (&["BITCOUNT", "s", "5", "2"], ":0\r\n"),
+            (&["BITCOUNT", "nokey"], ":0\r\n"),
+            (&["SETBIT", "b", "-1", "1"], "-ERR bit offset is not an integer or out of range\r\n"),
+            (&["SETBIT", "b", "4294967296", "1"], "-ERR bit offset is not an integer or out of range\r\n"),
+            (&["SETBIT", "b", "1", "2"], "-ERR bit is not an integer or out of range\r\n"),
+            (&["GETBIT", "b", "x"], "-ERR bit offset is not an integer or out of range\r\n"),
+            (&["BITCOUNT", "b", "0"], "-ERR syntax error\r\n"),
+            (&["BITCOUNT", "b", "0", "1", "foo"], "-ERR syntax error\r\n"),
+            (&["SETBIT", "b", "1"], "-ERR wrong number of arguments for 'setbit' command\r\n"),
+        ],
+    )
+    .await;
+    s.shutdown().await;
+}

@@ -10,6 +10,7 @@
 //! 5. run the handler, which writes its reply into the client's output buffer.
 
 pub mod clients;
+mod bits;
 mod cluster;
 mod connection;
 mod counters;

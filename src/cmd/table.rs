@@ -91,6 +91,7 @@ macro_rules! spec {
 pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
     [
         super::strings::COMMANDS,
+        super::bits::COMMANDS,
         super::counters::COMMANDS,
         super::keys::COMMANDS,
         super::expire::COMMANDS,
