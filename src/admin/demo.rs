@@ -120,15 +120,20 @@ async fn start(opts: &DemoOptions, dir: &Path, procs: &mut Vec<Proc>) -> Result<
                     what: "creating a node log".into(),
                     source,
                 })?;
-            let child = Command::new(&exe)
-                .arg("serve")
+            let mut cmd = Command::new(&exe);
+            cmd.arg("serve")
                 .args(["--port", &seat.resp.port().to_string()])
                 .args(["--region", &region])
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-nodes", &list.join(" ")])
                 .args(["--cluster-replicas", &opts.replicas.to_string()])
-                .args(["--cluster-tls-dir", &tls.to_string_lossy()])
-                .args(["--region-peers", &peers.join(" ")])
+                .args(["--cluster-tls-dir", &tls.to_string_lossy()]);
+            // Only with other regions: an empty argument would not survive a copy of the
+            // command line (tests restart nodes from /proc/<pid>/cmdline).
+            if !peers.is_empty() {
+                cmd.args(["--region-peers", &peers.join(" ")]);
+            }
+            let child = cmd
                 .args(&opts.node_args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|source| AdminError::Io {
