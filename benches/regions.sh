@@ -15,12 +15,14 @@
 #             1, a reader polling `GET probe` on region 2; lag = first read that sees seq − send
 #             time (one process, one monotonic clock). p50/p99/max, achieved writes/s, and
 #             region 1's bytes_sent per write (INFO regions) at that rate.
-#   rtt       the same at each rate of RTT_RATES with RTT_MS of round trip between the two
-#             regions' mesh ports only: a `prio` root qdisc on lo whose 4th band is
-#             `netem delay RTT_MS/2` (each direction), and u32 filters sending UDP from one
-#             region's mesh ports to the other's into that band. Nothing else on lo is delayed
-#             (unfiltered packets use bands 1-3 through the default priomap). Refuses to run if
-#             lo already has a root qdisc; the EXIT trap deletes it.
+#   rtt       the same at each rate of RTT_RATES with RTT_MS of round trip added between the two
+#             regions' mesh ports only (nothing else on lo is delayed). DELAY_METHOD=nfqueue
+#             (default): iptables NFQUEUE rules (INPUT on lo, --queue-bypass) on UDP between the
+#             two mesh ports, both ways, and benches/nfq_delay.py holding each packet RTT_MS/2
+#             (this VM's kernel has no sch_netem nor sch_prio). DELAY_METHOD=netem: a prio root
+#             qdisc on lo whose 4th band is `netem delay RTT_MS/2`, u32 filters on the ports
+#             (refuses if lo already has a root qdisc). The EXIT trap removes rules, qdisc and
+#             the delay process.
 #   zipf      region_lag `zipf`: ZIPF_WRITES SETs of 32-byte values (random hex) on key:<rank>,
 #             rank ~ zipf(s) over ZIPF_KEYS keys, for each s in ZIPF_SKEWS, unpaced
 #             (ZIPF_CONNS × pipeline 64) into region 1, then MERIDIAN.WAITREGIONS 1. Reports
@@ -45,7 +47,7 @@
 # Env:
 #   PARTS="lag rtt zipf converge throughput"
 #   LAG_RATES="10000 50000 0"  LAG_SECONDS=10  LAG_WARMUP=1  LAG_CONNS=2 (4 at rate 0)  LAG_ROUNDS=1
-#   RTT_MS=50  RTT_RATES="10000 50000"
+#   RTT_MS=50  RTT_RATES="10000 50000"  DELAY_METHOD=nfqueue|netem  NFQ_NUM=4242 (queue number)
 #   ZIPF_WRITES=1000000  ZIPF_KEYS=100000  ZIPF_SKEWS="0.99 0"  ZIPF_CONNS=4
 #   CONV_KEYS=100000  CONV_SECONDS=10  CONV_OVERLAP=0.1  CONV_SAMPLE=1000  CONV_TIMEOUT=180
 #   TP_ROUNDS=3  TP_REQUESTS=100000 (P1)  TP_REQUESTS_PIPELINED=10*TP_REQUESTS  TP_TESTS="set incr"
@@ -53,7 +55,7 @@
 #   SERVER_CPU=0 CLIENT_CPU=1  START_TIMEOUT=60  RUN_TIMEOUT=300
 #   MERIDIAN_BIN=path  REGION_LAG_BIN=path   (default: cargo build --release, honouring CARGO_TARGET_DIR)
 #   OUT_DIR=bench-results   report: OUT_DIR/regions-<timestamp>.md, raw: .jsonl beside it
-# Needs root for the rtt (tc) and converge/zipf (iptables) parts.
+# Needs root for the rtt, zipf and converge parts (iptables; tc with DELAY_METHOD=netem).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -239,10 +241,11 @@ cli() {
     timeout 10 "$REDIS_CLI" -h "${a%:*}" -p "${a##*:}" "$@"
 }
 port_of() { echo "${1##*:}"; }
-# bytes_sent I: Σ bytes_sent over the peer regions in node I's INFO regions.
-bytes_sent() {
-    cli "$1" info regions | tr -d '\r' | awk -F'bytes_sent=' '/^peer_region_/ { split($2, a, ","); s += a[1] } END { printf "%d\n", s }'
+# regions_sum I FIELD: Σ FIELD over the peer regions in node I's INFO regions.
+regions_sum() {
+    cli "$1" info regions | tr -d '\r' | awk -F"[:,]$2=" '/^peer_region_/ { split($2, a, ","); s += a[1] } END { printf "%d\n", s }'
 }
+bytes_sent() { regions_sum "$1" bytes_sent; }
 
 RAW="$WORK/raw.jsonl"
 : >"$RAW"
@@ -278,20 +281,19 @@ run_region_lag() {
 # ----- part: lag (and rtt) -----
 # lag_runs LABEL RATES: one run per rate on the current demo (regions 1 → 2).
 lag_runs() {
-    local label=$1 rates=$2 rate conns out c0a c0b c1a c1b t0 t1
+    local label=$1 rates=$2 rate conns out c0a c0b c1a c1b t0 t1 s0 s1 b0 b1
     for rate in $rates; do
         conns=$LAG_CONNS
         if ((rate == 0)); then conns=$((LAG_CONNS * 2)); fi
-        local s0 s1
-        s0="$(bytes_sent 0)"
+        s0="$(bytes_sent 0)" b0="$(regions_sum 0 batches_sent)"
         c0a="$(sched_ns "${NODE_PIDS[0]}")" c0b="$(sched_ns "${NODE_PIDS[1]}")" t0="$(date +%s%N)"
         out="$(run_region_lag $((LAG_SECONDS + 60)) lag a="${NODE_RESP[0]}" b="${NODE_RESP[1]}" rate="$rate" \
             seconds="$LAG_SECONDS" warmup="$LAG_WARMUP" conns="$conns" keys="$KEYSPACE" value="$DATA_SIZE")"
         c1a="$(sched_ns "${NODE_PIDS[0]}")" c1b="$(sched_ns "${NODE_PIDS[1]}")" t1="$(date +%s%N)"
-        s1="$(bytes_sent 0)"
+        s1="$(bytes_sent 0)" b1="$(regions_sum 0 batches_sent)"
         [[ "$out" == \{* ]] || { FAILED=1; out='{"error":"region_lag lag produced no result"}'; tail -5 "$WORK/region_lag.err" >&2; }
         record "$label" "$out" rtt_ms="$([[ $label == rtt ]] && echo "$RTT_MS" || echo 0)" \
-            wan_bytes="$((s1 - s0))" \
+            wan_bytes="$((s1 - s0))" batches="$((b1 - b0))" \
             cpu_a="$(awk -v a="$c0a" -v b="$c1a" -v t="$((t1 - t0))" 'BEGIN{split(a,x," ");split(b,y," ");printf "%.3f",(y[1]-x[1])/t}')" \
             cpu_b="$(awk -v a="$c0b" -v b="$c1b" -v t="$((t1 - t0))" 'BEGIN{split(a,x," ");split(b,y," ");printf "%.3f",(y[1]-x[1])/t}')" \
             runq_a="$(awk -v a="$c0a" -v b="$c1a" -v t="$((t1 - t0))" 'BEGIN{split(a,x," ");split(b,y," ");printf "%.3f",(y[2]-x[2])/t}')" \
@@ -543,14 +545,14 @@ def fmt(x, nd=1):
 lag = [r for r in rows if r["part"] in ("lag", "rtt")]
 if lag:
     print("## Visibility lag (write in region 1 → first read in region 2 that sees it)\n")
-    print("| RTT ms | target writes/s | achieved writes/s | lag p50 ms | p90 | p99 | p99.9 | max | probes counted | region-1 bytes_sent per write | node on-CPU A / B | runq A / B |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| RTT ms | target writes/s | achieved writes/s | lag p50 ms | p90 | p99 | p99.9 | max | probes counted | writes per batch | region-1 bytes_sent per write | node on-CPU A / B | runq A / B |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in lag:
         if "error" in r: print(f"| {r.get('rtt_ms')} | | error: {r['error']} |"); continue
         l = r["lag_ms"]
         tr = "max" if r["target_rate"] == 0 else f"{int(r['target_rate']):,}"
         wpw = r["wan_bytes"] / r["writes"] if r.get("writes") else None
-        print(f"| {r['rtt_ms']} | {tr} | {r['writes_per_s']:,.0f} | {fmt(l['p50'],2)} | {fmt(l['p90'],2)} | {fmt(l['p99'],2)} | {fmt(l['p999'],2)} | {fmt(l['max'],2)} | {r['probes_counted']} | {fmt(wpw,1)} | {r['cpu_a']:.0%} / {r['cpu_b']:.0%} | {r['runq_a']:.0%} / {r['runq_b']:.0%} |")
+        print(f"| {r['rtt_ms']} | {tr} | {r['writes_per_s']:,.0f} | {fmt(l['p50'],2)} | {fmt(l['p90'],2)} | {fmt(l['p99'],2)} | {fmt(l['p999'],2)} | {fmt(l['max'],2)} | {r['probes_counted']} | {fmt(r['writes'] / r['batches'] if r.get('batches') else None, 1)} | {fmt(wpw,1)} | {r['cpu_a']:.0%} / {r['cpu_b']:.0%} | {r['runq_a']:.0%} / {r['runq_b']:.0%} |")
     print()
 z = [r for r in rows if r["part"] == "zipf"]
 if z:
