@@ -36,6 +36,8 @@
 #             are deleted (heal) and region_lag `converge` measures from the heal until
 #             MERIDIAN.WAITREGIONS 1 returns 1 on both sides, DBSIZE is equal on both sides (and
 #             equals the expected key count), and CONV_SAMPLE random keys read the same.
+#             INFO crdt merge counters of both nodes are recorded (merges_dropped_stale counts
+#             deltas a node refused as older than its collected_below watermark).
 #   throughput  redis-benchmark -t set,incr -P {1,16} -c 50 -d 32 -r 100000 against region 1's
 #             node of `demo --regions 3` (replicating to 2 peer regions) vs `demo --regions 1`
 #             (unreplicated), TP_ROUNDS rounds alternating which goes first; all nodes of a demo
@@ -50,6 +52,11 @@
 #   RTT_MS=50  RTT_RATES="10000 50000"  DELAY_METHOD=nfqueue|netem  NFQ_NUM=4242 (queue number)
 #   ZIPF_WRITES=1000000  ZIPF_KEYS=100000  ZIPF_SKEWS="0.99 0"  ZIPF_CONNS=4
 #   CONV_KEYS=100000  CONV_SECONDS=10  CONV_OVERLAP=0.1  CONV_SAMPLE=1000  CONV_TIMEOUT=180
+#   CONV_ROUNDS=1  CONV_GRACES="default 3600000"  per round, one converge run per value: the nodes' tombstone-grace (ms,
+#                            MERIDIAN_TOMBSTONE_GRACE; "default" = the built-in 5000). A grace
+#                            longer than the partition sidesteps the stale-drop bug described
+#                            in docs/benchmarks.md; CONV_TIMEOUT_DEFAULT_GRACE=60 bounds the
+#                            default-grace run, which does not converge at these sizes
 #   TP_ROUNDS=3  TP_REQUESTS=100000 (P1)  TP_REQUESTS_PIPELINED=10*TP_REQUESTS  TP_TESTS="set incr"
 #   TP_PIPELINES="1 16"  CLIENTS=50  DATA_SIZE=32  KEYSPACE=100000
 #   SERVER_CPU=0 CLIENT_CPU=1  START_TIMEOUT=60  RUN_TIMEOUT=300
@@ -77,6 +84,9 @@ CONV_SECONDS="${CONV_SECONDS:-10}"
 CONV_OVERLAP="${CONV_OVERLAP:-0.1}"
 CONV_SAMPLE="${CONV_SAMPLE:-1000}"
 CONV_TIMEOUT="${CONV_TIMEOUT:-180}"
+CONV_GRACES="${CONV_GRACES:-default 3600000}"
+CONV_ROUNDS="${CONV_ROUNDS:-1}"
+CONV_TIMEOUT_DEFAULT_GRACE="${CONV_TIMEOUT_DEFAULT_GRACE:-60}"
 TP_ROUNDS="${TP_ROUNDS:-3}"
 TP_REQUESTS="${TP_REQUESTS:-100000}"
 TP_REQUESTS_PIPELINED="${TP_REQUESTS_PIPELINED:-$((TP_REQUESTS * 10))}"
@@ -123,6 +133,7 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/meridian-regions.XXXXXX")"
 TAG="meridian-regions-$$"   # comment on every iptables rule this script adds
 DEMO_PID=""
+DEMO_ENV=()   # extra VAR=value for the demo's nodes
 NODE_PIDS=()  NODE_RESP=()  NODE_MESH=()  NODE_REGION=()
 QDISC_ADDED=0
 DELAY_PID=""  # benches/nfq_delay.py, while it runs
@@ -210,7 +221,7 @@ start_demo() {
     : >"$out"
     (
         trap - INT QUIT
-        exec env MERIDIAN_IO_THREADS=1 taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" demo --regions "$regions" \
+        exec env MERIDIAN_IO_THREADS=1 ${DEMO_ENV[@]+"${DEMO_ENV[@]}"} taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" demo --regions "$regions" \
             --nodes 1 --base-port "$base"
     ) >"$out" 2>"$out.err" &
     DEMO_PID=$!
@@ -413,9 +424,29 @@ part_zipf() {
 
 # ----- part: converge -----
 part_converge() {
-    local p0 p1 out heal t_part expect shared
-    log "converge: demo --regions 2 --nodes 1; partition ${CONV_SECONDS}s with $CONV_KEYS keys per side"
+    local grace round
+    for round in $(seq "$CONV_ROUNDS"); do
+        for grace in $CONV_GRACES; do
+            DEMO_ENV=()
+            if [[ "$grace" != default ]]; then DEMO_ENV=("MERIDIAN_TOMBSTONE_GRACE=$grace"); fi
+            converge_one "$grace"
+            DEMO_ENV=()
+        done
+    done
+}
+
+# crdt_stats I: "applied noop dropped_stale tombstones_collected" from node I's INFO crdt.
+crdt_stats() {
+    cli "$1" info crdt | tr -d '\r' | awk -F: '/^crdt_merges_applied:/ {a=$2} /^crdt_merges_noop:/ {n=$2}
+        /^crdt_merges_dropped_stale:/ {d=$2} /^crdt_tombstones_collected:/ {c=$2} END {printf "[%d,%d,%d,%d]\n", a, n, d, c}'
+}
+
+converge_one() {
+    local grace=$1 p0 p1 out heal t_part expect shared timeout=$CONV_TIMEOUT
+    if [[ "$grace" == default ]]; then timeout=$CONV_TIMEOUT_DEFAULT_GRACE; fi
+    log "converge (tombstone-grace $grace): demo --regions 2 --nodes 1; partition ${CONV_SECONDS}s with $CONV_KEYS keys per side"
     start_demo 2
+    log "tombstone-grace on region-1: $(cli 0 config get tombstone-grace | tail -1)"
     p0="$(port_of "${NODE_MESH[0]}")" p1="$(port_of "${NODE_MESH[1]}")"
     t_part=$SECONDS
     ipt_add filter INPUT drop01 -i lo -p udp --sport "$p0" --dport "$p1" -j DROP
@@ -424,7 +455,7 @@ part_converge() {
     out="$(run_region_lag $((CONV_SECONDS + RUN_TIMEOUT)) fill a="${NODE_RESP[0]}" b="${NODE_RESP[1]}" \
         keys="$CONV_KEYS" seconds="$CONV_SECONDS" overlap="$CONV_OVERLAP" value="$DATA_SIZE")"
     [[ "$out" == \{* ]] || { FAILED=1; out='{"error":"region_lag fill produced no result"}'; tail -5 "$WORK/region_lag.err" >&2; }
-    record converge-fill "$out" partition_s="$((SECONDS - t_part))"
+    record converge-fill "$out" partition_s="$((SECONDS - t_part))" grace="\"$grace\""
     while ((SECONDS - t_part < CONV_SECONDS)); do sleep 0.2; done
     local before_a before_b
     before_a="$(cli 0 info regions | tr -d '\r' | grep '^peer_region_' | paste -sd' ')"
@@ -435,14 +466,15 @@ part_converge() {
     ipt_del_all
     heal="$(date +%s%N)"
     log "healed"
-    out="$(run_region_lag $((CONV_TIMEOUT + 30)) converge a="${NODE_RESP[0]}" b="${NODE_RESP[1]}" since_ns="$heal" \
-        timeout="$CONV_TIMEOUT" expect="$expect" keys="$CONV_KEYS" overlap="$CONV_OVERLAP" sample="$CONV_SAMPLE")"
+    out="$(run_region_lag $((timeout + 30)) converge a="${NODE_RESP[0]}" b="${NODE_RESP[1]}" since_ns="$heal" \
+        timeout="$timeout" expect="$expect" keys="$CONV_KEYS" overlap="$CONV_OVERLAP" sample="$CONV_SAMPLE")"
     [[ "$out" == \{* ]] || { FAILED=1; out='{"error":"region_lag converge produced no result"}'; tail -5 "$WORK/region_lag.err" >&2; }
-    [[ "$out" == *'"converged":true'* ]] || FAILED=1
+    [[ "$out" == *'"converged":true'* ]] || { FAILED=1; log "NOT CONVERGED (tombstone-grace $grace): $(cut -c1-300 <<<"$out")"; }
     local after_a after_b
     after_a="$(cli 0 info regions | tr -d '\r' | grep '^peer_region_' | paste -sd' ')"
     after_b="$(cli 1 info regions | tr -d '\r' | grep '^peer_region_' | paste -sd' ')"
-    record converge "$out" keys_per_side="$CONV_KEYS" partition_s="$CONV_SECONDS" \
+    record converge "$out" keys_per_side="$CONV_KEYS" partition_s="$CONV_SECONDS" grace="\"$grace\"" \
+        crdt_a="$(crdt_stats 0)" crdt_b="$(crdt_stats 1)" \
         info_before_a="\"$before_a\"" info_before_b="\"$before_b\"" info_after_a="\"$after_a\"" info_after_b="\"$after_b\""
     # Logs of the nodes around the heal, for the record.
     local d
@@ -569,10 +601,14 @@ if c:
     print("## Convergence after a partition heals\n")
     for r in c:
         if r["part"] == "converge-fill":
+            print(f"\n### tombstone-grace {r.get('grace')} ms\n")
             print(f"- fill: {r.get('keys_per_side')} keys per side ({r.get('shared_keys')} shared) written in {r.get('seconds_a')} / {r.get('seconds_b')} s while partitioned; DBSIZE then {r.get('dbsize_a')} / {r.get('dbsize_b')}")
         else:
             print(f"- heal → converged: **{r.get('converged_s')} s** (converged={r.get('converged')}); WAITREGIONS 1 on A {r.get('waitregions_a_s')} s, on B {r.get('waitregions_b_s')} s; DBSIZE equal {r.get('dbsize_equal_s')} s; sample equal {r.get('sample_equal_s')} s; final DBSIZE {r.get('dbsize_a')} / {r.get('dbsize_b')} (expected {r.get('expect')}), sample mismatches {r.get('sample_mismatched')}")
-            print(f"- DBSIZE trace [s since heal, A, B]: {r.get('dbsize_trace')}")
+            print(f"- merges on A / B after [applied, noop, dropped_stale, tombstones_collected]: {r.get('crdt_a')} / {r.get('crdt_b')}")
+            tr = r.get('dbsize_trace') or []
+            if len(tr) > 12: tr = tr[:6] + ["..."] + tr[-3:]
+            print(f"- DBSIZE trace [s since heal, A, B]: {tr}")
             print(f"- INFO regions before heal: A `{r.get('info_before_a')}`, B `{r.get('info_before_b')}`")
             print(f"- INFO regions after: A `{r.get('info_after_a')}`, B `{r.get('info_after_b')}`")
     print()
