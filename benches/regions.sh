@@ -54,11 +54,12 @@
 #   ZIPF_WRITES=1000000  ZIPF_KEYS=100000  ZIPF_SKEWS="0.99 0"  ZIPF_CONNS=4
 #   ZIPF_RATES="0 10000 50000"  (0 = ZIPF_WRITES unpaced; otherwise rate × ZIPF_SECONDS=10 writes, paced)
 #   CONV_KEYS=100000  CONV_SECONDS=10  CONV_OVERLAP=0.1  CONV_SAMPLE=1000  CONV_TIMEOUT=180
-#   CONV_ROUNDS=1  CONV_GRACES="default 3600000"  per round, one converge run per value: the nodes' tombstone-grace (ms,
-#                            MERIDIAN_TOMBSTONE_GRACE; "default" = the built-in 5000). A grace
-#                            longer than the partition sidesteps the stale-drop bug described
-#                            in docs/benchmarks.md; CONV_TIMEOUT_DEFAULT_GRACE=60 bounds the
-#                            default-grace run, which does not converge at these sizes
+#   CONV_ROUNDS=1  CONV_GRACES="default 3600000": per round, one converge run per value of the
+#                            nodes' tombstone-grace (ms, MERIDIAN_TOMBSTONE_GRACE; "default" =
+#                            the built-in 5000). A grace longer than the partition sidesteps the
+#                            stale-drop bug described in docs/benchmarks.md.
+#   CONV_TIMEOUT_DEFAULT_GRACE=60  bounds the default-grace runs, which often never converge
+#                            (the bug); a run that does not converge makes the exit status 1
 #   TP_ROUNDS=3  TP_REQUESTS=100000 (P1)  TP_REQUESTS_PIPELINED=10*TP_REQUESTS  TP_TESTS="set incr"
 #   TP_PIPELINES="1 16"  CLIENTS=50  DATA_SIZE=32  KEYSPACE=100000
 #   SERVER_CPU=0 CLIENT_CPU=1  START_TIMEOUT=60  RUN_TIMEOUT=300
