@@ -25,7 +25,8 @@
 #             the delay process.
 #   zipf      region_lag `zipf`: ZIPF_WRITES SETs of 32-byte values (random hex) on key:<rank>,
 #             rank ~ zipf(s) over ZIPF_KEYS keys, for each s in ZIPF_SKEWS, unpaced
-#             (ZIPF_CONNS × pipeline 64) into region 1, then MERIDIAN.WAITREGIONS 1. Reports
+#             (ZIPF_CONNS × pipeline 64) into region 1, and paced at each non-zero rate of
+#             ZIPF_RATES for ZIPF_SECONDS, then MERIDIAN.WAITREGIONS 1. Reports
 #             writes/s until acknowledged by region 2, payload (key+value) MB/s, WAN bytes per
 #             write (Δ Σ bytes_sent over peer regions in region 1's INFO regions / writes), the
 #             on-CPU time of each node per write (schedstat), and the bytes on the wire both ways
@@ -51,12 +52,14 @@
 #   LAG_RATES="10000 50000 0"  LAG_SECONDS=10  LAG_WARMUP=1  LAG_CONNS=2 (4 at rate 0)  LAG_ROUNDS=1
 #   RTT_MS=50  RTT_RATES="10000 50000"  DELAY_METHOD=nfqueue|netem  NFQ_NUM=4242 (queue number)
 #   ZIPF_WRITES=1000000  ZIPF_KEYS=100000  ZIPF_SKEWS="0.99 0"  ZIPF_CONNS=4
+#   ZIPF_RATES="0 10000 50000"  (0 = ZIPF_WRITES unpaced; otherwise rate × ZIPF_SECONDS=10 writes, paced)
 #   CONV_KEYS=100000  CONV_SECONDS=10  CONV_OVERLAP=0.1  CONV_SAMPLE=1000  CONV_TIMEOUT=180
-#   CONV_ROUNDS=1  CONV_GRACES="default 3600000"  per round, one converge run per value: the nodes' tombstone-grace (ms,
-#                            MERIDIAN_TOMBSTONE_GRACE; "default" = the built-in 5000). A grace
-#                            longer than the partition sidesteps the stale-drop bug described
-#                            in docs/benchmarks.md; CONV_TIMEOUT_DEFAULT_GRACE=60 bounds the
-#                            default-grace run, which does not converge at these sizes
+#   CONV_ROUNDS=1  CONV_GRACES="default 3600000": per round, one converge run per value of the
+#                            nodes' tombstone-grace (ms, MERIDIAN_TOMBSTONE_GRACE; "default" =
+#                            the built-in 5000). A grace longer than the partition sidesteps the
+#                            stale-drop bug described in docs/benchmarks.md.
+#   CONV_TIMEOUT_DEFAULT_GRACE=60  bounds the default-grace runs, which often never converge
+#                            (the bug); a run that does not converge makes the exit status 1
 #   TP_ROUNDS=3  TP_REQUESTS=100000 (P1)  TP_REQUESTS_PIPELINED=10*TP_REQUESTS  TP_TESTS="set incr"
 #   TP_PIPELINES="1 16"  CLIENTS=50  DATA_SIZE=32  KEYSPACE=100000
 #   SERVER_CPU=0 CLIENT_CPU=1  START_TIMEOUT=60  RUN_TIMEOUT=300
@@ -79,6 +82,8 @@ ZIPF_WRITES="${ZIPF_WRITES:-1000000}"
 ZIPF_KEYS="${ZIPF_KEYS:-100000}"
 ZIPF_SKEWS="${ZIPF_SKEWS:-0.99 0}"
 ZIPF_CONNS="${ZIPF_CONNS:-4}"
+ZIPF_RATES="${ZIPF_RATES:-0 10000 50000}"
+ZIPF_SECONDS="${ZIPF_SECONDS:-10}"
 CONV_KEYS="${CONV_KEYS:-100000}"
 CONV_SECONDS="${CONV_SECONDS:-10}"
 CONV_OVERLAP="${CONV_OVERLAP:-0.1}"
@@ -394,9 +399,18 @@ wire_counters() {
 }
 
 part_zipf() {
-    local skew out c0a c0b c1a c1b w0 w1 p0 p1
+    local skew rate
     for skew in $ZIPF_SKEWS; do
-        log "zipf s=$skew: demo --regions 2 --nodes 1, $ZIPF_WRITES writes over $ZIPF_KEYS keys"
+        for rate in $ZIPF_RATES; do
+            zipf_one "$skew" "$rate"
+        done
+    done
+}
+
+zipf_one() {
+    local skew=$1 rate=$2 out c0a c0b c1a c1b w0 w1 p0 p1
+    {
+        log "zipf s=$skew rate=$rate: demo --regions 2 --nodes 1, over $ZIPF_KEYS keys"
         start_demo 2
         p0="$(port_of "${NODE_MESH[0]}")" p1="$(port_of "${NODE_MESH[1]}")"
         # Counting rules (no target): every UDP byte between the two mesh ports, both ways.
@@ -405,7 +419,8 @@ part_zipf() {
         w0="$(wire_counters)"
         c0a="$(sched_ns "${NODE_PIDS[0]}")" c0b="$(sched_ns "${NODE_PIDS[1]}")"
         out="$(run_region_lag "$RUN_TIMEOUT" zipf a="${NODE_RESP[0]}" writes="$ZIPF_WRITES" keys="$ZIPF_KEYS" \
-            skew="$skew" value="$DATA_SIZE" conns="$ZIPF_CONNS" wait=$((RUN_TIMEOUT - 10)))"
+            skew="$skew" value="$DATA_SIZE" conns="$ZIPF_CONNS" rate="$rate" seconds="$ZIPF_SECONDS" \
+            wait=$((RUN_TIMEOUT - 10)))"
         c1a="$(sched_ns "${NODE_PIDS[0]}")" c1b="$(sched_ns "${NODE_PIDS[1]}")"
         w1="$(wire_counters)"
         [[ "$out" == \{* ]] || { FAILED=1; out='{"error":"region_lag zipf produced no result"}'; tail -5 "$WORK/region_lag.err" >&2; }
@@ -419,7 +434,7 @@ part_zipf() {
             dbsize_a="$da" dbsize_b="$db"
         ipt_del_all
         stop_demo
-    done
+    }
 }
 
 # ----- part: converge -----
@@ -588,13 +603,13 @@ if lag:
     print()
 z = [r for r in rows if r["part"] == "zipf"]
 if z:
-    print("## Mesh throughput and WAN bytes (unpaced writes into region 1, until region 2 acknowledged)\n")
-    print("| skew | writes | distinct keys | client writes/s | replicated writes/s | payload B/write | payload MB/s | bytes_sent/write | bytes_sent / payload | wire bytes/write (both ways, IP+UDP+QUIC) | CPU µs/write A / B | writes per core-second (A+B) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("## Mesh throughput and WAN bytes (writes into region 1, unpaced (max) or paced, until region 2 acknowledged)\n")
+    print("| skew | target writes/s | writes | distinct keys | client writes/s | replicated writes/s | payload B/write | payload MB/s | bytes_sent/write | bytes_sent / payload | wire bytes/write (both ways, IP+UDP+QUIC) | CPU µs/write A / B | writes per core-second (A+B) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in z:
         if "error" in r: print(f"| | error: {r['error']} |"); continue
         w = r["writes"]
-        print(f"| {r['skew']} | {w:,} | {r['distinct_keys_written']:,} | {r['writes_per_s_client']:,.0f} | {r['writes_per_s_replicated']:,.0f} | {r['payload_per_write']:.1f} | {r['payload_mb_per_s']:.2f} | {r['wan_per_write']:.1f} | {r['wan_over_payload']:.2f}× | {(r['wire_ab'] + r['wire_ba']) / w:.1f} ({r['wire_ab'] / w:.1f} + {r['wire_ba'] / w:.1f}) | {r['cpu_s_a'] * 1e6 / w:.2f} / {r['cpu_s_b'] * 1e6 / w:.2f} | {w / (r['cpu_s_a'] + r['cpu_s_b']):,.0f} |")
+        print(f"| {r['skew']} | {'max' if not r.get('rate') else format(int(r['rate']), ',')} | {w:,} | {r['distinct_keys_written']:,} | {r['writes_per_s_client']:,.0f} | {r['writes_per_s_replicated']:,.0f} | {r['payload_per_write']:.1f} | {r['payload_mb_per_s']:.2f} | {r['wan_per_write']:.1f} | {r['wan_over_payload']:.2f}× | {(r['wire_ab'] + r['wire_ba']) / w:.1f} ({r['wire_ab'] / w:.1f} + {r['wire_ba'] / w:.1f}) | {r['cpu_s_a'] * 1e6 / w:.2f} / {r['cpu_s_b'] * 1e6 / w:.2f} | {w / (r['cpu_s_a'] + r['cpu_s_b']):,.0f} |")
     print()
 c = [r for r in rows if r["part"] in ("converge", "converge-fill")]
 if c:

@@ -12,7 +12,8 @@
 //!   probes that were overwritten before B saw them (those are not counted: only the newest
 //!   seq a GET returns is).
 //! - `zipf`: `writes` SETs with 32-byte values on keys `key:<rank>`, rank ~ zipf(`skew`) over
-//!   `keys`, as fast as possible into A; then `MERIDIAN.WAITREGIONS 1` on A (everything
+//!   `keys`, as fast as possible into A (or, with `rate` > 0, `rate`·`seconds` writes paced at
+//!   `rate`/s); then `MERIDIAN.WAITREGIONS 1` on A (everything
 //!   acknowledged by B). Reads `INFO regions` on A before and after: WAN bytes per write =
 //!   Δ sum of `bytes_sent` over peer regions / writes, against the payload (key + value bytes).
 //! - `fill`: the partition workload. A and B each write `keys` distinct keys at once over
@@ -296,7 +297,14 @@ fn zipf_cdf(keys: usize, skew: f64) -> Vec<f64> {
 
 async fn zipf(o: &Opts) -> Res<()> {
     let a = o.addr("a")?;
-    let writes: usize = o.get("writes", 1_000_000)?;
+    let rate: f64 = o.get("rate", 0.0)?;
+    let seconds: f64 = o.get("seconds", 10.0)?;
+    // Paced (rate > 0): rate × seconds writes, each connection at rate / conns, every 1 ms.
+    let writes: usize = if rate > 0.0 {
+        (rate * seconds) as usize
+    } else {
+        o.get("writes", 1_000_000)?
+    };
     let keys: usize = o.get("keys", 100_000)?;
     let skew: f64 = o.get("skew", 0.99)?;
     let size: usize = o.get("value", 32)?;
@@ -334,8 +342,32 @@ async fn zipf(o: &Opts) -> Res<()> {
         let trace = trace.clone();
         let values = values.clone();
         tasks.push(tokio::spawn(async move {
+            let mut j = w;
+            if rate > 0.0 {
+                // This connection's contiguous share of the trace, paced.
+                let (lo, hi) = (w * trace.len() / conns, (w + 1) * trace.len() / conns);
+                let per = rate / conns as f64;
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut i = lo;
+                while i < hi {
+                    tick.tick().await;
+                    let due = lo + (per * start.elapsed().as_secs_f64()) as usize;
+                    let end = due.min(hi);
+                    if end <= i {
+                        continue;
+                    }
+                    let mut p = redis::pipe();
+                    for &k in &trace[i..end] {
+                        j = (j + 7) % values.len();
+                        p.cmd("SET").arg(format!("key:{k}")).arg(&values[j][..]).ignore();
+                    }
+                    let _: () = p.query_async(&mut con).await?;
+                    i = end;
+                }
+                return Ok::<_, redis::RedisError>(());
+            }
             let mut i = w * pipeline;
-            let mut j = w as usize;
             while i < trace.len() {
                 let end = (i + pipeline).min(trace.len());
                 let mut p = redis::pipe();
@@ -363,7 +395,7 @@ async fn zipf(o: &Opts) -> Res<()> {
     let batches1 = regions_sum(&mut icon, "batches_sent").await?;
     let wan = sent1 - sent0;
     println!(
-        "{{\"mode\":\"zipf\",\"writes\":{writes},\"keys\":{keys},\"skew\":{skew},\"value\":{size},\"distinct_keys_written\":{distinct},\"conns\":{conns},\"pipeline\":{pipeline},\"client_s\":{t_written:.3},\"acked_s\":{t_acked:.3},\"acked_regions\":{acked},\"writes_per_s_client\":{:.0},\"writes_per_s_replicated\":{:.0},\"payload_bytes\":{payload},\"payload_per_write\":{:.2},\"wan_bytes\":{wan},\"wan_per_write\":{:.2},\"wan_over_payload\":{:.3},\"batches\":{},\"payload_mb_per_s\":{:.2},\"wan_mb_per_s\":{:.2}}}",
+        "{{\"mode\":\"zipf\",\"rate\":{rate},\"writes\":{writes},\"keys\":{keys},\"skew\":{skew},\"value\":{size},\"distinct_keys_written\":{distinct},\"conns\":{conns},\"pipeline\":{pipeline},\"client_s\":{t_written:.3},\"acked_s\":{t_acked:.3},\"acked_regions\":{acked},\"writes_per_s_client\":{:.0},\"writes_per_s_replicated\":{:.0},\"payload_bytes\":{payload},\"payload_per_write\":{:.2},\"wan_bytes\":{wan},\"wan_per_write\":{:.2},\"wan_over_payload\":{:.3},\"batches\":{},\"payload_mb_per_s\":{:.2},\"wan_mb_per_s\":{:.2}}}",
         writes as f64 / t_written,
         writes as f64 / t_acked,
         payload as f64 / writes as f64,
