@@ -156,7 +156,10 @@ async fn lag(o: &Opts) -> Res<()> {
             let warm_ns = (warmup * 1e9) as u64;
             // Keep polling until told to stop and (bounded by the caller) the last probe arrived.
             loop {
-                let v: Option<u64> = redis::cmd("GET").arg("probe").query_async(&mut rcon).await?;
+                let v: Option<u64> = redis::cmd("GET")
+                    .arg("probe")
+                    .query_async(&mut rcon)
+                    .await?;
                 let now = start.elapsed().as_nanos() as u64;
                 polls += 1;
                 if let Some(seq) = v {
@@ -189,7 +192,11 @@ async fn lag(o: &Opts) -> Res<()> {
                 tick.tick().await;
                 seq += 1;
                 sent[seq as usize].store(start.elapsed().as_nanos() as u64, Relaxed);
-                let _: () = redis::cmd("SET").arg("probe").arg(seq).query_async(&mut pcon).await?;
+                let _: () = redis::cmd("SET")
+                    .arg("probe")
+                    .arg(seq)
+                    .query_async(&mut pcon)
+                    .await?;
                 last_seq.store(seq, Relaxed);
             }
             Ok::<_, redis::RedisError>(seq)
@@ -360,7 +367,10 @@ async fn zipf(o: &Opts) -> Res<()> {
                     let mut p = redis::pipe();
                     for &k in &trace[i..end] {
                         j = (j + 7) % values.len();
-                        p.cmd("SET").arg(format!("key:{k}")).arg(&values[j][..]).ignore();
+                        p.cmd("SET")
+                            .arg(format!("key:{k}"))
+                            .arg(&values[j][..])
+                            .ignore();
                     }
                     let _: () = p.query_async(&mut con).await?;
                     i = end;
@@ -373,7 +383,10 @@ async fn zipf(o: &Opts) -> Res<()> {
                 let mut p = redis::pipe();
                 for &k in &trace[i..end] {
                     j = (j + 7) % values.len();
-                    p.cmd("SET").arg(format!("key:{k}")).arg(&values[j][..]).ignore();
+                    p.cmd("SET")
+                        .arg(format!("key:{k}"))
+                        .arg(&values[j][..])
+                        .ignore();
                 }
                 let _: () = p.query_async(&mut con).await?;
                 i += conns * pipeline;
@@ -450,7 +463,10 @@ async fn fill(o: &Opts) -> Res<()> {
                 let mut p = redis::pipe();
                 for i in done..done + n {
                     let v = &values[(i % 256) as usize];
-                    p.cmd("SET").arg(fill_key(side, i, shared)).arg(&v[..]).ignore();
+                    p.cmd("SET")
+                        .arg(fill_key(side, i, shared))
+                        .arg(&v[..])
+                        .ignore();
                 }
                 let _: () = p.query_async(&mut con).await?;
                 done += n;
@@ -520,7 +536,10 @@ async fn converge(o: &Opts) -> Res<()> {
         da = redis::cmd("DBSIZE").query_async(&mut ca).await?;
         db = redis::cmd("DBSIZE").query_async(&mut cb).await?;
         let now = now_ns();
-        if trace.last().is_none_or(|&(t, _, _): &(f64, u64, u64)| since(now) - t >= 0.5) {
+        if trace
+            .last()
+            .is_none_or(|&(t, _, _): &(f64, u64, u64)| since(now) - t >= 0.5)
+        {
             trace.push((since(now), da, db));
         }
         let size_ok = da == db && (expect == 0 || da == expect);
@@ -547,7 +566,11 @@ async fn converge(o: &Opts) -> Res<()> {
             }
             let va: Vec<Option<Vec<u8>>> = p.query_async(&mut ca).await?;
             let vb: Vec<Option<Vec<u8>>> = p.query_async(&mut cb).await?;
-            mismatched = va.iter().zip(&vb).filter(|(x, y)| x != y || x.is_none()).count();
+            mismatched = va
+                .iter()
+                .zip(&vb)
+                .filter(|(x, y)| x != y || x.is_none())
+                .count();
             if mismatched == 0 {
                 t_sample = Some(now_ns());
                 break;
@@ -559,7 +582,8 @@ async fn converge(o: &Opts) -> Res<()> {
     }
     let mut tw = Vec::new();
     for w in waits {
-        let left = Duration::from_secs_f64(timeout).saturating_sub(t0.elapsed()) + Duration::from_secs(1);
+        let left =
+            Duration::from_secs_f64(timeout).saturating_sub(t0.elapsed()) + Duration::from_secs(1);
         tw.push(match tokio::time::timeout(left, w).await {
             Ok(r) => r??,
             Err(_) => None,
@@ -568,7 +592,11 @@ async fn converge(o: &Opts) -> Res<()> {
     let f = |t: Option<u128>| t.map_or("null".to_string(), |t| format!("{:.3}", since(t)));
     let all = [tw[0], tw[1], t_dbsize, t_sample];
     let converged = all.iter().all(|t| t.is_some());
-    let total = if converged { all.iter().map(|t| t.unwrap()).max() } else { None };
+    let total = if converged {
+        all.iter().map(|t| t.unwrap()).max()
+    } else {
+        None
+    };
     let trace_json: Vec<String> = trace
         .iter()
         .map(|(t, x, y)| format!("[{t:.2},{x},{y}]"))

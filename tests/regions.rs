@@ -133,11 +133,18 @@ async fn regions_with_different_slot_splits_exchange_every_key() {
     w.wait_linked(1, 0, 2).await;
     let mut b = w.con(1, 0).await;
     let info = regions_info(&mut b).await;
-    assert_eq!(peer_field(&info, "r0", "links").as_deref(), Some("2"), "{info}");
+    assert_eq!(
+        peer_field(&info, "r0", "links").as_deref(),
+        Some("2"),
+        "{info}"
+    );
     // Writes in r1 (one node) reach whichever r0 node owns each key's slot, and back.
     let client = redis::cluster::ClusterClient::new(vec![format!("redis://{}", w.node(0, 0).addr)])
         .expect("cluster client");
-    let mut a = client.get_async_connection().await.expect("cluster connection");
+    let mut a = client
+        .get_async_connection()
+        .await
+        .expect("cluster connection");
     for i in 0..200 {
         let () = q!(b, "SET", format!("from-b:{i}"), i).unwrap();
         let () = q!(a, "SET", format!("from-a:{i}"), i).unwrap();
@@ -168,7 +175,10 @@ async fn regions_with_different_slot_splits_exchange_every_key() {
         let n: u64 = peer_field(&info, "r0", f).unwrap().parse().unwrap();
         assert!(n > 0, "{f} in {info}");
     }
-    assert_eq!(peer_field(&info, "r0", "pending_keys").as_deref(), Some("0"));
+    assert_eq!(
+        peer_field(&info, "r0", "pending_keys").as_deref(),
+        Some("0")
+    );
     w.shutdown().await;
 }
 
@@ -177,7 +187,10 @@ async fn waitregions_answers_like_wait_and_refuses_bad_input() {
     let standalone = common::start().await;
     let mut s = common::client(standalone.addr()).await;
     let e = common::err(&mut s, &["MERIDIAN.WAITREGIONS", "1", "10"]).await;
-    assert!(e.starts_with("ERR MERIDIAN.WAITREGIONS needs cluster-enabled"), "{e}");
+    assert!(
+        e.starts_with("ERR MERIDIAN.WAITREGIONS needs cluster-enabled"),
+        "{e}"
+    );
     let e = common::err(&mut s, &["MERIDIAN.WAITREGIONS", "1"]).await;
     assert_eq!(
         e,
@@ -197,7 +210,11 @@ async fn waitregions_answers_like_wait_and_refuses_bad_input() {
     let t = std::time::Instant::now();
     let got: i64 = q!(a, "MERIDIAN.WAITREGIONS", 2, 300).unwrap();
     assert_eq!(got, 1);
-    assert!(t.elapsed() >= Duration::from_millis(290), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t.elapsed()
+    );
     // Inside MULTI it answers at once with what is already acknowledged.
     let (n,): (i64,) = redis::pipe()
         .atomic()
@@ -267,9 +284,19 @@ async fn tombstones_wait_until_every_region_has_acknowledged_them() {
     // Far past the grace period, the region that has not acknowledged the DELs keeps them.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let info = regions_info(&mut a).await;
-    assert_eq!(peer_field(&info, "r1", "state").as_deref(), Some("down"), "{info}");
-    let pending: u64 = info_field(&info, "tombstones_pending").unwrap().parse().unwrap();
-    assert_eq!(pending, 20, "collection must pause while r1 is away: {info}");
+    assert_eq!(
+        peer_field(&info, "r1", "state").as_deref(),
+        Some("down"),
+        "{info}"
+    );
+    let pending: u64 = info_field(&info, "tombstones_pending")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        pending, 20,
+        "collection must pause while r1 is away: {info}"
+    );
     // r1 comes back empty; the link starts over, r1 acknowledges, the tombstones go.
     w.restart(1, 0).await;
     let addr = w.node(0, 0).addr;
@@ -300,10 +327,17 @@ async fn a_region_with_a_fast_clock_raises_an_alarm_and_causality_still_holds() 
     let acked: i64 = q!(a, "MERIDIAN.WAITREGIONS", 1, 5000).unwrap();
     assert_eq!(acked, 1);
     let got: Option<String> = q!(b, "GET", "k").unwrap();
-    assert_eq!(got.as_deref(), Some("from-fast-region"), "merged, not dropped");
+    assert_eq!(
+        got.as_deref(),
+        Some("from-fast-region"),
+        "merged, not dropped"
+    );
     let info = regions_info(&mut b).await;
     let alarms: u64 = info_field(&info, "skew_alarms").unwrap().parse().unwrap();
-    let skew: u64 = info_field(&info, "max_skew_seen_ms").unwrap().parse().unwrap();
+    let skew: u64 = info_field(&info, "max_skew_seen_ms")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(alarms >= 1 && (1500..3000).contains(&skew), "{info}");
     // B saw the fast stamp, so its next write is stamped after it and wins everywhere,
     // although B's own clock is 2 s behind.

@@ -165,7 +165,10 @@ async fn command_introspection() {
     }
     let mut gets: Vec<String> = q!(c, "COMMAND", "LIST", "FILTERBY", "PATTERN", "get*").unwrap();
     gets.sort();
-    assert_eq!(gets, vec!["get", "getbit", "getdel", "getex", "getrange", "getset"]);
+    assert_eq!(
+        gets,
+        vec!["get", "getbit", "getdel", "getex", "getrange", "getset"]
+    );
     // Key positions, as cluster clients read them.
     for (cmd, want) in [
         (

@@ -543,13 +543,28 @@ async fn bit_commands_match_redis() {
             (&["BITCOUNT", "s", "-3", "-1", "BIT"], ":1\r\n"),
             (&["BITCOUNT", "s", "5", "2"], ":0\r\n"),
             (&["BITCOUNT", "nokey"], ":0\r\n"),
-            (&["SETBIT", "b", "-1", "1"], "-ERR bit offset is not an integer or out of range\r\n"),
-            (&["SETBIT", "b", "4294967296", "1"], "-ERR bit offset is not an integer or out of range\r\n"),
-            (&["SETBIT", "b", "1", "2"], "-ERR bit is not an integer or out of range\r\n"),
-            (&["GETBIT", "b", "x"], "-ERR bit offset is not an integer or out of range\r\n"),
+            (
+                &["SETBIT", "b", "-1", "1"],
+                "-ERR bit offset is not an integer or out of range\r\n",
+            ),
+            (
+                &["SETBIT", "b", "4294967296", "1"],
+                "-ERR bit offset is not an integer or out of range\r\n",
+            ),
+            (
+                &["SETBIT", "b", "1", "2"],
+                "-ERR bit is not an integer or out of range\r\n",
+            ),
+            (
+                &["GETBIT", "b", "x"],
+                "-ERR bit offset is not an integer or out of range\r\n",
+            ),
             (&["BITCOUNT", "b", "0"], "-ERR syntax error\r\n"),
             (&["BITCOUNT", "b", "0", "1", "foo"], "-ERR syntax error\r\n"),
-            (&["SETBIT", "b", "1"], "-ERR wrong number of arguments for 'setbit' command\r\n"),
+            (
+                &["SETBIT", "b", "1"],
+                "-ERR wrong number of arguments for 'setbit' command\r\n",
+            ),
         ],
     )
     .await;

@@ -116,7 +116,8 @@ impl Hlc {
 }
 
 /// Offsets of the skewed physical clocks handed out by [`skewed_clock`] (ms, one per slot).
-static OFFSETS: [std::sync::atomic::AtomicI64; 16] = [const { std::sync::atomic::AtomicI64::new(0) }; 16];
+static OFFSETS: [std::sync::atomic::AtomicI64; 16] =
+    [const { std::sync::atomic::AtomicI64::new(0) }; 16];
 static NEXT_OFFSET: AtomicU64 = AtomicU64::new(0);
 
 fn offset_clock<const I: usize>() -> NTP64 {
@@ -127,10 +128,22 @@ fn offset_clock<const I: usize>() -> NTP64 {
 }
 
 const OFFSET_CLOCKS: [fn() -> NTP64; 16] = [
-    offset_clock::<0>, offset_clock::<1>, offset_clock::<2>, offset_clock::<3>,
-    offset_clock::<4>, offset_clock::<5>, offset_clock::<6>, offset_clock::<7>,
-    offset_clock::<8>, offset_clock::<9>, offset_clock::<10>, offset_clock::<11>,
-    offset_clock::<12>, offset_clock::<13>, offset_clock::<14>, offset_clock::<15>,
+    offset_clock::<0>,
+    offset_clock::<1>,
+    offset_clock::<2>,
+    offset_clock::<3>,
+    offset_clock::<4>,
+    offset_clock::<5>,
+    offset_clock::<6>,
+    offset_clock::<7>,
+    offset_clock::<8>,
+    offset_clock::<9>,
+    offset_clock::<10>,
+    offset_clock::<11>,
+    offset_clock::<12>,
+    offset_clock::<13>,
+    offset_clock::<14>,
+    offset_clock::<15>,
 ];
 
 /// A physical clock `offset_ms` ahead of (or behind) the system clock, for `debug-clock-offset`

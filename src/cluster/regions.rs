@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn owners_split_our_slots_by_remote_owner_and_follow_larger_epochs() {
         let r = Regions::new("eu".into());
-        assert!(!r.upsert(rec(1, "eu", 0, 1, &[(0, 16383)])), "own region ignored");
+        assert!(
+            !r.upsert(rec(1, "eu", 0, 1, &[(0, 16383)])),
+            "own region ignored"
+        );
         r.upsert(rec(2, "us", 0, 1, &[(0, 8191)]));
         r.upsert(rec(3, "us", 0, 1, &[(8192, 16383)]));
         let mine = SlotSet::from_ranges(&[(8000, 8999)]);

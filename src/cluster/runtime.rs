@@ -507,19 +507,15 @@ impl Control {
                         slots: slots.clone(),
                     })
                     .collect();
-                links.extend(
-                    self.cluster
-                        .regions
-                        .owners_of(&slots)
-                        .into_iter()
-                        .map(|o| LinkSpec {
-                            peer: o.id,
-                            kind: LinkKind::Region,
-                            group: o.region,
-                            addr: o.mesh,
-                            slots: o.slots,
-                        }),
-                );
+                links.extend(self.cluster.regions.owners_of(&slots).into_iter().map(|o| {
+                    LinkSpec {
+                        peer: o.id,
+                        kind: LinkKind::Region,
+                        group: o.region,
+                        addr: o.mesh,
+                        slots: o.slots,
+                    }
+                }));
                 links
             }
             Role::Replica { of } => t

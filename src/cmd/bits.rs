@@ -91,7 +91,11 @@ fn bitcount(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         let Some((start, end, bits)) = range else {
             return v.iter().map(|b| b.count_ones() as u64).sum();
         };
-        let len = if bits { v.len() as i64 * 8 } else { v.len() as i64 };
+        let len = if bits {
+            v.len() as i64 * 8
+        } else {
+            v.len() as i64
+        };
         let (Some(start), Some(end)) = (clamp(start, len), clamp(end, len)) else {
             return 0;
         };

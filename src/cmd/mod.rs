@@ -9,8 +9,8 @@
 //! 4. inside MULTI, queue it (or flag the transaction on error) instead of running it;
 //! 5. run the handler, which writes its reply into the client's output buffer.
 
-pub mod clients;
 mod bits;
+pub mod clients;
 mod cluster;
 mod connection;
 mod counters;

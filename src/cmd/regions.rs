@@ -83,7 +83,11 @@ pub fn info(node: &Node, t: &mut String) {
             );
         }
         let repl = c.repl();
-        for l in repl.status().into_iter().filter(|l| l.kind == LinkKind::Region) {
+        for l in repl
+            .status()
+            .into_iter()
+            .filter(|l| l.kind == LinkKind::Region)
+        {
             let p = peers.entry(l.group.clone()).or_default();
             if p.links == 0 {
                 p.up = true;

@@ -156,7 +156,11 @@ impl Link {
             }
         }
         o.seen = o.seen.max(offset);
-        if any && o.marks.back().is_none_or(|m| m.1.elapsed() >= Duration::from_millis(1)) {
+        if any
+            && o.marks
+                .back()
+                .is_none_or(|m| m.1.elapsed() >= Duration::from_millis(1))
+        {
             o.marks.push_back((offset, Instant::now()));
         }
     }

@@ -403,8 +403,8 @@ impl DeltaSink for Replicator {
             _ => false,
         };
         for link in links.values() {
-            let from_peer = origin == Origin::Peer(link.peer)
-                || (from_region && link.kind == LinkKind::Region);
+            let from_peer =
+                origin == Origin::Peer(link.peer) || (from_region && link.kind == LinkKind::Region);
             let slots = link.slots.lock();
             let keys = deltas
                 .iter()

@@ -151,7 +151,12 @@ mod tests {
         assert_eq!(frame[0], CLASS_REPL_LZ4);
         let mut plain = vec![CLASS_REPL];
         rmp_serde::encode::write(&mut plain, &ReplFrame::V1(m.clone())).unwrap();
-        assert!(frame.len() < plain.len() / 2, "{} vs {}", frame.len(), plain.len());
+        assert!(
+            frame.len() < plain.len() / 2,
+            "{} vs {}",
+            frame.len(),
+            plain.len()
+        );
         assert_eq!(decode(&frame).unwrap(), m);
     }
 }

@@ -88,7 +88,10 @@ pub async fn spawn_with(
         0 => Hlc::new(node_id, drift),
         ms => {
             let physical = crate::clock::skewed_clock(ms).ok_or(ServerError::ClockSlots)?;
-            tracing::warn!(offset_ms = ms, "debug-clock-offset: this node's clock is skewed on purpose");
+            tracing::warn!(
+                offset_ms = ms,
+                "debug-clock-offset: this node's clock is skewed on purpose"
+            );
             Hlc::with_clock(node_id, drift, physical)
         }
     });
