@@ -206,6 +206,8 @@ async fn waitregions_answers_like_wait_and_refuses_bad_input() {
     let e = common::err(&mut a, &["MERIDIAN.WAITREGIONS", "x", "10"]).await;
     assert_eq!(e, "ERR value is not an integer or out of range");
     let () = q!(a, "SET", "k", "v").unwrap();
+    let got: i64 = q!(a, "MERIDIAN.WAITREGIONS", 1, 5000).unwrap();
+    assert_eq!(got, 1);
     // Only one other region exists: asking for two waits out the timeout and answers 1.
     let t = std::time::Instant::now();
     let got: i64 = q!(a, "MERIDIAN.WAITREGIONS", 2, 300).unwrap();

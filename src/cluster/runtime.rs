@@ -49,6 +49,20 @@ enum GossipFrame {
     Region(Vec<NodeInfo>),
 }
 
+impl GossipFrame {
+    /// The mesh frame: class byte, then msgpack (`None`, logged, if encoding fails).
+    fn encode(&self) -> Option<Bytes> {
+        let mut frame = vec![CLASS_GOSSIP];
+        match rmp_serde::encode::write(&mut frame, self) {
+            Ok(()) => Some(frame.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode gossip");
+                None
+            }
+        }
+    }
+}
+
 /// Frames for the replicator, over the mesh.
 struct MeshFrames(Mesh);
 
@@ -335,12 +349,9 @@ impl Control {
             .cluster
             .update(|t| t.update_me(unix_ms(), |me| me.repl_offset = offset));
         let version = info.version;
-        let mut frame = vec![CLASS_GOSSIP];
-        if let Err(e) = rmp_serde::encode::write(&mut frame, &GossipFrame::V1(info)) {
-            tracing::error!(error = %e, "cannot encode gossip");
+        let Some(frame) = GossipFrame::V1(info).encode() else {
             return version;
-        }
-        let frame = Bytes::from(frame);
+        };
         let mut targets: Vec<SocketAddr> = self.members.values().copied().collect();
         let t = self.cluster.topology();
         for v in t.nodes.values().filter(|v| v.info.id != t.myself) {
@@ -358,15 +369,10 @@ impl Control {
         let remote = self.cluster.regions.targets();
         if !remote.is_empty() {
             let records: Vec<NodeInfo> = t.nodes.values().map(|v| v.info.clone()).collect();
-            let mut frame = vec![CLASS_GOSSIP];
-            match rmp_serde::encode::write(&mut frame, &GossipFrame::Region(records)) {
-                Ok(()) => {
-                    let frame = Bytes::from(frame);
-                    for to in remote {
-                        self.send(to, frame.clone());
-                    }
+            if let Some(frame) = GossipFrame::Region(records).encode() {
+                for to in remote {
+                    self.send(to, frame.clone());
                 }
-                Err(e) => tracing::error!(error = %e, "cannot encode region gossip"),
             }
         }
         version

@@ -195,7 +195,6 @@ fn render(node: &Node, section: &str, t: &mut String) {
         },
         "replication" => replication(node, t),
         "crdt" => {
-            let (live, _, held) = ks.counts();
             let c = ks.clock();
             let _ = write!(
                 t,
@@ -205,7 +204,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 c.max_drift_ms(),
                 c.skew_alarms(),
                 c.max_skew_seen_ms(),
-                held - live,
+                ks.tombstones_pending(),
                 ks.stats.tombstones_collected.load(Relaxed),
                 ks.tombstone_grace_ms(),
                 ks.stats.merges_applied.load(Relaxed),

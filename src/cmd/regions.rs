@@ -120,11 +120,10 @@ pub fn info(node: &Node, t: &mut String) {
             p.bytes_received,
         );
     }
-    let (live, _, held) = ks.counts();
     let _ = write!(
         t,
         "tombstones_pending:{}\r\nconflicts_register:{}\r\nconflicts_counter:{}\r\nconflicts_expiry:{}\r\nskew_alarms:{}\r\nmax_skew_seen_ms:{}\r\n",
-        held - live,
+        ks.tombstones_pending(),
         ks.stats.conflicts_register.load(Relaxed),
         ks.stats.conflicts_counter.load(Relaxed),
         ks.stats.conflicts_expiry.load(Relaxed),

@@ -185,6 +185,13 @@ impl Keyspace {
         self.tombstone_grace_ms.load(Relaxed)
     }
 
+    /// Entries held without a value (tombstones and expired keys) that the collector has not
+    /// removed yet: what waits for the grace period and every peer's acknowledgement.
+    pub fn tombstones_pending(&self) -> usize {
+        let (live, _, held) = self.counts();
+        held - live
+    }
+
     /// Replication reports the stamp time (NTP64) up to which every delta from and to every
     /// peer has been delivered (see `peer_watermark`). Calling it puts the keyspace in
     /// replicated mode; [`Keyspace::STANDALONE`] returns it to standalone.
