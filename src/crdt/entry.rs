@@ -447,6 +447,39 @@ impl Entry {
         changed
     }
 
+    /// A fingerprint of the whole replicated state (register bytes and stamp, observed and
+    /// contributed totals, expiry), equal on every node that holds an equal entry: what repair
+    /// compares (see `crdt::digest`). Local bookkeeping (access times, counts) is not part of
+    /// an entry, so it cannot make equal states differ.
+    pub fn digest(&self) -> u64 {
+        let mut m = super::digest::Mix::default();
+        let stamp = |m: &mut super::digest::Mix, s: Stamp| {
+            m.word(s.time);
+            m.word(s.node);
+        };
+        stamp(&mut m, self.stamp);
+        m.word(self.tombstone as u64);
+        m.bytes(&self.value);
+        m.word(self.deadline_ms);
+        stamp(&mut m, self.expiry_stamp());
+        if let Some(c) = &self.counters {
+            stamp(&mut m, c.stamp);
+            for (list, tag) in [(&c.contrib, 1), (&c.observed, 2)] {
+                m.word(tag);
+                for (actor, t) in list.iter() {
+                    m.word(*actor);
+                    for v in [t.int_inc, t.int_dec] {
+                        m.word(v as u64);
+                        m.word((v >> 64) as u64);
+                    }
+                    m.word(t.float_inc.to_bits());
+                    m.word(t.float_dec.to_bits());
+                }
+            }
+        }
+        m.finish()
+    }
+
     /// The full state as a delta.
     pub fn to_delta(&self) -> EntryDelta {
         let (contrib, contrib_stamp) = self

@@ -11,6 +11,7 @@
 //! 3. a last-writer-wins expiry.
 
 mod counter;
+pub mod digest;
 mod entry;
 pub mod number;
 mod stamp;

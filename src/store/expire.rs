@@ -55,6 +55,7 @@ impl Keyspace {
                 table,
                 live,
                 volatile,
+                digest,
                 ..
             } = &mut *shard;
             let (mut expired, mut collected) = (0, 0);
@@ -78,6 +79,9 @@ impl Keyspace {
                 }
                 true
             });
+            if collected > 0 {
+                *digest = None;
+            }
             st.expired += expired;
             st.collected += collected;
         }

@@ -8,6 +8,7 @@
 //! mesh and the log build on.
 
 mod access;
+mod digest;
 mod evict;
 mod expire;
 mod key;

@@ -68,6 +68,9 @@ pub struct Shard {
     pub sieve: Option<Box<Sieve>>,
     /// This node's counter totals of evicted keys. Absent until such a key is evicted.
     pub floors: Option<Box<Floors>>,
+    /// The slot's digest (XOR of `crdt::digest::key_digest` over every node), or `None` when
+    /// something changed since it was last computed (see `store::digest`).
+    pub digest: Option<u64>,
 }
 
 impl Shard {
@@ -114,6 +117,7 @@ impl Shard {
     /// Takes a node out of the table (a local removal, not a delete), keeping counts right.
     pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Box<Node>> {
         let found = self.table.find_entry(hash, |n| &*n.key == key).ok()?;
+        self.digest = None;
         let (node, _) = found.remove();
         if node.counted {
             self.live -= 1;
@@ -164,8 +168,10 @@ impl Shard {
         node.volatile = volatile;
     }
 
-    /// Marks a key modified for WATCH.
+    /// Marks a key modified for WATCH (and the slot's digest stale: every change of an entry
+    /// passes here, which is what keeps the digest current).
     pub fn touch(&mut self, key: &[u8]) {
+        self.digest = None;
         if let Some(w) = &mut self.watched {
             if let Some(v) = w.get_mut(key) {
                 v.0 += 1;
@@ -175,6 +181,7 @@ impl Shard {
 
     /// Bumps every watched key (FLUSHALL).
     pub fn touch_all(&mut self) {
+        self.digest = None;
         if let Some(w) = &mut self.watched {
             for v in w.values_mut() {
                 v.0 += 1;
