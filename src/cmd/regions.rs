@@ -8,6 +8,7 @@
 //! WAIT, a timeout returns the count reached so far; 0 means block until reached.
 
 use super::{arg_i64, CmdError, CmdResult, Ctx, Node};
+use crate::repl::repair::RepairCounts;
 use crate::repl::LinkKind;
 use crate::resp::{Args, Out};
 use crate::spec;
@@ -62,6 +63,7 @@ struct PeerRegion {
     bytes_sent: u64,
     batches_received: u64,
     bytes_received: u64,
+    repair: RepairCounts,
 }
 
 /// INFO `# Regions`.
@@ -98,6 +100,9 @@ pub fn info(node: &Node, t: &mut String) {
             p.pending_keys += l.pending_keys;
             p.batches_sent += l.batches_sent;
             p.bytes_sent += l.bytes_sent;
+            p.repair.rounds += l.repair.rounds;
+            p.repair.slots += l.repair.slots;
+            p.repair.bytes += l.repair.bytes;
             if let Some(i) = repl.inbound_from(l.peer) {
                 p.batches_received += i.batches;
                 p.bytes_received += i.bytes;
@@ -108,7 +113,7 @@ pub fn info(node: &Node, t: &mut String) {
     for (name, p) in &peers {
         let _ = write!(
             t,
-            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={}\r\n",
+            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},repair_slots={},repair_bytes={}\r\n",
             if p.up { "up" } else { "down" },
             p.nodes,
             p.links,
@@ -118,6 +123,9 @@ pub fn info(node: &Node, t: &mut String) {
             p.bytes_sent,
             p.batches_received,
             p.bytes_received,
+            p.repair.rounds,
+            p.repair.slots,
+            p.repair.bytes,
         );
     }
     let _ = write!(

@@ -55,11 +55,11 @@ pub struct Outbox {
     queue: VecDeque<Box<[u8]>>,
     queued: HashSet<Box<[u8]>>,
     /// Next slot of a full sync in progress, and the slots it still has to send.
-    resync: Option<usize>,
-    resync_slots: SlotSet,
+    pub(super) resync: Option<usize>,
+    pub(super) resync_slots: SlotSet,
     /// Offset of the last publish that has been recorded here.
     seen: u64,
-    session: u64,
+    pub(super) session: u64,
     fresh: bool,
     next_batch: u64,
     inflight: VecDeque<InFlight>,
@@ -70,6 +70,8 @@ pub struct Outbox {
     /// forwarded merge, a migration import): (the offset that must be acknowledged, the oldest
     /// such stamp). Until that offset is acknowledged the promise stays below the stamp.
     hold: Option<(u64, u64)>,
+    /// Digest comparison of the slots a session (re)starts with (see `repl::repair`).
+    pub(super) repair: super::repair::Repair,
 }
 
 struct InFlight {
@@ -123,6 +125,8 @@ impl Link {
         slots: SlotSet,
         offset: u64,
     ) -> Self {
+        let mut repair = super::repair::Repair::default();
+        repair.start(&slots);
         Link {
             peer,
             kind,
@@ -132,8 +136,8 @@ impl Link {
             outbox: Mutex::new(Outbox {
                 queue: VecDeque::new(),
                 queued: HashSet::new(),
-                resync: Some(0),
-                resync_slots: slots.clone(),
+                resync: None,
+                resync_slots: SlotSet::default(),
                 seen: offset,
                 session: rand::random::<u64>() | 1,
                 fresh: true,
@@ -141,6 +145,7 @@ impl Link {
                 inflight: VecDeque::new(),
                 marks: VecDeque::new(),
                 hold: None,
+                repair,
             }),
             wake: Notify::new(),
             acked: AtomicU64::new(0),
@@ -215,8 +220,10 @@ impl Link {
         let mut o = self.outbox.lock();
         o.session = rand::random::<u64>() | 1;
         o.fresh = true;
-        o.resync = Some(0);
-        o.resync_slots = slots;
+        // Not a full sync: a digest round finds the slots that differ (`repl::repair`).
+        o.resync = None;
+        o.resync_slots = SlotSet::default();
+        o.repair.start(&slots);
         o.next_batch = 1;
         for b in std::mem::take(&mut o.inflight) {
             requeue(&mut o, b.keys);
@@ -232,16 +239,15 @@ impl Link {
         let gained: Vec<u16> = new.iter().filter(|&s| !slots.contains(s)).collect();
         *slots = new;
         drop(slots);
-        if let Some(&first) = gained.first() {
+        if !gained.is_empty() {
             // The gained slots' keys go out with their old stamps: promise nothing until the
-            // session's coverage is acknowledged past them.
+            // session's coverage is acknowledged past them. A digest round finds which differ.
             self.watermark.store(0, Relaxed);
-            let mut o = self.outbox.lock();
+            let mut set = SlotSet::default();
             for s in gained {
-                o.resync_slots.insert(s);
+                set.insert(s);
             }
-            o.resync = Some(o.resync.map_or(first as usize, |r| r.min(first as usize)));
-            drop(o);
+            self.outbox.lock().repair.add(&set);
             self.wake.notify_one();
         }
     }
@@ -285,6 +291,9 @@ impl Link {
 
     /// Builds the next batch, or `None` when there is nothing to say.
     fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<bytes::Bytes> {
+        if let Some(question) = self.repair_frame(ks, from) {
+            return Some(question);
+        }
         // Read before the batch is built: the promise may only speak of batches before it.
         let promise = self.delivered_below();
         let mut o = self.outbox.lock();
@@ -335,6 +344,7 @@ impl Link {
             }
         }
         let mut synced = Vec::new();
+        let keyed_bytes = bytes;
         if let Some(mut slot) = resync_from {
             let slots = self.outbox.lock().resync_slots.clone();
             while slot < SLOTS && bytes < BATCH_BYTES && entries.len() < BATCH_KEYS * 4 {
@@ -360,9 +370,12 @@ impl Link {
         for &s in &synced {
             o.resync_slots.remove(s);
         }
+        if !synced.is_empty() {
+            super::repair::after_sync(&mut o, synced.len(), bytes - keyed_bytes);
+        }
         o.resync = o.resync_slots.first().map(usize::from);
         // 3. The batch completes everything published up to `seen` only if nothing is left.
-        let complete = o.queue.is_empty() && o.resync.is_none();
+        let complete = o.queue.is_empty() && o.resync.is_none() && !o.repair.busy();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
         if entries.is_empty() && !fresh && recent && (upto == 0 || upto <= self.acked.load(Relaxed))
@@ -370,6 +383,7 @@ impl Link {
             return None;
         }
         *self.last_batch.lock() = Instant::now();
+        let repairing = !synced.is_empty();
         let batch = o.next_batch;
         o.next_batch += 1;
         o.fresh = false;
@@ -392,7 +406,12 @@ impl Link {
             entries,
         };
         match wire::encode(msg, promise) {
-            Ok(frame) => Some(frame),
+            Ok(frame) => {
+                if repairing {
+                    self.outbox.lock().repair.counts.bytes += frame.len() as u64;
+                }
+                Some(frame)
+            }
             Err(e) => {
                 tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
                 None

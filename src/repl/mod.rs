@@ -17,6 +17,7 @@
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
 
 pub mod link;
+pub mod repair;
 pub mod wire;
 
 pub use link::{Link, LinkKind};
@@ -67,6 +68,8 @@ pub struct LinkStatus {
     pub batches_sent: u64,
     pub bytes_sent: u64,
     pub age_ms: u64,
+    /// What repair by digests did on this link (`repl::repair`).
+    pub repair: repair::RepairCounts,
 }
 
 /// What one peer sent us.
@@ -261,7 +264,10 @@ impl Replicator {
             }
         };
         let from = match &msg {
-            ReplMsg::Batch { from, .. } | ReplMsg::Ack { from, .. } => *from,
+            ReplMsg::Batch { from, .. }
+            | ReplMsg::Ack { from, .. }
+            | ReplMsg::Digests { from, .. }
+            | ReplMsg::DigestDiff { from, .. } => *from,
         };
         {
             let mut heard = self.heard.lock();
@@ -351,12 +357,54 @@ impl Replicator {
                     return;
                 };
                 if need_resync {
-                    tracing::info!(peer = %format_args!("{from:x}"), "peer lost its state: full resync");
+                    tracing::info!(peer = %format_args!("{from:x}"), "peer lost its session: repair by digests");
                     link.restart_session();
                 } else {
                     link.on_ack(session, batch);
                 }
             }
+            ReplMsg::Digests {
+                from,
+                session,
+                ask,
+                ranges,
+            } => {
+                let differ = repair::compare(self.ks(), &ranges);
+                let reply = ReplMsg::DigestDiff {
+                    from: self.me,
+                    session,
+                    ask,
+                    differ,
+                };
+                self.reply(from, reply).await;
+            }
+            ReplMsg::DigestDiff {
+                from,
+                session,
+                ask,
+                differ,
+            } => {
+                if let Some(link) = self.links.read().get(&from).cloned() {
+                    link.on_digest_diff(session, ask, &differ);
+                }
+            }
+        }
+    }
+
+    /// Sends a reply (not a batch) to `to` on the address of our link to it.
+    async fn reply(&self, to: u64, msg: ReplMsg) {
+        let addr = self.links.read().get(&to).map(|l| *l.addr.lock());
+        let Some(addr) = addr else {
+            tracing::debug!(peer = %format_args!("{to:x}"), "message from a node we have no link to");
+            return;
+        };
+        match wire::encode(msg, 0) {
+            Ok(frame) => {
+                if let Err(e) = self.transport.send(addr, frame).await {
+                    tracing::debug!(error = %e, "cannot send a replication reply");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a replication reply"),
         }
     }
 
@@ -438,6 +486,7 @@ impl Replicator {
                 batches_sent: l.batches_sent.load(Relaxed),
                 bytes_sent: l.bytes_sent.load(Relaxed),
                 age_ms: l.created.elapsed().as_millis() as u64,
+                repair: l.repair_counts(),
             })
             .collect();
         v.sort_by_key(|s| s.peer);

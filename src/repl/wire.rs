@@ -50,6 +50,23 @@ pub enum ReplMsg {
         upto: u64,
         need_resync: bool,
     },
+    /// Repair (see `repl::repair`): the sender's digests of ranges of its link's slots, as
+    /// (first slot, number of slots, XOR of their digests). The receiver compares each with its
+    /// own and answers [`ReplMsg::DigestDiff`]. Stateless on the receiver.
+    Digests {
+        from: u64,
+        session: u64,
+        /// Names the question, so a late answer to an earlier one is ignored.
+        ask: u64,
+        ranges: Vec<(u16, u16, u64)>,
+    },
+    /// The ranges of [`ReplMsg::Digests`] `ask` whose digest differs from the receiver's.
+    DigestDiff {
+        from: u64,
+        session: u64,
+        ask: u64,
+        differ: Vec<(u16, u16)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,331 @@
+//! Repair by per-slot digests: how a link session brings a peer up to date without shipping
+//! every slot it carries.
+//!
+//! A session starts (a new link, a peer that answered `need_resync` because it restarted, slots
+//! gained by a migration) with a *round*: the link asks the peer to compare digests of ranges
+//! of its slots ([`ReplMsg::Digests`]: 64 slots per range at first, the XOR of their
+//! `Keyspace::slot_digest`s). The peer answers with the ranges whose digest differs from its
+//! own ([`ReplMsg::DigestDiff`]); each differing range is split in [`FANOUT`] and asked again,
+//! down to single slots. Differing slots are then sent in full by the ordinary batches
+//! (`Link::next_batch`), merged by the peer like any delta; equal ones are skipped.
+//!
+//! - **Byte budget.** A round ships at most [`ROUND_BYTES`] of full slots; the slots still
+//!   queued then go back to comparison as a new round, so a repair never floods the link for
+//!   longer than one budget without checking again which slots still differ (the peer may
+//!   have received them meanwhile, e.g. from the other direction's repair or its replicas).
+//!   Changed keys always go before repair slots in a batch.
+//! - **Promises.** While a round is on (ranges to compare, a question unanswered, or slots to
+//!   send), no batch claims to complete anything (`upto` = 0), so the link's delivery promise
+//!   stays where the session start put it (0) until the repair is acknowledged. An equal
+//!   digest means the peer held, when it answered, every entry we held when we asked; what we
+//!   changed after asking is in the outbox. So a batch built after the round may claim to cover
+//!   everything stamped before it, as a full sync's last batch did.
+//! - **Failure.** A question unanswered within [`ASK_TIMEOUT`] is asked again; after
+//!   [`MAX_TRIES`] (a peer too old to know digests drops the frame) its ranges are sent in full.
+//! - Digests cover every entry a slot holds, tombstones included (a peer missing a tombstone
+//!   could take back a deleted value from a third region). Evicted keys and collected
+//!   tombstones therefore make slots differ: that costs bytes (the slot is sent), never
+//!   correctness (a merge of what the peer already has, or dropped as stale).
+
+use super::link::{Link, Outbox};
+use super::wire::{self, ReplMsg};
+use crate::cluster::SlotSet;
+use crate::store::{Keyspace, SLOTS};
+use std::time::{Duration, Instant};
+
+/// Slots per range in a round's first question (256 ranges for all 16384 slots).
+pub const TOP_RANGE: u16 = 64;
+/// A differing range is asked again as this many sub-ranges.
+pub const FANOUT: u16 = 8;
+/// Ranges per question (a frame stays far below the mesh's frame limit).
+const MAX_RANGES: usize = 4096;
+/// Bytes of full slots one round may send before the rest is compared again.
+pub const ROUND_BYTES: usize = 8 << 20;
+/// A question unanswered this long is asked again.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unanswered questions before its ranges are sent in full.
+pub const MAX_TRIES: u32 = 3;
+
+/// What repair did on one link, for INFO.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RepairCounts {
+    /// Rounds started (a session start, gained slots, or a round's budget running out).
+    pub rounds: u64,
+    /// Digest questions sent.
+    pub asks: u64,
+    /// Slots found different and sent in full.
+    pub slots: u64,
+    /// Bytes of repair frames: questions, plus every batch that carried a full slot.
+    pub bytes: u64,
+}
+
+/// A link's repair state (inside its outbox, under the same lock).
+#[derive(Default)]
+pub struct Repair {
+    /// Ranges (first slot, length) waiting to be compared with the peer.
+    compare: Vec<(u16, u16)>,
+    asked: Option<Asked>,
+    next_ask: u64,
+    tries: u32,
+    /// Bytes of full slots sent in the current round.
+    round_bytes: usize,
+    pub counts: RepairCounts,
+}
+
+struct Asked {
+    ask: u64,
+    sent: Instant,
+    ranges: Vec<(u16, u16)>,
+}
+
+enum Step {
+    Idle,
+    Ask(u64, Vec<(u16, u16)>),
+    GiveUp(Vec<(u16, u16)>),
+}
+
+/// `slots` as ranges of at most `TOP_RANGE` contiguous slots.
+fn top_ranges(slots: &SlotSet) -> Vec<(u16, u16)> {
+    let mut out = Vec::new();
+    for (a, b) in slots.ranges() {
+        let mut s = a as u32;
+        while s <= b as u32 {
+            let len = (b as u32 - s + 1).min(TOP_RANGE as u32);
+            out.push((s as u16, len as u16));
+            s += len;
+        }
+    }
+    out
+}
+
+impl Repair {
+    /// Starts a round over `slots`, forgetting any question of an earlier session.
+    pub fn start(&mut self, slots: &SlotSet) {
+        self.compare.clear();
+        self.asked = None;
+        self.tries = 0;
+        self.add(slots);
+    }
+
+    /// Adds slots to compare; starts a round if none is on.
+    pub fn add(&mut self, slots: &SlotSet) {
+        if slots.is_empty() {
+            return;
+        }
+        if !self.busy() {
+            self.counts.rounds += 1;
+            self.round_bytes = 0;
+        }
+        self.compare.extend(top_ranges(slots));
+    }
+
+    /// Whether ranges are still to be compared or a question is unanswered.
+    pub fn busy(&self) -> bool {
+        !self.compare.is_empty() || self.asked.is_some()
+    }
+
+    fn step(&mut self) -> Step {
+        if let Some(a) = &self.asked {
+            if a.sent.elapsed() < ASK_TIMEOUT {
+                return Step::Idle;
+            }
+            let a = self.asked.take().expect("checked");
+            self.tries += 1;
+            if self.tries >= MAX_TRIES {
+                self.tries = 0;
+                return Step::GiveUp(a.ranges);
+            }
+            self.compare.splice(0..0, a.ranges);
+        }
+        if self.compare.is_empty() {
+            return Step::Idle;
+        }
+        let n = self.compare.len().min(MAX_RANGES);
+        let ranges: Vec<(u16, u16)> = self.compare.drain(..n).collect();
+        self.next_ask += 1;
+        self.counts.asks += 1;
+        self.asked = Some(Asked {
+            ask: self.next_ask,
+            sent: Instant::now(),
+            ranges: ranges.clone(),
+        });
+        Step::Ask(self.next_ask, ranges)
+    }
+
+    /// The peer's answer to question `ask`: differing single slots are returned (to be sent in
+    /// full), larger differing ranges are split and queued for the next question.
+    fn answered(&mut self, ask: u64, differ: &[(u16, u16)]) -> Option<Vec<u16>> {
+        if self.asked.as_ref().is_none_or(|a| a.ask != ask) {
+            return None;
+        }
+        let asked = self.asked.take().expect("checked");
+        self.tries = 0;
+        let asked: hashbrown::HashSet<(u16, u16)> = asked.ranges.into_iter().collect();
+        let mut slots = Vec::new();
+        for &(first, len) in differ.iter().filter(|r| asked.contains(*r)) {
+            if len <= 1 {
+                slots.push(first);
+                continue;
+            }
+            let child = len.div_ceil(FANOUT);
+            let end = first as u32 + len as u32;
+            let mut s = first as u32;
+            while s < end {
+                let l = (end - s).min(child as u32);
+                self.compare.push((s as u16, l as u16));
+                s += l;
+            }
+        }
+        Some(slots)
+    }
+
+    /// Counts `bytes` of full slots sent; true when the round's budget is spent.
+    pub fn spent(&mut self, bytes: usize) -> bool {
+        self.round_bytes += bytes;
+        self.round_bytes >= ROUND_BYTES
+    }
+}
+
+/// The receiver's side of a question: the ranges whose digest differs from ours.
+pub fn compare(ks: &Keyspace, ranges: &[(u16, u16, u64)]) -> Vec<(u16, u16)> {
+    ranges
+        .iter()
+        .filter(|&&(first, len, _)| (first as usize) < SLOTS && len > 0)
+        .filter(|&&(first, len, d)| ks.range_digest(first, len) != d)
+        .map(|&(first, len, _)| (first, len))
+        .collect()
+}
+
+impl Link {
+    /// The next repair question to send, if one is due (the link task sends it before batches).
+    pub(super) fn repair_frame(&self, ks: &Keyspace, from: u64) -> Option<bytes::Bytes> {
+        let mut o = self.outbox.lock();
+        let (ask, ranges) = match o.repair.step() {
+            Step::Idle => return None,
+            Step::Ask(ask, ranges) => (ask, ranges),
+            Step::GiveUp(ranges) => {
+                tracing::warn!(peer = %format_args!("{:x}", self.peer), ranges = ranges.len(),
+                    "peer never answered a digest question: sending those slots in full");
+                for (first, len) in ranges {
+                    for s in first..first.saturating_add(len) {
+                        o.resync_slots.insert(s);
+                    }
+                }
+                o.resync = o.resync_slots.first().map(usize::from);
+                return None;
+            }
+        };
+        let session = o.session;
+        drop(o);
+        // Digests are computed outside the outbox lock (they lock the slots).
+        let ranges: Vec<(u16, u16, u64)> = ranges
+            .into_iter()
+            .map(|(f, l)| (f, l, ks.range_digest(f, l)))
+            .collect();
+        let msg = ReplMsg::Digests {
+            from,
+            session,
+            ask,
+            ranges,
+        };
+        match wire::encode(msg, 0) {
+            Ok(frame) => {
+                self.outbox.lock().repair.counts.bytes += frame.len() as u64;
+                Some(frame)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a digest question");
+                None
+            }
+        }
+    }
+
+    /// The peer answered digest question `ask` of `session`.
+    pub fn on_digest_diff(&self, session: u64, ask: u64, differ: &[(u16, u16)]) {
+        let slots = self.slots.lock().clone();
+        let mut o = self.outbox.lock();
+        if o.session != session {
+            return;
+        }
+        let Some(found) = o.repair.answered(ask, differ) else {
+            return;
+        };
+        for s in found.into_iter().filter(|&s| slots.contains(s)) {
+            o.resync_slots.insert(s);
+        }
+        o.resync = o.resync_slots.first().map(usize::from);
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// Repair figures of this link.
+    pub fn repair_counts(&self) -> RepairCounts {
+        self.outbox.lock().repair.counts
+    }
+}
+
+/// After a batch took full slots (`bytes` of them, `sent` slots): counts them, and when the
+/// round's budget is spent, moves the slots still to send back to comparison (a new round).
+pub(super) fn after_sync(o: &mut Outbox, sent: usize, bytes: usize) {
+    o.repair.counts.slots += sent as u64;
+    if o.repair.spent(bytes) && !o.resync_slots.is_empty() {
+        let rest = std::mem::take(&mut o.resync_slots);
+        o.resync = None;
+        o.repair.counts.rounds += 1;
+        o.repair.round_bytes = 0;
+        o.repair.compare.extend(top_ranges(&rest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_descends_to_the_differing_slots() {
+        let all = SlotSet::from_ranges(&[(0, 16383)]);
+        let mut r = Repair::default();
+        r.start(&all);
+        assert_eq!(r.counts.rounds, 1);
+        let Step::Ask(ask, ranges) = r.step() else {
+            panic!("no question")
+        };
+        assert_eq!(ranges.len(), 256);
+        assert_eq!(ranges[1], (64, 64));
+        // Nothing else is asked while the question is open.
+        assert!(matches!(r.step(), Step::Idle));
+        // Slot 100 differs: (64, 64) splits in 8 ranges of 8, then 8 single slots.
+        assert_eq!(r.answered(ask + 1, &[(64, 64)]), None, "unknown question");
+        assert_eq!(r.answered(ask, &[(64, 64)]), Some(vec![]));
+        let Step::Ask(ask, ranges) = r.step() else {
+            panic!()
+        };
+        assert_eq!(ranges.len(), 8);
+        assert_eq!(r.answered(ask, &[(96, 8), (5000, 8)]), Some(vec![]));
+        let Step::Ask(ask, ranges) = r.step() else {
+            panic!()
+        };
+        assert_eq!(ranges, (96..104).map(|s| (s, 1)).collect::<Vec<_>>());
+        assert_eq!(r.answered(ask, &[(100, 1)]), Some(vec![100]));
+        assert!(!r.busy());
+        assert_eq!(r.counts.asks, 3);
+    }
+
+    #[test]
+    fn odd_slot_sets_are_covered_exactly() {
+        let set = SlotSet::from_ranges(&[(3, 70), (100, 100)]);
+        let ranges = top_ranges(&set);
+        assert_eq!(ranges, vec![(3, 64), (67, 4), (100, 1)]);
+        let mut r = Repair::default();
+        r.start(&set);
+        let Step::Ask(ask, _) = r.step() else {
+            panic!()
+        };
+        // A 4-slot range splits into single slots.
+        r.answered(ask, &[(67, 4)]);
+        let Step::Ask(_, ranges) = r.step() else {
+            panic!()
+        };
+        assert_eq!(ranges, vec![(67, 1), (68, 1), (69, 1), (70, 1)]);
+    }
+}
