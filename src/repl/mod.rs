@@ -357,8 +357,7 @@ impl Replicator {
                     return;
                 };
                 if need_resync {
-                    tracing::info!(peer = %format_args!("{from:x}"), "peer lost its session: repair by digests");
-                    link.restart_session();
+                    link.lost_session(session);
                 } else {
                     link.on_ack(session, batch);
                 }

@@ -258,6 +258,17 @@ impl Link {
         self.wake.notify_one();
     }
 
+    /// The peer does not know `session` (it restarted): a new session, repaired by digests.
+    /// Acks of the old session's other batches say the same and are ignored, so one restart
+    /// of the peer costs one round, not one per batch that was in flight.
+    pub fn lost_session(&self, session: u64) {
+        if self.outbox.lock().session != session {
+            return;
+        }
+        tracing::info!(peer = %format_args!("{:x}", self.peer), "peer lost its session: repair by digests");
+        self.restart_session();
+    }
+
     /// Repair figures of this link.
     pub fn repair_counts(&self) -> RepairCounts {
         self.outbox.lock().repair.counts

@@ -23,6 +23,7 @@ mod durability;
 mod long_partition;
 mod random;
 mod relay_unit;
+mod repair;
 mod rows;
 mod skew;
 mod table;
