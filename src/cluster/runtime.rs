@@ -201,9 +201,11 @@ async fn inbound_loop(
                     }
                     Err(e) => tracing::warn!(%from, error = %e, "dropping a bad gossip frame"),
                 },
-                Some(&repl::wire::CLASS_REPL | &repl::wire::CLASS_REPL_LZ4) => {
-                    repl.on_frame(&bytes).await
-                }
+                Some(
+                    &repl::wire::CLASS_REPL
+                    | &repl::wire::CLASS_REPL_LZ4
+                    | &repl::wire::CLASS_REPL_DEFLATE,
+                ) => repl.on_frame(&bytes).await,
                 other => tracing::warn!(%from, class = ?other, "dropping a frame of unknown class"),
             },
             Inbound::Request { from, .. } => {

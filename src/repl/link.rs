@@ -6,7 +6,8 @@
 //!   bounded by the keyspace, not by the write rate. A batch carries each key's *current* full
 //!   entry, which is the join of all its deltas, so skipping intermediate versions loses nothing.
 //! - A key leaves the outbox when it is put in a batch, and comes back if that batch is not
-//!   acknowledged within [`ACK_TIMEOUT`] (at-least-once; merges are idempotent).
+//!   acknowledged within the link's adaptive ack timeout (`repl::pacing`; at-least-once,
+//!   merges are idempotent).
 //! - At most [`WINDOW`] batches are unacknowledged: a slow peer slows its link, never memory.
 //! - `acked` only grows; WAIT reads it.
 
@@ -25,8 +26,6 @@ use tokio::sync::Notify;
 
 /// Unacknowledged batches allowed in flight per link.
 const WINDOW: usize = 16;
-/// A batch not acknowledged in this time is sent again (its keys go back to the outbox).
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys per batch, and a soft byte budget per batch.
 const BATCH_KEYS: usize = 512;
 const BATCH_BYTES: usize = 1 << 20;
@@ -72,6 +71,8 @@ pub struct Outbox {
     hold: Option<(u64, u64)>,
     /// Digest comparison of the slots a session (re)starts with (see `repl::repair`).
     pub(super) repair: super::repair::Repair,
+    /// Ack timing: the adaptive timeout after which a batch counts as lost.
+    rtt: super::pacing::Rtt,
 }
 
 struct InFlight {
@@ -146,6 +147,7 @@ impl Link {
                 marks: VecDeque::new(),
                 hold: None,
                 repair,
+                rtt: Default::default(),
             }),
             wake: Notify::new(),
             acked: AtomicU64::new(0),
@@ -261,6 +263,8 @@ impl Link {
         }
         if let Some(b) = o.inflight.iter_mut().find(|b| b.batch == batch) {
             b.acked = true;
+            let sample = b.sent.elapsed();
+            o.rtt.sample(sample);
         }
         // Only a contiguous prefix of acknowledged batches moves the acknowledged offset.
         let (mut reached, mut covers) = (0, 0);
@@ -298,12 +302,9 @@ impl Link {
         let promise = self.delivered_below();
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
-        while o
-            .inflight
-            .front()
-            .is_some_and(|b| b.sent.elapsed() > ACK_TIMEOUT)
-        {
+        while o.inflight.front().is_some_and(|b| o.rtt.lost(b.sent)) {
             let b = o.inflight.pop_front().expect("checked");
+            o.rtt.timed_out();
             for &s in &b.synced {
                 o.resync_slots.insert(s);
             }
@@ -378,8 +379,10 @@ impl Link {
         let complete = o.queue.is_empty() && o.resync.is_none() && !o.repair.busy();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
-        if entries.is_empty() && !fresh && recent && (upto == 0 || upto <= self.acked.load(Relaxed))
-        {
+        let claimed = upto == 0
+            || upto <= self.acked.load(Relaxed)
+            || o.inflight.iter().any(|b| b.upto >= upto);
+        if entries.is_empty() && !fresh && recent && claimed {
             return None;
         }
         *self.last_batch.lock() = Instant::now();
@@ -441,12 +444,20 @@ fn requeue(o: &mut Outbox, keys: Vec<Box<[u8]>>) {
 pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transport>, me: u64) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        while let Some(frame) = link.next_batch(&ks, me) {
+        loop {
+            let built = Instant::now();
+            let Some(frame) = link.next_batch(&ks, me) else {
+                break;
+            };
             let len = frame.len() as u64;
             let addr = *link.addr.lock();
             match transport.send(addr, frame).await {
                 Ok(()) => {
-                    link.connected.store(true, Relaxed);
+                    if !link.connected.swap(true, Relaxed) {
+                        // Back after a failure: what went before was sent into a dead
+                        // connection; re-send it now rather than after the ack timeout.
+                        link.outbox.lock().rtt.lost_before = Some(built);
+                    }
                     link.batches_sent.fetch_add(1, Relaxed);
                     link.bytes_sent.fetch_add(len, Relaxed);
                     backoff = Duration::from_millis(50);
@@ -470,6 +481,11 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
             _ = link.wake.notified() => {}
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = link.stop.notified() => return,
+        }
+        // A few cold keys wait a moment for company (see `repl::pacing`).
+        let queued = link.outbox.lock().queue.len();
+        if queued > 0 && queued < super::pacing::BATCH_NOW {
+            tokio::time::sleep(super::pacing::BATCH_DELAY).await;
         }
     }
 }

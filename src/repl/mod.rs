@@ -17,6 +17,7 @@
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
 
 pub mod link;
+pub mod pacing;
 pub mod repair;
 pub mod wire;
 
