@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn repetitive_batches_are_compressed_and_decode_the_same() {
         let entry = crate::crdt::Entry::default().to_delta();
-        let entries: Vec<KeyEntry> = (0..200)
+        let entries: Vec<KeyEntry> = (0..1000)
             .map(|i| KeyEntry {
                 key: format!("user:session:{i:06}").into_bytes().into(),
                 entry: entry.clone(),
