@@ -113,8 +113,9 @@ async fn a_restarted_node_is_repaired_by_digests_not_by_a_full_sync() {
     check.extend((0..KEYS).step_by(53).map(|i| format!("bulk:{i}")));
     world.converged(&check).await;
 
-    // Each side ran a repair round for the other; together they shipped far less than the
-    // data a full sync would have sent (either direction's full sync alone is `full` bytes).
+    // Each side ran a repair round for the other; together they shipped under a tenth of the
+    // data a full sync would have sent (either direction's full sync alone is `full` bytes;
+    // 160 keys changed in 100-180 slots, ~500 B a slot, come to about 5%).
     let (rounds_a, slots_a, bytes_a) = repair_figures(&world, a, b).await;
     let (rounds_b, slots_b, bytes_b) = repair_figures(&world, b, a).await;
     assert!(
@@ -133,7 +134,7 @@ async fn a_restarted_node_is_repaired_by_digests_not_by_a_full_sync() {
         rounds_a - rounds_before
     );
     assert!(
-        repair * 20 < full as u64,
+        repair * 10 < full as u64,
         "repair shipped {repair} bytes (a: {} in {slots_a} slots, b: {bytes_b} in {slots_b} slots); a full sync is {full}",
         bytes_a - bytes_before
     );
