@@ -302,9 +302,11 @@ impl Link {
         let promise = self.delivered_below();
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
+        let mut timed_out = false;
         while o.inflight.front().is_some_and(|b| o.rtt.lost(b.sent)) {
             let b = o.inflight.pop_front().expect("checked");
-            o.rtt.timed_out();
+            // Batches sent into a dead connection are not evidence of a slow peer.
+            timed_out |= o.rtt.lost_before.is_none_or(|t| b.sent >= t);
             for &s in &b.synced {
                 o.resync_slots.insert(s);
             }
@@ -315,6 +317,9 @@ impl Link {
             for later in o.inflight.iter_mut() {
                 later.upto = 0;
             }
+        }
+        if timed_out {
+            o.rtt.timed_out();
         }
         if o.inflight.len() >= WINDOW {
             return None;
