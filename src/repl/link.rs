@@ -189,6 +189,22 @@ impl Link {
             o.marks.push_back((offset, Instant::now()));
         }
     }
+}
+
+impl Outbox {
+    /// Whether no changed key waits to be batched.
+    pub(super) fn queue_is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+impl Link {
+    /// The peer sent us a frame: if the link was backing off, re-send what is in flight now.
+    pub fn heard_from_peer(&self) {
+        if self.outbox.lock().rtt.peer_back() {
+            self.wake.notify_one();
+        }
+    }
 
     /// Age of the oldest change the peer has not acknowledged (zero when caught up).
     pub fn lag(&self) -> Duration {
@@ -334,7 +350,12 @@ impl Link {
         let seen = o.seen;
         // Read after `seen`: every change published before this instant is at or below it.
         let covers = covered_now();
-        let resync_from = o.resync;
+        // Full slots only once the changed keys are drained (see `repair::slots_now`).
+        let resync_from = if super::repair::slots_now(&mut o, keys.len()) {
+            o.resync
+        } else {
+            None
+        };
         let session = o.session;
         let fresh = o.fresh;
         drop(o);

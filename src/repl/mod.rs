@@ -270,17 +270,26 @@ impl Replicator {
             | ReplMsg::Digests { from, .. }
             | ReplMsg::DigestDiff { from, .. } => *from,
         };
-        {
+        // Silence longer than a keep-alive period then a frame: the peer is back (a partition
+        // healed), which its link may want to know (see `pacing`).
+        let was_silent = {
             let mut heard = self.heard.lock();
             let h = heard.entry(from).or_insert(Inbound {
                 last: std::time::Instant::now(),
                 batches: 0,
                 bytes: 0,
             });
+            let was_silent = h.last.elapsed() > Duration::from_secs(1);
             h.last = std::time::Instant::now();
             if matches!(msg, ReplMsg::Batch { .. }) {
                 h.batches += 1;
                 h.bytes += frame.len() as u64;
+            }
+            was_silent
+        };
+        if was_silent {
+            if let Some(link) = self.links.read().get(&from) {
+                link.heard_from_peer();
             }
         }
         match msg {

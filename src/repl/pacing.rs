@@ -11,6 +11,11 @@
 //!   A batch's ack time includes the receiver's merge, so a slow receiver raises the RTO.
 //! - **Reconnect.** Batches sent before the transport failed were sent into a dead connection:
 //!   when a send succeeds again, they are treated as lost at once instead of after the RTO.
+//!   Likewise when a link that is backing off (a batch timed out, no ack since) hears from its
+//!   peer after more than a second of silence (idle links send keep-alives every 300 ms): a
+//!   partition (which QUIC may not notice) has healed, and waiting out a backed-off RTO of up to
+//!   [`MAX_RTO`] would only delay the catch-up. A slow peer that keeps talking does not trigger
+//!   it, so it does not cause a burst of re-sends.
 //! - **Batching delay.** A link woken by a publish with only a few keys queued waits
 //!   [`BATCH_DELAY`] before building the batch, so that writes of the next instant share its
 //!   frame (one frame header, one compression) and repeated writes to a key coalesce. The
@@ -37,6 +42,8 @@ pub struct Rtt {
     rto: Duration,
     /// Batches sent before this instant count as lost (set on reconnect).
     pub lost_before: Option<Instant>,
+    /// A batch timed out since the last ack: the peer may be unreachable.
+    backoff: bool,
 }
 
 impl Default for Rtt {
@@ -46,6 +53,7 @@ impl Default for Rtt {
             rttvar: Duration::ZERO,
             rto: INITIAL_RTO,
             lost_before: None,
+            backoff: false,
         }
     }
 }
@@ -53,6 +61,7 @@ impl Default for Rtt {
 impl Rtt {
     /// An ack arrived `sample` after its batch was sent.
     pub fn sample(&mut self, sample: Duration) {
+        self.backoff = false;
         match self.srtt {
             None => {
                 self.srtt = Some(sample);
@@ -71,6 +80,22 @@ impl Rtt {
     /// A batch timed out: back off until the next ack.
     pub fn timed_out(&mut self) {
         self.rto = (self.rto * 2).min(MAX_RTO);
+        self.backoff = true;
+    }
+
+    /// The peer was heard from (it sent us a frame). If we were backing off, the path is back
+    /// (a partition healed): what is in flight was sent into it, so it counts as lost now and
+    /// the timeout returns to its measured value. Returns whether that happened.
+    pub fn peer_back(&mut self) -> bool {
+        if !self.backoff {
+            return false;
+        }
+        self.backoff = false;
+        self.lost_before = Some(Instant::now());
+        if let Some(srtt) = self.srtt {
+            self.rto = (srtt + self.rttvar * 4).clamp(MIN_RTO, MAX_RTO);
+        }
+        true
     }
 
     pub fn rto(&self) -> Duration {

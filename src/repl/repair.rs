@@ -69,6 +69,8 @@ pub struct Repair {
     tries: u32,
     /// Bytes of full slots sent in the current round.
     round_bytes: usize,
+    /// Changed keys were sent while slots found different waited (see [`slots_now`]).
+    keys_since_found: bool,
     pub counts: RepairCounts,
 }
 
@@ -273,6 +275,32 @@ impl Link {
     pub fn repair_counts(&self) -> RepairCounts {
         self.outbox.lock().repair.counts
     }
+}
+
+/// Whether the batch being built (which took `keys` changed keys) may also carry full slots.
+/// Changed keys go first: slots wait until the queue is drained. And when changed keys were
+/// sent since the slots were found different, the slots are compared again first (a new round):
+/// after a partition the outbox's backlog usually carries what made them differ, and sending
+/// them whole as well would ship every such key twice.
+pub(super) fn slots_now(o: &mut Outbox, keys: usize) -> bool {
+    if o.resync_slots.is_empty() {
+        o.repair.keys_since_found = false;
+        return true;
+    }
+    if keys > 0 {
+        o.repair.keys_since_found = true;
+    }
+    if !o.queue_is_empty() {
+        return false;
+    }
+    if o.repair.keys_since_found && !o.repair.busy() {
+        o.repair.keys_since_found = false;
+        let rest = std::mem::take(&mut o.resync_slots);
+        o.resync = None;
+        o.repair.add(&rest);
+        return false;
+    }
+    true
 }
 
 /// After a batch took full slots (`bytes` of them, `sent` slots): counts them, and when the
