@@ -192,6 +192,10 @@ impl Link {
 }
 
 impl Outbox {
+    pub(super) fn rtt_probe_due(&mut self) -> bool {
+        self.rtt.probe_due()
+    }
+
     /// Whether no changed key waits to be batched.
     pub(super) fn queue_is_empty(&self) -> bool {
         self.queue.is_empty()
@@ -470,6 +474,12 @@ fn requeue(o: &mut Outbox, keys: Vec<Box<[u8]>>) {
 pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transport>, me: u64) {
     let mut backoff = Duration::from_millis(50);
     loop {
+        if let Some(probe) = link.probe_frame(me) {
+            let addr = *link.addr.lock();
+            if let Err(e) = transport.send(addr, probe).await {
+                tracing::debug!(error = %e, "probe not sent");
+            }
+        }
         loop {
             let built = Instant::now();
             let Some(frame) = link.next_batch(&ks, me) else {

@@ -31,6 +31,8 @@ pub const MIN_RTO: Duration = Duration::from_millis(200);
 pub const MAX_RTO: Duration = Duration::from_secs(8);
 /// How long a cold write may wait for company before its batch leaves.
 pub const BATCH_DELAY: Duration = Duration::from_millis(1);
+/// How often a backing-off link probes its peer.
+pub const PROBE_EVERY: Duration = Duration::from_millis(300);
 /// Queued keys from which a batch leaves without the delay.
 pub const BATCH_NOW: usize = 64;
 
@@ -44,6 +46,7 @@ pub struct Rtt {
     pub lost_before: Option<Instant>,
     /// A batch timed out since the last ack: the peer may be unreachable.
     backoff: bool,
+    last_probe: Option<Instant>,
 }
 
 impl Default for Rtt {
@@ -54,6 +57,7 @@ impl Default for Rtt {
             rto: INITIAL_RTO,
             lost_before: None,
             backoff: false,
+            last_probe: None,
         }
     }
 }
@@ -81,6 +85,17 @@ impl Rtt {
     pub fn timed_out(&mut self) {
         self.rto = (self.rto * 2).min(MAX_RTO);
         self.backoff = true;
+    }
+
+    /// Whether to send a probe now: while backing off, every [`PROBE_EVERY`]. A link whose
+    /// window is full sends nothing else, and two such links (both sides of a healed
+    /// partition) would each wait out their backed-off timeout before either heard the other.
+    pub fn probe_due(&mut self) -> bool {
+        if !self.backoff || self.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return false;
+        }
+        self.last_probe = Some(Instant::now());
+        true
     }
 
     /// The peer was heard from (it sent us a frame). If we were backing off, the path is back

@@ -242,6 +242,25 @@ impl Link {
         }
     }
 
+    /// A probe for a link that is backing off: an empty digest question (ask 0, which no
+    /// answer matches). The peer answers it, and each side then hears the other after the
+    /// silence, which re-sends what was in flight at once (`pacing`).
+    pub(super) fn probe_frame(&self, from: u64) -> Option<bytes::Bytes> {
+        let mut o = self.outbox.lock();
+        if !o.rtt_probe_due() {
+            return None;
+        }
+        let session = o.session;
+        drop(o);
+        let msg = ReplMsg::Digests {
+            from,
+            session,
+            ask: 0,
+            ranges: Vec::new(),
+        };
+        wire::encode(msg, 0).ok()
+    }
+
     /// The peer answered digest question `ask` of `session`.
     pub fn on_digest_diff(&self, session: u64, ask: u64, differ: &[(u16, u16)]) {
         let slots = self.slots.lock().clone();
