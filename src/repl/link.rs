@@ -476,8 +476,15 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
     loop {
         if let Some(probe) = link.probe_frame(me) {
             let addr = *link.addr.lock();
-            if let Err(e) = transport.send(addr, probe).await {
-                tracing::debug!(error = %e, "probe not sent");
+            // A probe goes to a peer that may be unreachable: the send (a dial) must not hold
+            // up shutdown.
+            tokio::select! {
+                r = transport.send(addr, probe) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "probe not sent");
+                    }
+                }
+                _ = link.stop.notified() => return,
             }
         }
         loop {
@@ -487,7 +494,11 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
             };
             let len = frame.len() as u64;
             let addr = *link.addr.lock();
-            match transport.send(addr, frame).await {
+            let sent = tokio::select! {
+                r = transport.send(addr, frame) => r,
+                _ = link.stop.notified() => return,
+            };
+            match sent {
                 Ok(()) => {
                     if !link.connected.swap(true, Relaxed) {
                         // Back after a failure: what went before was sent into a dead
