@@ -3,6 +3,12 @@
 //! The first byte of every mesh frame names its traffic class ([`CLASS_REPL`] here); the rest
 //! is one [`ReplFrame`]. New fields go into a new variant (`V2`), never into `V1`, so nodes of
 //! different versions can tell what they cannot read instead of misreading it.
+//!
+//! `ReplMsg::Digests` and `ReplMsg::DigestDiff` (repair) were added as new message variants,
+//! and the deflate class [`CLASS_REPL_DEFLATE`] as a new class byte: a node built before them
+//! drops such a frame as undecodable (logged), and the asking link falls back to sending the
+//! slots in full after three unanswered questions. Deflated batches cannot be read by such a
+//! node at all: upgrade every node of a deployment before relying on mixed versions.
 
 use crate::crdt::EntryDelta;
 use serde::{Deserialize, Serialize};
