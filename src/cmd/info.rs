@@ -17,6 +17,7 @@ const DEFAULT: &[&str] = &[
     "crdt",
     "cluster",
     "regions",
+    "hotkeys",
     "keyspace",
 ];
 
@@ -221,6 +222,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let _ = write!(t, "# Cluster\r\ncluster_enabled:{enabled}\r\n");
         }
         "regions" => super::regions::info(node, t),
+        "hotkeys" => super::hotkeys::info(node, t),
         "keyspace" => {
             let (live, volatile, _) = ks.counts();
             t.push_str("# Keyspace\r\n");

@@ -16,6 +16,7 @@ mod connection;
 mod counters;
 mod expire;
 pub mod glob;
+mod hotkeys;
 mod info;
 mod introspect;
 mod keys;
@@ -29,6 +30,7 @@ pub mod table;
 mod txn;
 
 pub use clients::{ClientHandle, Clients};
+pub use hotkeys::apply_settings as hotkeys_apply_settings;
 pub use server::apply_settings as server_apply_settings;
 pub use table::{lookup, CommandSpec};
 
@@ -96,6 +98,8 @@ pub struct Node {
     pub leases: Arc<crate::store::lease::Leases>,
     /// The snapshot and the append-only log (`persist`); set by `server::spawn_with`.
     pub persist: Option<Arc<crate::persist::Persist>>,
+    /// The hot-key sketch every keyed command feeds (`hot`, `cmd::hotkeys`).
+    pub hot: Arc<crate::hot::HotKeys>,
 }
 
 impl Node {
@@ -114,6 +118,7 @@ impl Node {
             cluster: None,
             leases: Arc::default(),
             persist: None,
+            hot: Arc::default(),
         }
     }
 }
@@ -285,6 +290,7 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
         ctx.out.error(&e.to_string());
     }
     lease::after_command(ctx.node, keyed, args);
+    hotkeys::after_command(ctx.node, keyed, args);
 }
 
 /// An error before the command ran: inside MULTI it also dooms the transaction.

@@ -4,7 +4,7 @@
 //! `CONFIG GET/SET` and `meridian --help`, so the four can never disagree.
 
 /// How a parameter's value is parsed and validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Kind {
     /// An integer in [min, max].
     Int { min: i64, max: i64 },
@@ -16,6 +16,8 @@ pub enum Kind {
     Str,
     /// One of the listed words.
     Enum(&'static [&'static str]),
+    /// Checked (and normalized) by the owning module's function.
+    Custom(fn(&str) -> Result<String, String>),
 }
 
 /// One parameter.
@@ -77,6 +79,9 @@ pub const PARAMS: &[Param] = &[
     Param { name: "aof-load-truncated", default: "yes", kind: Kind::Bool, mutable: true, help: "At start, truncate a log ending in an incomplete record (with a warning) instead of refusing to start" },
     Param { name: "aof-load-corrupted", default: "no", kind: Kind::Bool, mutable: true, help: "At start, drop a log segment from a corrupted record on (with an error log) instead of refusing to start" },
     Param { name: "auto-aof-rewrite-percentage", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Snapshot (compacting the log) when the log grew by this percentage of the last snapshot (0 = never)" },
+    Param { name: "hotkeys-k", default: "32", kind: int(1, 1024), mutable: true, help: "Keys the hot-key sketch tracks (MERIDIAN.HOTKEYS, INFO hotkeys); changing it starts the sketch over" },
+    Param { name: "hotkeys-threshold", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Operations per second from which a top-k key is hot (replicated first; full state under repl-scope hot)" },
+    Param { name: "repl-scope", default: "* all", kind: Kind::Custom(crate::hot::scope::validate), mutable: true, help: "What ships to other regions per key pattern, first match wins: '<glob> all|hot, ...'; hot = full state while the key is hot, an invalidation while cold" },
     Param { name: "auto-aof-rewrite-min-size", default: "64mb", kind: Kind::Memory, mutable: true, help: "Log growth below which no automatic compaction happens" },
 ];
 
@@ -126,6 +131,7 @@ pub fn validate(p: &Param, v: &str) -> Result<String, String> {
             _ => Err("argument must be 'yes' or 'no'".into()),
         },
         Kind::Str => Ok(v.to_string()),
+        Kind::Custom(check) => check(v),
         Kind::Enum(words) => {
             let l = v.to_ascii_lowercase();
             if words.contains(&l.as_str()) {

@@ -232,7 +232,10 @@ impl HotKeys {
 
     /// Candidates tracked across the shards (up to 16·k; `top` reports the best k).
     pub fn tracked(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().candidates().len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().candidates().len())
+            .sum()
     }
 
     /// Bytes held by the sketch.

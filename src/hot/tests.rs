@@ -78,7 +78,11 @@ fn memory_is_bounded_by_k_not_by_the_keys_seen() {
     }
     assert!(hk.tracked() <= 32 * SHARDS);
     // Only the candidates' keys (at most 16·k of 12 bytes) can add to the fixed buckets.
-    assert!(hk.memory() <= after_1k + 32 * SHARDS * 12, "{} vs {after_1k}", hk.memory());
+    assert!(
+        hk.memory() <= after_1k + 32 * SHARDS * 12,
+        "{} vs {after_1k}",
+        hk.memory()
+    );
     assert!(hk.memory() < 256 * 1024, "{} bytes", hk.memory());
 }
 

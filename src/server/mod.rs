@@ -146,6 +146,7 @@ pub async fn spawn_with(
     // 6. Background tasks.
     tasks.spawn(expire_task(node.clone(), shutdown_rx.clone()));
     tasks.spawn(persist.run(shutdown_rx.clone()));
+    tasks.spawn(node.hot.clone().run(shutdown_rx.clone()));
     tracing::info!(node = %format_args!("{node_id:x}"), addrs = ?addrs, region = %s.region, "meridian ready");
     Ok(Running {
         node,
