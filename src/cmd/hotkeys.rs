@@ -103,6 +103,16 @@ pub fn info(node: &Node, t: &mut String) {
         hk.recorded.load(Relaxed),
         hk.dropped.load(Relaxed),
     );
+    if let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) {
+        let r = c.repl();
+        let _ = write!(
+            t,
+            "hotkeys_invalidations_sent:{}\r\nhotkeys_invalidations_received:{}\r\nhotkeys_invalidations_applied:{}\r\n",
+            r.invalidations_sent(),
+            r.invalidations_received.load(Relaxed),
+            r.invalidations_applied.load(Relaxed),
+        );
+    }
     for (i, h) in top.iter().enumerate() {
         let _ = write!(t, "hotkey_{i}:key=");
         info_key(&h.key, t);
@@ -139,5 +149,8 @@ pub fn apply_settings(node: &Node) {
     });
     if !rules.all() {
         tracing::info!(rules = ?rules, "replication scope");
+    }
+    if let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) {
+        c.repl().set_scope(node.hot.clone(), rules);
     }
 }

@@ -17,6 +17,7 @@
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
 
 pub mod link;
+pub mod scope;
 pub mod wire;
 
 pub use link::{Link, LinkKind};
@@ -98,6 +99,13 @@ pub struct Replicator {
     tasks: Mutex<tokio::task::JoinSet<()>>,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
+    /// The hot set and `repl-scope` rules every region link consults (`repl::scope`).
+    scope: Arc<arc_swap::ArcSwapOption<scope::ScopeState>>,
+    /// Invalidations received recently, keeping older full state of their keys out.
+    guard: scope::Guard,
+    /// Invalidations received, and those that dropped a local copy.
+    pub invalidations_received: AtomicU64,
+    pub invalidations_applied: AtomicU64,
 }
 
 impl Replicator {
@@ -115,6 +123,10 @@ impl Replicator {
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             batches_received: AtomicU64::new(0),
             entries_received: AtomicU64::new(0),
+            scope: Default::default(),
+            guard: Default::default(),
+            invalidations_received: AtomicU64::new(0),
+            invalidations_applied: AtomicU64::new(0),
         })
     }
 
@@ -239,7 +251,8 @@ impl Replicator {
                 w.addr,
                 w.slots,
                 self.offset(),
-            ));
+            )
+            .with_scope(self.scope.clone()));
             links.insert(w.peer, link.clone());
             let ks = self.ks().clone();
             let transport = self.transport.clone();
@@ -253,7 +266,7 @@ impl Replicator {
 
     /// Handles one replication frame from the mesh.
     pub async fn on_frame(&self, frame: &[u8]) {
-        let (msg, promise) = match wire::decode(frame) {
+        let (msg, promise, invalidations) = match wire::decode_with(frame) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping a bad replication frame");
@@ -299,9 +312,10 @@ impl Replicator {
                         .get(&from)
                         .is_some_and(|s| s.0 == session);
                 let delivered_below = if known { promise } else { 0 };
-                for e in &entries {
+                for e in entries.iter().filter(|e| !self.invalidated(e)) {
                     ks.merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below);
                 }
+                self.apply_invalidations(&invalidations);
                 // Merges are never refused (that would lose a peer's writes), but they count
                 // against maxmemory like local writes: evict for them now, under the policy.
                 // Under `noeviction` the next local write gets the OOM error instead.

@@ -10,6 +10,7 @@
 mod access;
 mod evict;
 mod expire;
+mod invalidate;
 mod key;
 pub mod lease;
 mod shard;
