@@ -37,6 +37,9 @@ pub struct Shard {
     width: usize,
     /// At most `k` candidates, unordered.
     top: Vec<Candidate>,
+    /// `top[i].hash`, packed: the membership scan every record makes reads 8 bytes a
+    /// candidate instead of 40.
+    hashes: Vec<u64>,
     k: usize,
     /// Smallest candidate count when the list is full (a lower bound; kept fresh enough to
     /// reject most non-members without scanning).
@@ -64,6 +67,7 @@ impl Shard {
             buckets: vec![Bucket::default(); DEPTH * width].into_boxed_slice(),
             width,
             top: Vec::with_capacity(k),
+            hashes: Vec::with_capacity(k),
             k: k.max(1),
             floor: 0,
             rng: seed | 1,
@@ -121,12 +125,15 @@ impl Shard {
 
     /// Updates the candidate list with `key`'s new estimate.
     fn offer(&mut self, hash: u64, key: &[u8], est: u32) {
-        if let Some(c) = self
-            .top
-            .iter_mut()
-            .find(|c| c.hash == hash && *c.key == *key)
-        {
-            c.count = est;
+        let member = self
+            .hashes
+            .iter()
+            .enumerate()
+            .filter(|(_, &h)| h == hash)
+            .map(|(i, _)| i)
+            .find(|&i| *self.top[i].key == *key);
+        if let Some(i) = member {
+            self.top[i].count = est;
             return;
         }
         if self.top.len() < self.k {
@@ -135,6 +142,7 @@ impl Shard {
                 key: key.into(),
                 count: est,
             });
+            self.hashes.push(hash);
             if self.top.len() == self.k {
                 self.floor = self.min_count();
             }
@@ -156,6 +164,7 @@ impl Shard {
                 key: key.into(),
                 count: est,
             };
+            self.hashes[at] = hash;
         }
         self.floor = self.min_count();
     }
@@ -173,6 +182,8 @@ impl Shard {
             c.count >>= 1;
         }
         self.top.retain(|c| c.count > 0);
+        self.hashes.clear();
+        self.hashes.extend(self.top.iter().map(|c| c.hash));
         self.floor = if self.top.len() == self.k {
             self.min_count()
         } else {

@@ -367,19 +367,20 @@ impl Link {
         let mut entries: Vec<KeyEntry> = Vec::with_capacity(keys.len());
         let mut invalidations: Vec<Invalidation> = Vec::new();
         // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
-        let mut add = |key: Box<[u8]>, e: crate::crdt::Entry, bytes: &mut usize| {
-            match scope.as_ref().map(|s| s.ship(&key, &e)) {
-                Some(Ship::Invalidate(stamp)) => {
-                    *bytes += key.len() + 24;
-                    invalidations.push(Invalidation { key, stamp });
-                }
-                _ => {
-                    *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
-                    entries.push(KeyEntry {
-                        key,
-                        entry: e.to_delta(),
-                    });
-                }
+        let mut add = |key: Box<[u8]>, e: crate::crdt::Entry, bytes: &mut usize| match scope
+            .as_ref()
+            .map(|s| s.ship(&key, &e))
+        {
+            Some(Ship::Invalidate(stamp)) => {
+                *bytes += key.len() + 24;
+                invalidations.push(Invalidation { key, stamp });
+            }
+            _ => {
+                *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
+                entries.push(KeyEntry {
+                    key,
+                    entry: e.to_delta(),
+                });
             }
         };
         for k in &keys {

@@ -244,15 +244,10 @@ impl Replicator {
                 l.set_slots(w.slots);
                 continue;
             }
-            let link = Arc::new(Link::new(
-                w.peer,
-                w.kind,
-                w.group,
-                w.addr,
-                w.slots,
-                self.offset(),
-            )
-            .with_scope(self.scope.clone()));
+            let link = Arc::new(
+                Link::new(w.peer, w.kind, w.group, w.addr, w.slots, self.offset())
+                    .with_scope(self.scope.clone()),
+            );
             links.insert(w.peer, link.clone());
             let ks = self.ks().clone();
             let transport = self.transport.clone();

@@ -79,7 +79,9 @@ impl Guard {
                 g.clear();
             }
         }
-        let e = g.entry(inv.key.clone()).or_insert((inv.stamp, Instant::now()));
+        let e = g
+            .entry(inv.key.clone())
+            .or_insert((inv.stamp, Instant::now()));
         if inv.stamp >= e.0 {
             *e = (inv.stamp, Instant::now());
         }
@@ -132,7 +134,10 @@ impl super::Replicator {
         self.links
             .read()
             .values()
-            .map(|l| l.invalidations_sent.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|l| {
+                l.invalidations_sent
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
             .sum()
     }
 }
