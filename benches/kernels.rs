@@ -236,10 +236,11 @@ fn keyspace(c: &mut Criterion) {
 
 /// `hot`: the per-command hot-key hook. `record_sampled` is what every keyed command pays (one
 /// access in `hot::SAMPLE` reaches the sketch); `record_every_access` is a sketch update on
-/// each call (hash, one shard lock, two buckets, the candidate list), over 100k keys where a
-/// few are hot.
+/// each call (hash, one shard lock, two buckets, the candidate list), over 10k keys where a
+/// few are hot; `loop_only` is the same loop picking the same keys without recording (subtract
+/// it).
 fn hot(c: &mut Criterion) {
-    const KEYS: usize = 100_000;
+    const KEYS: usize = 10_000;
     let keys: Vec<Vec<u8>> = (0..KEYS)
         .map(|i| format!("key:{i:012}").into_bytes())
         .collect();
@@ -249,6 +250,13 @@ fn hot(c: &mut Criterion) {
         .collect();
     let mut g = c.benchmark_group("hot");
     g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("loop_only", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(&keys[order[i]][..]);
+        })
+    });
     for (name, sample) in [
         ("record_sampled", meridian::hot::SAMPLE),
         ("record_every_access", 1),
