@@ -67,7 +67,9 @@ impl ScopeState {
 
 /// Invalidations received recently: key → (stamp, when).
 #[derive(Default)]
-pub struct Guard(Mutex<HashMap<Box<[u8]>, (Stamp, Instant)>>);
+pub struct Guard(Mutex<Remembered>);
+
+type Remembered = HashMap<Box<[u8]>, (Stamp, Instant)>;
 
 impl Guard {
     pub fn remember(&self, inv: &Invalidation) {
