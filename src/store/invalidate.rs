@@ -33,3 +33,54 @@ impl Keyspace {
         drop
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Hlc;
+    use crate::store::Ttl;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn keyspace() -> Keyspace {
+        Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None)
+    }
+
+    fn stamp_of(ks: &Keyspace, key: &[u8]) -> Stamp {
+        ks.entry(key).expect("held").max_stamp()
+    }
+
+    #[test]
+    fn only_an_older_plain_live_copy_is_dropped() {
+        let ks = keyspace();
+        ks.lock([b"k"]).key(b"k").set_bytes(b"v", Ttl::Clear);
+        let s = stamp_of(&ks, b"k");
+        let older = Stamp::new(s.time - 1, 9);
+        let newer = Stamp::new(s.time + 1, 9);
+        // Older or equal: the copy is a write the sender has not seen.
+        assert!(!ks.invalidate(b"k", older));
+        assert!(!ks.invalidate(b"k", s));
+        assert!(ks.entry(b"k").is_some());
+        // Newer: dropped locally, and the next local write orders after it.
+        assert!(ks.invalidate(b"k", newer));
+        assert!(ks.entry(b"k").is_none());
+        assert_eq!(ks.dbsize(), 0);
+        ks.lock([b"k"]).key(b"k").set_bytes(b"w", Ttl::Clear);
+        assert!(stamp_of(&ks, b"k") > newer);
+        // A key we do not hold: nothing to do.
+        assert!(!ks.invalidate(b"absent", newer));
+    }
+
+    #[test]
+    fn counters_and_tombstones_stay() {
+        let ks = keyspace();
+        ks.lock([b"c"]).key(b"c").add_int(5);
+        let far = Stamp::new(stamp_of(&ks, b"c").time + (1 << 32), 9);
+        assert!(!ks.invalidate(b"c", far));
+        ks.lock([b"t"]).key(b"t").set_bytes(b"v", Ttl::Clear);
+        ks.lock([b"t"]).key(b"t").delete();
+        let far = Stamp::new(stamp_of(&ks, b"t").time + (1 << 32), 9);
+        assert!(!ks.invalidate(b"t", far));
+        assert!(ks.entry(b"t").is_some(), "the tombstone is the collector's");
+    }
+}
