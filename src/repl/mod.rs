@@ -67,6 +67,8 @@ pub struct LinkStatus {
     pub batches_sent: u64,
     pub bytes_sent: u64,
     pub age_ms: u64,
+    /// Full-sync rounds started on this link (its first session included).
+    pub resyncs: u64,
 }
 
 /// What one peer sent us.
@@ -376,6 +378,7 @@ impl Replicator {
                 batches_sent: l.batches_sent.load(Relaxed),
                 bytes_sent: l.bytes_sent.load(Relaxed),
                 age_ms: l.created.elapsed().as_millis() as u64,
+                resyncs: l.resyncs.load(Relaxed),
             })
             .collect();
         v.sort_by_key(|s| s.peer);
