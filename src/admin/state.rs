@@ -2,8 +2,8 @@
 //!
 //! Like `/metrics`, everything is read when asked, from the sources INFO and CLUSTER use: the
 //! slot map (`cluster::Topology`), the other regions' records learned by gossip
-//! (`cluster::regions`), the replication links (`cmd::peer_regions`), the keyspace's counters
-//! and the clock's skew record.
+//! (`cluster::regions`), the replication links (`cmd::peer_regions`, which also count the skew
+//! alarms raised by each peer's entries) and the keyspace's counters.
 //!
 //! Health: `200` while the node serves its slots (a standalone node always; a cluster node
 //! while its region's slot map is `ok`), `503` when its region is down (`cluster_state:fail`,
@@ -13,37 +13,29 @@
 use crate::cluster::{node_name, Health, NodeInfo, Role};
 use crate::cmd::Node;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// A peer whose stamps raised a skew alarm within this window is shown as skewed.
-pub const SKEW_RECENT_MS: u64 = 60_000;
+pub const SKEW_RECENT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Skew alarms summed per region of the writing node.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RegionSkew {
-    pub alarms: u64,
-    pub max_ahead_ms: u64,
-    pub last_unix_ms: u64,
+fn recent(t: Option<std::time::Instant>) -> bool {
+    t.is_some_and(|t| t.elapsed() < SKEW_RECENT)
 }
 
-/// Skew alarms by the region of the node whose stamp raised them (nodes we cannot place are
-/// under `"?"`).
-pub fn skew_by_region(node: &Node) -> BTreeMap<String, RegionSkew> {
-    let mut out: BTreeMap<String, RegionSkew> = BTreeMap::new();
-    let mine = node.config.settings().region.clone();
-    for (id, s) in node.keyspace.clock().skewed_nodes() {
-        let region = match node.cluster.as_deref() {
-            Some(c) if c.topology().node(id).is_some() => mine.clone(),
-            Some(c) => c.regions.region_of(id).unwrap_or_else(|| "?".into()),
-            None => "?".into(),
-        };
-        let r = out.entry(region).or_default();
-        r.alarms += s.alarms;
-        r.max_ahead_ms = r.max_ahead_ms.max(s.max_ahead_ms);
-        r.last_unix_ms = r.last_unix_ms.max(s.last_unix_ms);
-    }
-    out
+/// Skew alarms raised by entries from peers of our own region (replication links), and when
+/// the latest was.
+fn local_skew(node: &Node) -> (u64, Option<std::time::Instant>) {
+    let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) else {
+        return (0, None);
+    };
+    let repl = c.repl();
+    repl.status()
+        .iter()
+        .filter(|l| l.kind != crate::repl::LinkKind::Region)
+        .filter_map(|l| repl.inbound_from(l.peer))
+        .fold((0, None), |(n, t), i| {
+            (n + i.skew_alarms, t.max(i.last_skew))
+        })
 }
 
 fn role(info: &NodeInfo) -> (&'static str, Option<String>) {
@@ -106,12 +98,7 @@ pub fn state(node: &Node) -> Value {
     let s = node.config.settings();
     let ks = &node.keyspace;
     let clock = ks.clock();
-    let now_ms = crate::clock::unix_ms();
-    let skew = skew_by_region(node);
-    let skewed = |r: &str| {
-        skew.get(r)
-            .is_some_and(|k| now_ms.saturating_sub(k.last_unix_ms) < SKEW_RECENT_MS)
-    };
+    let (local_alarms, local_last) = local_skew(node);
     let (live, volatile, _) = ks.counts();
     let (hits, misses) = (ks.stats.hits.load(Relaxed), ks.stats.misses.load(Relaxed));
     let mut nodes = Vec::new();
@@ -136,7 +123,8 @@ pub fn state(node: &Node) -> Value {
         "name": s.region,
         "local": true,
         "state": my_state,
-        "skewed": skewed(&s.region),
+        "skewed": recent(local_last),
+        "skew_alarms": local_alarms,
     })];
     for (name, p) in crate::cmd::peer_regions(node) {
         regions.push(json!({
@@ -152,8 +140,8 @@ pub fn state(node: &Node) -> Value {
             "batches_received": p.batches_received,
             "bytes_received": p.bytes_received,
             "resync_rounds": p.resync_rounds,
-            "skewed": skewed(&name),
-            "skew_alarms": skew.get(&name).map_or(0, |k| k.alarms),
+            "skewed": recent(p.last_skew),
+            "skew_alarms": p.skew_alarms,
         }));
     }
     json!({

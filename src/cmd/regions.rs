@@ -65,6 +65,9 @@ pub struct PeerRegion {
     pub bytes_received: u64,
     /// Full-sync rounds started on the links to the region.
     pub resync_rounds: u64,
+    /// Received entries whose stamps raised a skew alarm, and when the latest did.
+    pub skew_alarms: u64,
+    pub last_skew: Option<std::time::Instant>,
 }
 
 /// Every other region this node knows of (by gossip or by a replication link), with its
@@ -104,6 +107,8 @@ pub fn peer_regions(node: &Node) -> std::collections::BTreeMap<String, PeerRegio
             if let Some(i) = repl.inbound_from(l.peer) {
                 p.batches_received += i.batches;
                 p.bytes_received += i.bytes;
+                p.skew_alarms += i.skew_alarms;
+                p.last_skew = p.last_skew.max(i.last_skew);
             }
         }
     }

@@ -78,6 +78,10 @@ pub struct Inbound {
     pub last: std::time::Instant,
     pub batches: u64,
     pub bytes: u64,
+    /// Entries from this peer whose stamps raised a skew alarm, and when the latest did: how
+    /// the dashboard and metrics tell *which* peer's clock is ahead.
+    pub skew_alarms: u64,
+    pub last_skew: Option<std::time::Instant>,
 }
 
 pub struct Replicator {
@@ -221,6 +225,8 @@ impl Replicator {
                 last: std::time::Instant::now(),
                 batches: 0,
                 bytes: 0,
+                skew_alarms: 0,
+                last_skew: None,
             });
             h.last = std::time::Instant::now();
             if matches!(msg, ReplMsg::Batch { .. }) {
@@ -242,8 +248,18 @@ impl Replicator {
                 self.batches_received.fetch_add(1, Relaxed);
                 self.entries_received
                     .fetch_add(entries.len() as u64, Relaxed);
+                let mut alarms = 0;
                 for e in &entries {
-                    ks.merge_from(Origin::Peer(from), &e.key, &e.entry);
+                    alarms += ks
+                        .merge_from(Origin::Peer(from), &e.key, &e.entry)
+                        .1
+                        .is_some() as u64;
+                }
+                if alarms > 0 {
+                    if let Some(h) = self.heard.lock().get_mut(&from) {
+                        h.skew_alarms += alarms;
+                        h.last_skew = Some(std::time::Instant::now());
+                    }
                 }
                 // Merges are never refused (that would lose a peer's writes), but they count
                 // against maxmemory like local writes: evict for them now, under the policy.
