@@ -64,7 +64,8 @@ fn record(node: &Node) {
     counter("meridian_net_output_bytes_total", "Bytes written to RESP clients", none, st.net_output_bytes.load(Relaxed));
 
     // Keyspace.
-    let (live, volatile, _) = ks.counts();
+    // One walk over the slots for keys and tombstones (what `tombstones_pending` does).
+    let (live, volatile, held) = ks.counts();
     gauge("meridian_keyspace_keys", "Live keys (DBSIZE)", none, live as f64);
     gauge("meridian_keyspace_volatile_keys", "Live keys with a TTL", none, volatile as f64);
     counter("meridian_keyspace_hits_total", "Reads that found a live key", none, k.hits.load(Relaxed));
@@ -78,7 +79,7 @@ fn record(node: &Node) {
     gauge("meridian_memory_max_bytes", "maxmemory (0 = no limit)", none, ks.evict.maxmemory() as f64);
 
     // CRDT merges, conflicts, tombstones, clock.
-    gauge("meridian_crdt_tombstones_pending", "Deleted or expired keys kept until every peer acknowledged them", none, ks.tombstones_pending() as f64);
+    gauge("meridian_crdt_tombstones_pending", "Deleted or expired keys kept until every peer acknowledged them", none, held.saturating_sub(live) as f64);
     counter("meridian_crdt_tombstones_collected_total", "Tombstones removed after acknowledgement and grace", none, k.tombstones_collected.load(Relaxed));
     for (result, v) in [
         ("applied", &k.merges_applied),

@@ -99,7 +99,8 @@ pub fn state(node: &Node) -> Value {
     let ks = &node.keyspace;
     let clock = ks.clock();
     let (local_alarms, local_last) = local_skew(node);
-    let (live, volatile, _) = ks.counts();
+    // One walk over the slots for keys and tombstones (what `tombstones_pending` does).
+    let (live, volatile, held) = ks.counts();
     let (hits, misses) = (ks.stats.hits.load(Relaxed), ks.stats.misses.load(Relaxed));
     let mut nodes = Vec::new();
     let mut slot_map = Vec::new();
@@ -109,14 +110,16 @@ pub fn state(node: &Node) -> Value {
         let topo = c.topology();
         my_state = if topo.state_ok() { "ok" } else { "fail" };
         me = node_json(topo.me(), Some(Health::Online), true);
-        for v in topo.nodes.values() {
+        let mut local: Vec<_> = topo.nodes.values().collect();
+        local.sort_by_key(|v| v.info.resp);
+        for v in local {
             nodes.push(node_json(&v.info, Some(v.health), v.info.id == topo.myself));
         }
         for (a, b, owner) in topo.ranges() {
             slot_map.push(json!({ "start": a, "end": b, "owner": node_name(owner) }));
         }
         let mut remote = c.regions.records();
-        remote.sort_by(|a, b| (&a.region, a.id).cmp(&(&b.region, b.id)));
+        remote.sort_by(|a, b| (&a.region, a.resp).cmp(&(&b.region, b.resp)));
         nodes.extend(remote.iter().map(|r| node_json(r, None, false)));
     }
     let mut regions = vec![json!({
@@ -162,7 +165,7 @@ pub fn state(node: &Node) -> Value {
             "max_seen_ms": clock.max_skew_seen_ms(),
             "max_drift_ms": clock.max_drift_ms(),
         },
-        "tombstones_pending": ks.tombstones_pending(),
+        "tombstones_pending": held.saturating_sub(live),
         "memory": {
             "used_bytes": crate::store::used_memory(),
             "rss_bytes": crate::cmd::rss_bytes(),
