@@ -402,6 +402,30 @@ async fn two_regions_have_per_peer_region_metrics_and_state() {
         get(a, "/metrics").await.body
     );
 
+    // INFO regions and /metrics read the same figures (b writes no more, so they hold still).
+    let info = w.info(0, 0, "regions").await;
+    let line = info_field(&info, "peer_region_b").unwrap();
+    let field = |f: &str| -> f64 {
+        let v = line
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{f}=")));
+        v.unwrap_or_else(|| panic!("{f} in {line}"))
+            .parse()
+            .unwrap()
+    };
+    let now = scrape(a).await;
+    for (f, metric) in [
+        ("skew_alarms", "meridian_region_skew_alarms_total"),
+        ("resync_rounds", "meridian_region_resync_rounds_total"),
+        ("nodes", "meridian_region_nodes"),
+    ] {
+        assert_eq!(
+            Some(field(f)),
+            value(&now, metric, &peer),
+            "{f} vs {metric}"
+        );
+    }
+
     let state: serde_json::Value = serde_json::from_str(&get(a, "/api/state").await.body).unwrap();
     let regions = state["regions"].as_array().unwrap();
     let names: Vec<&str> = regions

@@ -125,7 +125,7 @@ pub fn info(node: &Node, t: &mut String) {
     for (name, p) in &peers {
         let _ = write!(
             t,
-            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={}\r\n",
+            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},skew_alarms={}\r\n",
             if p.up { "up" } else { "down" },
             p.nodes,
             p.links,
@@ -135,6 +135,8 @@ pub fn info(node: &Node, t: &mut String) {
             p.bytes_sent,
             p.batches_received,
             p.bytes_received,
+            p.resync_rounds,
+            p.skew_alarms,
         );
     }
     let _ = write!(
