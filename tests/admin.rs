@@ -333,6 +333,22 @@ async fn admin_port_settings_are_checked_at_start() {
         err.to_string().contains("admin port: cannot listen"),
         "{err}"
     );
+    // The admin task stops with the node: its port closes.
+    let running = start(vec![("admin-port", "0".into())])
+        .await
+        .expect("starts");
+    let port = running.node.admin_port.load(Relaxed) as u16;
+    assert_eq!(
+        get(SocketAddr::from(([127, 0, 0, 1], port)), "/health")
+            .await
+            .status,
+        200
+    );
+    running.shutdown().await;
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "admin port still open after shutdown"
+    );
     // `no` and the default `auto` with an ephemeral RESP port: no admin port.
     for v in ["no", "-1", "auto"] {
         let running = start(vec![("admin-port", v.into())]).await.expect("starts");
