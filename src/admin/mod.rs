@@ -2,7 +2,6 @@
 //! (a local topology of node processes), and each node's admin HTTP port (`serve`): the
 //! dashboard, Prometheus `/metrics`, `/health` and `/api/state` (docs/observability.md).
 
-pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod metrics;

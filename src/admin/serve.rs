@@ -22,6 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// The dashboard served at `/`: one self-contained HTML file (inline CSS and JS, no external
+/// assets, so it works on an air-gapped host) that polls `/api/state` and `/health` every
+/// second. It lives in `dashboard.html` beside this file so it can be edited as HTML.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// Concurrent admin connections; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 32;
 /// Offset of the `auto` admin port from the RESP port.
@@ -187,17 +192,21 @@ pub fn route(node: &Node, req: &Request) -> Response {
             Response::json(if ok { 200 } else { 503 }, &body)
         }
         "/api/state" => Response::json(200, &super::state::state(node)),
-        _ => Response::new(
-            200,
-            "text/html; charset=utf-8",
-            super::dashboard::PAGE.as_bytes(),
-        ),
+        _ => Response::new(200, "text/html; charset=utf-8", DASHBOARD.as_bytes()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dashboard_is_self_contained() {
+        assert!(DASHBOARD.contains("/api/state"));
+        for external in ["src=\"http", "href=\"http", "@import", "//cdn"] {
+            assert!(!DASHBOARD.contains(external), "external asset: {external}");
+        }
+    }
 
     #[test]
     fn port_rule() {
