@@ -31,6 +31,9 @@ mod txn;
 pub use clients::{ClientHandle, Clients};
 pub use server::apply_settings as server_apply_settings;
 pub use table::{lookup, CommandSpec};
+// Read by the admin port (metrics, dashboard): the same figures INFO shows.
+pub use info::rss_bytes;
+pub use regions::{peer_regions, PeerRegion};
 
 use crate::config::Config;
 use crate::resp::{Args, Out, OwnedArgs};
@@ -96,6 +99,8 @@ pub struct Node {
     pub leases: Arc<crate::store::lease::Leases>,
     /// The snapshot and the append-only log (`persist`); set by `server::spawn_with`.
     pub persist: Option<Arc<crate::persist::Persist>>,
+    /// The admin HTTP port actually bound (0 = none); INFO server shows it as `admin_port`.
+    pub admin_port: AtomicU64,
 }
 
 impl Node {
@@ -114,6 +119,7 @@ impl Node {
             cluster: None,
             leases: Arc::default(),
             persist: None,
+            admin_port: AtomicU64::new(0),
         }
     }
 }

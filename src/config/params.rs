@@ -78,6 +78,8 @@ pub const PARAMS: &[Param] = &[
     Param { name: "aof-load-corrupted", default: "no", kind: Kind::Bool, mutable: true, help: "At start, drop a log segment from a corrupted record on (with an error log) instead of refusing to start" },
     Param { name: "auto-aof-rewrite-percentage", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Snapshot (compacting the log) when the log grew by this percentage of the last snapshot (0 = never)" },
     Param { name: "auto-aof-rewrite-min-size", default: "64mb", kind: Kind::Memory, mutable: true, help: "Log growth below which no automatic compaction happens" },
+    Param { name: "admin-port", default: "auto", kind: Kind::Str, mutable: false, help: "HTTP port of the dashboard, /metrics (Prometheus), /health and /api/state: auto (= port + 1000 when port is below 31768, else none), no or -1 (none), 0 (any free port) or a port" },
+    Param { name: "admin-bind", default: "", kind: Kind::Str, mutable: false, help: "Address the admin port listens on (empty = the first bind address)" },
 ];
 
 pub fn find(name: &str) -> Option<&'static Param> {
