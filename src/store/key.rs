@@ -223,6 +223,12 @@ impl<'t> KeyMut<'t> {
         self.live().cloned()
     }
 
+    /// The entry as stored, tombstones and passed deadlines included, without touching it
+    /// (persistence copies it under the slot lock to record a local removal exactly).
+    pub fn stored(&self) -> Option<&Entry> {
+        self.shard.find(self.hash, self.key).map(|n| &n.entry)
+    }
+
     /// Takes the key's entry out of this node without deleting it anywhere else (the source
     /// side of a migration: the entry moves, it is not deleted). Not a write: no delta.
     pub fn take(&mut self) -> Option<Entry> {
