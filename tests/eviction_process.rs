@@ -148,7 +148,7 @@ fn connect(port: u16) -> redis::Connection {
     let con = c
         .get_connection_with_timeout(Duration::from_secs(5))
         .expect("connect");
-    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     con
 }
 
@@ -165,11 +165,16 @@ fn info_u64(con: &mut redis::Connection, section: &str, field: &str) -> u64 {
 const COUNTERS: usize = 50;
 const VALUE: usize = 512;
 /// Bytes the receiver may hold beyond what it uses idle.
-const ROOM: u64 = 16 << 20;
+const ROOM: u64 = 8 << 20;
 
 #[test]
 fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
-    let demo = Demo::start(&[]);
+    // A long tombstone grace works around the open stale-drop bug of the expiry cycle (see
+    // docs/regions.md): without it, flood deltas arriving more than 5 s after their stamp are
+    // dropped as stale on the receiver. Eviction raising `collected_below` causes the same loss
+    // (`crdt_merges_dropped_stale` > 0, the flood's last write never arrives): this test fails
+    // until eviction stops doing so.
+    let demo = Demo::start(&["--tombstone-grace", "600000"]);
     let (sender, receiver) = (demo.ports[0], demo.ports[1]);
     let mut rcon = connect(receiver);
     let idle = info_u64(&mut rcon, "memory", "used_memory");
@@ -221,11 +226,11 @@ fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
         })
     };
 
-    // The flood on the sender: 4x the receiver's room in 512-byte values, in pipelines of 100
+    // The flood on the sender: 3x the receiver's room in 512-byte values, in pipelines of 100
     // SETs plus one INCR per pipeline.
     let mut scon = connect(sender);
     let value = vec![b'v'; VALUE];
-    let keys = (4 * ROOM as usize) / VALUE;
+    let keys = (3 * ROOM as usize) / VALUE;
     let mut s_acked = vec![0i64; COUNTERS];
     for chunk in 0..keys / 100 {
         let mut p = redis::pipe();
@@ -245,10 +250,10 @@ fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
         if got == Some(1) {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the receiver did not merge the flood within 60 s"
-        );
+        if start.elapsed() > Duration::from_secs(120) {
+            let info: String = redis::cmd("INFO").arg("crdt").query(&mut rcon).unwrap();
+            panic!("the receiver did not merge the flood's last write within 120 s:\n{info}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -258,27 +263,37 @@ fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
 
     let peak = peak.load(Ordering::Relaxed);
     let evicted = info_u64(&mut rcon, "stats", "evicted_keys");
-    assert!(evicted > 0, "a flood 4x the room must evict");
+    assert!(evicted > 0, "a flood 3x the room must evict");
     assert!(
         peak as f64 <= limit as f64 * 1.05,
         "receiver peak used_memory {peak} > maxmemory {limit} + 5% (evicted {evicted})"
     );
 
-    // Every acknowledged increment, from both regions, reaches the sender (bounded wait).
+    // Every acknowledged increment, from both regions, reaches both regions (bounded wait).
+    // The sender never evicts, so it must hold every counter; the receiver may have evicted
+    // one (a cache miss reads nil), but a counter it holds must not miss an increment.
     let total: Vec<i64> = (0..COUNTERS).map(|c| s_acked[c] + r_acked[c]).collect();
     assert!(r_acked.iter().sum::<i64>() > 0, "the receiver incremented");
     let start = Instant::now();
     loop {
-        let got: Vec<Option<i64>> = (0..COUNTERS)
-            .map(|c| scon.get(format!("ctr:{c}")).unwrap())
-            .collect();
-        let want: Vec<Option<i64>> = total.iter().map(|&t| Some(t)).collect();
-        if got == want {
+        let read = |con: &mut redis::Connection| -> Vec<Option<i64>> {
+            (0..COUNTERS)
+                .map(|c| con.get(format!("ctr:{c}")).unwrap())
+                .collect()
+        };
+        let (on_sender, on_receiver) = (read(&mut scon), read(&mut rcon));
+        let sender_ok = on_sender.iter().zip(&total).all(|(g, t)| *g == Some(*t));
+        let receiver_ok = on_receiver
+            .iter()
+            .zip(&total)
+            .all(|(g, t)| g.is_none() || *g == Some(*t));
+        if sender_ok && receiver_ok {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "acknowledged increments lost or late: sender has {got:?}, acknowledged {want:?}"
+            "acknowledged increments lost or late: acknowledged {total:?}, sender has \
+             {on_sender:?}, receiver has {on_receiver:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
