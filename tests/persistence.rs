@@ -343,3 +343,61 @@ async fn migrated_keys_do_not_come_back_after_a_restart() {
     target.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn fsyncs(info: &str) -> u64 {
+    info_field(info, "meridian_aof_fsyncs")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `appendfsync always` with concurrent clients: their writes share fsyncs (group commit:
+/// far fewer fsyncs than acknowledged writes), and every acknowledged write survives a
+/// restart.
+#[tokio::test]
+async fn always_shares_fsyncs_between_concurrent_connections() {
+    let dir = tempdir("group");
+    let opts = [
+        ("dir", dir.to_str().unwrap()),
+        ("appendonly", "yes"),
+        ("appendfsync", "always"),
+    ];
+    let s = start_with(&opts).await;
+    let mut con = client(s.addr()).await;
+    let before = fsyncs(&info_persistence(&mut con).await);
+    let (conns, per_conn) = (20, 50);
+    let writers: Vec<_> = (0..conns)
+        .map(|t| {
+            let addr = s.addr();
+            tokio::spawn(async move {
+                let mut c = client(addr).await;
+                for i in 0..per_conn {
+                    let _: () = c.set(format!("g{t}:{i}"), i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("writers finish")
+            .unwrap();
+    }
+    let writes = (conns * per_conn) as u64;
+    let used = fsyncs(&info_persistence(&mut con).await) - before;
+    assert!(used > 0, "always must fsync");
+    assert!(
+        used * 4 <= writes,
+        "{used} fsyncs for {writes} acknowledged writes from {conns} connections"
+    );
+    drop(con);
+    s.shutdown().await;
+
+    let s = start_with(&opts).await;
+    let mut con = client(s.addr()).await;
+    let n: usize = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(n as u64, writes, "every acknowledged write is back");
+    drop(con);
+    s.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -370,7 +370,7 @@ impl Persist {
         let bg = self.bgsave_in_progress() as u8;
         let _ = write!(
             t,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{bg}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\naof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_fsync_pending_bytes:{}\r\nmeridian_persist_dir:{}\r\nmeridian_loaded_snapshot_keys:{}\r\nmeridian_loaded_log_records:{}\r\nmeridian_load_time_ms:{}\r\n",
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{bg}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\naof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_fsync_pending_bytes:{}\r\nmeridian_aof_fsyncs:{}\r\nmeridian_persist_dir:{}\r\nmeridian_loaded_snapshot_keys:{}\r\nmeridian_loaded_log_records:{}\r\nmeridian_load_time_ms:{}\r\n",
             self.dirty.load(Relaxed),
             self.last_save(),
             ok(self.last_save_ok.load(Relaxed)),
@@ -381,6 +381,7 @@ impl Persist {
             ok(self.write_ok.load(Relaxed)),
             aof.as_ref().map_or(0, |l| l.written().saturating_sub(self.log_at_save.load(Relaxed))),
             aof.as_ref().map_or(0, |l| l.unsynced()),
+            aof.as_ref().map_or(0, |l| l.fsyncs()),
             self.dir.display(),
             self.loaded.snapshot_keys,
             self.loaded.log_records,
