@@ -52,10 +52,10 @@ run() {
 }
 
 echo "keys=$KEYS requests=$REQUESTS skew=$SKEW value=${VALUE}B warmup=$WARMUP maxmemory=$MAXMEMORY"
-for policy in ${POLICIES:-allkeys-lru allkeys-lfu allkeys-random allkeys-sieve allkeys-tinylfu}; do
+for policy in ${POLICIES-allkeys-lru allkeys-lfu allkeys-random allkeys-sieve allkeys-tinylfu}; do
     run meridian "$policy" "$MERIDIAN_BIN" --maxmemory "$MAXMEMORY" --maxmemory-policy "$policy" --port
 done
-for policy in ${REDIS_POLICIES:-allkeys-lru allkeys-lfu}; do
+for policy in ${REDIS_POLICIES-allkeys-lru allkeys-lfu}; do
     run redis "$policy" "$REDIS_SERVER" --save '' --appendonly no --maxmemory "$MAXMEMORY" \
         --maxmemory-policy "$policy" --port
 done

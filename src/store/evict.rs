@@ -352,6 +352,11 @@ impl Keyspace {
         self.sample_into(policy, pool);
         if policy == Policy::AllkeysTinyLfu {
             self.admit_newcomers(pool, watermark);
+            // Frequencies change while candidates wait in the pool: score them afresh.
+            for c in pool.iter_mut() {
+                c.score = tinylfu::rescore(c.score, self.evict.tinylfu.estimate(c.hash));
+            }
+            pool.sort_unstable_by_key(|c| c.score);
         }
         while let Some(c) = pool.pop() {
             let mut shard = self.shards[c.slot as usize].lock();

@@ -122,6 +122,12 @@ pub fn score(freq: u8, idle_ms: u64, newcomer: bool) -> u64 {
     ((MAX - freq.min(MAX)) as u64) << 40 | idle
 }
 
+/// `score` with the frequency part replaced by a fresh estimate (the idle or newcomer part is
+/// kept as sampled).
+pub fn rescore(score: u64, freq: u8) -> u64 {
+    ((MAX - freq.min(MAX)) as u64) << 40 | (score & ((1 << 40) - 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +148,7 @@ mod tests {
         // Equal frequency: the newcomer goes first; lower frequency beats idle time.
         assert!(score(3, 1_000, true) > score(3, 1_000_000, false));
         assert!(score(2, 0, false) > score(3, 1_000_000, true));
+        assert_eq!(rescore(score(2, 77, false), 9), score(9, 77, false));
         // A halving after RESET reads.
         for i in 0..RESET as u64 {
             t.record(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 63);
