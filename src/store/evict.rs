@@ -6,8 +6,9 @@
 //! the limit or answers OOM, as Redis's processCommand does. Without a limit the check is one
 //! relaxed load.
 //!
-//! Victims are chosen like Redis (random samples feeding a pool of the 16 best candidates) or by
-//! SIEVE (see `store::sieve`). Eviction is local: the node is dropped from this node's table —
+//! Victims are chosen like Redis (random samples feeding a pool of the 16 best candidates), by
+//! SIEVE (see `store::sieve`), or from the pool by TinyLFU frequency with newcomers competing
+//! for admission (see `store::tinylfu`). Eviction is local: the node is dropped from this node's table —
 //! no tombstone, no delta — and three rules keep it from changing what the replicated keyspace
 //! converges to (docs/eviction.md):
 //! - only live entries are evicted; tombstones stay until the collector proves them useless;
