@@ -263,6 +263,10 @@ fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
 
     let peak = peak.load(Ordering::Relaxed);
     let evicted = info_u64(&mut rcon, "stats", "evicted_keys");
+    eprintln!(
+        "receiver: peak used_memory {peak}, maxmemory {limit} ({:.3}), evicted {evicted}",
+        peak as f64 / limit as f64
+    );
     assert!(evicted > 0, "a flood 3x the room must evict");
     assert!(
         peak as f64 <= limit as f64 * 1.05,
