@@ -169,12 +169,9 @@ const ROOM: u64 = 8 << 20;
 
 #[test]
 fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
-    // A long tombstone grace works around the open stale-drop bug of the expiry cycle (see
-    // docs/regions.md): without it, flood deltas arriving more than 5 s after their stamp are
-    // dropped as stale on the receiver. Eviction raising `collected_below` causes the same loss
-    // (`crdt_merges_dropped_stale` > 0, the flood's last write never arrives): this test fails
-    // until eviction stops doing so.
-    let demo = Demo::start(&["--tombstone-grace", "600000"]);
+    // The default tombstone grace: before the delivery-promise fix, eviction and the expiry
+    // cycle made the receiver drop flood deltas as "stale" and this test lost writes.
+    let demo = Demo::start(&[]);
     let (sender, receiver) = (demo.ports[0], demo.ports[1]);
     let mut rcon = connect(receiver);
     let idle = info_u64(&mut rcon, "memory", "used_memory");
