@@ -170,3 +170,50 @@ async fn parameters_and_errors() {
     assert_eq!(cfg, ["repl-scope", "session:* hot, * all"]);
     srv.shutdown().await;
 }
+
+/// `/metrics` on the admin port (raw HTTP/1.1, read to the end, bounded).
+async fn metrics(srv: &common::Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = srv
+        .node
+        .admin_port
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_ne!(port, 0, "admin port open");
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port as u16))
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("/metrics timed out")
+}
+
+#[tokio::test]
+async fn metrics_show_the_hot_keys() {
+    let srv = start_with(&[("admin-port", "0")]).await;
+    let mut c = common::client(srv.addr()).await;
+    skewed_workload(&mut c).await;
+    let text = metrics(&srv).await;
+    let rate = text
+        .lines()
+        .find(|l| l.starts_with("meridian_hotkeys_rate_ops{") && l.contains("key=\"hot:1\""))
+        .unwrap_or_else(|| panic!("no rate for hot:1 in\n{text}"));
+    let v: f64 = rate.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(v > 100.0, "{rate}");
+    let recorded = text
+        .lines()
+        .find(|l| {
+            l.starts_with("meridian_hotkeys_samples_total{") && l.contains("result=\"recorded\"")
+        })
+        .unwrap_or_else(|| panic!("no samples counter in\n{text}"));
+    assert!(!recorded.ends_with(" 0"), "{recorded}");
+    assert!(text.contains("meridian_hotkeys_tracked"), "{text}");
+    srv.shutdown().await;
+}

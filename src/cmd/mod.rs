@@ -33,6 +33,9 @@ pub use clients::{ClientHandle, Clients};
 pub use hotkeys::apply_settings as hotkeys_apply_settings;
 pub use server::apply_settings as server_apply_settings;
 pub use table::{lookup, CommandSpec};
+// Read by the admin port (metrics, dashboard): the same figures INFO shows.
+pub use info::rss_bytes;
+pub use regions::{peer_regions, PeerRegion};
 
 use crate::config::Config;
 use crate::resp::{Args, Out, OwnedArgs};
@@ -100,6 +103,8 @@ pub struct Node {
     pub persist: Option<Arc<crate::persist::Persist>>,
     /// The hot-key sketch every keyed command feeds (`hot`, `cmd::hotkeys`).
     pub hot: Arc<crate::hot::HotKeys>,
+    /// The admin HTTP port actually bound (0 = none); INFO server shows it as `admin_port`.
+    pub admin_port: AtomicU64,
 }
 
 impl Node {
@@ -119,6 +124,7 @@ impl Node {
             leases: Arc::default(),
             persist: None,
             hot: Arc::default(),
+            admin_port: AtomicU64::new(0),
         }
     }
 }

@@ -105,6 +105,9 @@ pub struct Link {
     pub batches_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub connected: AtomicBool,
+    /// Full-sync rounds started: the link's first session, and one per peer that lost its
+    /// state (metrics: `meridian_region_resync_rounds_total`).
+    pub resyncs: AtomicU64,
     /// Stamp time (NTP64) the peer is known to hold every change of ours below (from acks of
     /// batches; see [`Link::delivered_below`] for the value that also honours `hold`).
     pub watermark: AtomicU64,
@@ -157,6 +160,7 @@ impl Link {
             batches_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            resyncs: AtomicU64::new(1),
             watermark: AtomicU64::new(0),
             upstream: AtomicU64::new(u64::MAX),
             created: Instant::now(),
@@ -256,6 +260,7 @@ impl Link {
         o.resync = Some(0);
         o.resync_slots = slots;
         o.next_batch = 1;
+        self.resyncs.fetch_add(1, Relaxed);
         for b in std::mem::take(&mut o.inflight) {
             requeue(&mut o, b.keys);
         }

@@ -68,6 +68,8 @@ pub struct LinkStatus {
     pub batches_sent: u64,
     pub bytes_sent: u64,
     pub age_ms: u64,
+    /// Full-sync rounds started on this link (its first session included).
+    pub resyncs: u64,
 }
 
 /// What one peer sent us.
@@ -77,6 +79,10 @@ pub struct Inbound {
     pub last: std::time::Instant,
     pub batches: u64,
     pub bytes: u64,
+    /// Entries from this peer whose stamps raised a skew alarm, and when the latest did: how
+    /// the dashboard and metrics tell *which* peer's clock is ahead.
+    pub skew_alarms: u64,
+    pub last_skew: Option<std::time::Instant>,
 }
 
 pub struct Replicator {
@@ -277,6 +283,8 @@ impl Replicator {
                 last: std::time::Instant::now(),
                 batches: 0,
                 bytes: 0,
+                skew_alarms: 0,
+                last_skew: None,
             });
             h.last = std::time::Instant::now();
             if matches!(msg, ReplMsg::Batch { .. }) {
@@ -307,8 +315,18 @@ impl Replicator {
                         .get(&from)
                         .is_some_and(|s| s.0 == session);
                 let delivered_below = if known { promise } else { 0 };
+                let mut alarms = 0;
                 for e in entries.iter().filter(|e| !self.invalidated(e)) {
-                    ks.merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below);
+                    alarms += ks
+                        .merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below)
+                        .1
+                        .is_some() as u64;
+                }
+                if alarms > 0 {
+                    if let Some(h) = self.heard.lock().get_mut(&from) {
+                        h.skew_alarms += alarms;
+                        h.last_skew = Some(std::time::Instant::now());
+                    }
                 }
                 self.apply_invalidations(&invalidations);
                 // Merges are never refused (that would lose a peer's writes), but they count
@@ -447,6 +465,7 @@ impl Replicator {
                 batches_sent: l.batches_sent.load(Relaxed),
                 bytes_sent: l.bytes_sent.load(Relaxed),
                 age_ms: l.created.elapsed().as_millis() as u64,
+                resyncs: l.resyncs.load(Relaxed),
             })
             .collect();
         v.sort_by_key(|s| s.peer);

@@ -16,6 +16,7 @@ pub mod lease;
 mod shard;
 mod sieve;
 pub mod slot;
+mod tinylfu;
 
 pub use access::{idle_ms, lfu_count, Policy};
 pub use evict::{used_memory, Eviction, EvictionSettings, OutOfMemory};
