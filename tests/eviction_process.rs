@@ -166,6 +166,11 @@ const COUNTERS: usize = 50;
 const VALUE: usize = 512;
 /// Bytes the receiver may hold beyond what it uses idle.
 const ROOM: u64 = 8 << 20;
+/// Pause between the flood's pipelines of 100 values (about 2 MB/s).
+const PACE: Duration = Duration::from_millis(25);
+/// How far behind "now" the acks let eviction reach: the 1 s watermark margin, the 100 ms
+/// heartbeat and the runtime's tick, rounded up.
+const ACK_WINDOW: Duration = Duration::from_millis(1500);
 
 #[test]
 fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
@@ -224,7 +229,8 @@ fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
     };
 
     // The flood on the sender: 3x the receiver's room in 512-byte values, in pipelines of 100
-    // SETs plus one INCR per pipeline.
+    // SETs plus one INCR per pipeline, paced at about 2 MB/s (a sustained flood, not a burst:
+    // see the bound below).
     let mut scon = connect(sender);
     let value = vec![b'v'; VALUE];
     let keys = (3 * ROOM as usize) / VALUE;
@@ -238,6 +244,7 @@ fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
         p.incr(format!("ctr:{c}"), 1).ignore();
         let () = p.query(&mut scon).expect("the sender never evicts");
         s_acked[c] += 1;
+        std::thread::sleep(PACE);
     }
     // A marker written last: once the receiver has it, it has merged the whole flood.
     let _: () = scon.set("flood:done", 1).unwrap();
@@ -265,9 +272,14 @@ fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
         peak as f64 / limit as f64
     );
     assert!(evicted > 0, "a flood 3x the room must evict");
+    // Eviction may only remove what every peer has acknowledged, and acks cover changes up to
+    // about a second old (docs/eviction.md, rule 2): the receiver may hold up to that window of
+    // the flood above maxmemory + 5%. Without eviction for merges it would hold 3x its room.
+    let window = (100 * VALUE) as f64 / PACE.as_secs_f64() * ACK_WINDOW.as_secs_f64();
+    let bound = limit as f64 * 1.05 + window;
     assert!(
-        peak as f64 <= limit as f64 * 1.05,
-        "receiver peak used_memory {peak} > maxmemory {limit} + 5% (evicted {evicted})"
+        peak as f64 <= bound,
+        "receiver peak used_memory {peak} > maxmemory {limit} + 5% + {window} bytes of ack window (evicted {evicted})"
     );
 
     // Every acknowledged increment, from both regions, reaches both regions (bounded wait).

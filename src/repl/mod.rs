@@ -174,9 +174,9 @@ impl Replicator {
     /// The stamp time (NTP64) up to which replication is complete in both directions, or
     /// [`Keyspace::STANDALONE`] without links: every peer holds every change of ours at or
     /// below it (acks), and every peer's changes at or below it have reached us (their
-    /// delivery promises). Tombstones and evictions wait for it: a tombstone collected
-    /// earlier could be missed by a peer, or a concurrent older write still on its way could
-    /// find the key gone and bring it back.
+    /// delivery promises). Tombstones wait for it: a tombstone collected earlier could be
+    /// missed by a peer, or a concurrent older write still on its way could find the key gone
+    /// and bring it back. (Eviction waits only for the acks: see `publish_watermark`.)
     pub fn watermark(&self) -> u64 {
         let links = self.links.read();
         let promises = self.promises.lock();
@@ -230,7 +230,14 @@ impl Replicator {
     /// Hands the current watermark to the keyspace (the cluster runtime calls it each tick).
     pub fn publish_watermark(&self) {
         self.refresh_upstream();
-        self.ks().set_peer_watermark(self.watermark());
+        let acked = self
+            .links
+            .read()
+            .values()
+            .map(|l| l.watermark.load(Relaxed))
+            .min()
+            .unwrap_or(Keyspace::STANDALONE);
+        self.ks().set_watermarks(self.watermark(), acked);
     }
 
     /// Makes the set of links equal to `want`: new links start a session with a full sync,

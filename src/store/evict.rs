@@ -294,7 +294,7 @@ impl Keyspace {
 
     fn evict_sieve(&self) -> Option<usize> {
         let epoch = self.evict.sieve_epoch.load(Relaxed);
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         // Two rounds: the first may only clear visited bits.
         for _ in 0..2 * SLOTS {
             let slot = self.evict.cursor.fetch_add(1, Relaxed) % SLOTS;
@@ -319,7 +319,7 @@ impl Keyspace {
 
     fn evict_random(&self, policy: Policy) -> Option<usize> {
         let volatile = policy.volatile_only();
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         let mut rng = rand::thread_rng();
         let start = rng.gen_range(0..SLOTS);
         for i in 0..SLOTS {
@@ -346,7 +346,7 @@ impl Keyspace {
     /// evict the best one that still exists.
     fn evict_pooled(&self, policy: Policy, pool: &mut Vec<Candidate>) -> Option<usize> {
         let volatile = policy.volatile_only();
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         self.sample_into(policy, pool);
         if policy == Policy::AllkeysTinyLfu {
             self.admit_newcomers(pool, watermark);
@@ -371,7 +371,7 @@ impl Keyspace {
     /// Adds `maxmemory-samples` random eligible keys to the pool (sorted, best last).
     fn sample_into(&self, policy: Policy, pool: &mut Vec<Candidate>) {
         let volatile = policy.volatile_only();
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         let decay = self.evict.decay_minutes();
         let now = crate::clock::unix_ms();
         let want = self.evict.samples.load(Relaxed) as usize;

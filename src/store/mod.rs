@@ -95,6 +95,10 @@ pub struct Keyspace {
     /// Stamp time up to which this node has received every delta from every peer, and every
     /// peer has acknowledged ours. `STANDALONE` (u64::MAX) when the node has no peers.
     peer_watermark: AtomicU64,
+    /// Stamp time up to which every peer has acknowledged our changes (outbound only); eviction
+    /// waits for it alone, so a flood arriving from a peer never blocks eviction. `STANDALONE`
+    /// without peers.
+    acked_watermark: AtomicU64,
     expire_cursor: AtomicUsize,
     /// `maxmemory` and its policy; eviction itself lives in `store::evict`.
     pub evict: Eviction,
@@ -118,6 +122,7 @@ impl Keyspace {
             stats: Stats::default(),
             tombstone_grace_ms: AtomicU64::new(5_000),
             peer_watermark: AtomicU64::new(u64::MAX),
+            acked_watermark: AtomicU64::new(u64::MAX),
             expire_cursor: AtomicUsize::new(0),
             evict: Eviction::default(),
         }
@@ -192,7 +197,14 @@ impl Keyspace {
     /// peer has been delivered (see `peer_watermark`). Calling it puts the keyspace in
     /// replicated mode; [`Keyspace::STANDALONE`] returns it to standalone.
     pub fn set_peer_watermark(&self, ntp64: u64) {
-        self.peer_watermark.store(ntp64, Relaxed);
+        self.set_watermarks(ntp64, ntp64);
+    }
+
+    /// Both watermarks: `delivered` (both directions, gates tombstone collection) and `acked`
+    /// (every peer holds our changes up to it, gates eviction).
+    pub fn set_watermarks(&self, delivered: u64, acked: u64) {
+        self.peer_watermark.store(delivered, Relaxed);
+        self.acked_watermark.store(acked, Relaxed);
     }
 
     /// The watermark value of a node without peers.
