@@ -33,10 +33,22 @@ const CLIENT: &[super::CommandSpec] = &[
     spec!("client|kill", -3, [], 0, 0, 0, "connection", "2.4.0", "Terminates open connections.", client_kill),
     spec!("client|no-evict", 3, [], 0, 0, 0, "connection", "7.0.0", "Sets the client eviction mode of the connection.", client_no_evict),
     spec!("client|no-touch", 3, ["fast"], 0, 0, 0, "connection", "7.2.0", "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.", client_no_touch),
+    super::tracking::CLIENT_TRACKING,
+    super::tracking::CLIENT_CACHING,
+    super::tracking::CLIENT_GETREDIR,
+    super::tracking::CLIENT_TRACKINGINFO,
     spec!("client|help", 2, ["loading", "stale"], 0, 0, 0, "connection", "5.0.0", "Returns helpful text about the different subcommands.", client_help),
 ];
 
 fn ping(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    // A RESP2 connection in Pub/Sub mode answers like a message (Redis).
+    if !ctx.client.track.channels.is_empty() && !ctx.out.resp3() && args.len() <= 2 {
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out
+            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(());
+    }
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),
@@ -60,6 +72,7 @@ fn reset(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
     ctx.client.multi = None;
     ctx.client.multi_failed = false;
     unwatch_all(ctx);
+    super::tracking::reset(ctx);
     ctx.out.proto = Protocol::Resp2;
     let h = &ctx.client.handle;
     h.resp.store(2, Relaxed);

@@ -26,6 +26,7 @@ mod regions;
 mod server;
 mod strings;
 pub mod table;
+pub mod tracking;
 mod txn;
 
 pub use clients::{ClientHandle, Clients};
@@ -96,6 +97,8 @@ pub struct Node {
     pub leases: Arc<crate::store::lease::Leases>,
     /// The snapshot and the append-only log (`persist`); set by `server::spawn_with`.
     pub persist: Option<Arc<crate::persist::Persist>>,
+    /// Client-side caching: the tracking table and every connection's mailbox (`tracking`).
+    pub tracking: Arc<crate::tracking::Tracker>,
 }
 
 impl Node {
@@ -114,6 +117,7 @@ impl Node {
             cluster: None,
             leases: Arc::default(),
             persist: None,
+            tracking: Arc::default(),
         }
     }
 }
@@ -143,10 +147,13 @@ pub struct ClientState {
     /// The last command dispatched (the connection publishes it to `ClientHandle::last_cmd`
     /// once per batch, not per command).
     pub last_cmd: &'static str,
+    /// CLIENT TRACKING / CACHING state, subscriptions and the push mailbox (`cmd::tracking`).
+    pub track: tracking::ConnTracking,
 }
 
 impl ClientState {
     pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Self {
+        let track = tracking::ConnTracking::new(handle.id);
         ClientState {
             handle,
             authenticated,
@@ -159,6 +166,7 @@ impl ClientState {
             readonly: false,
             in_exec: false,
             last_cmd: "NULL",
+            track,
         }
     }
 }
@@ -271,6 +279,9 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
             return reject(ctx, CmdError::Msg(oom.to_string()));
         }
     }
+    if let Err(e) = tracking::admit(ctx, keyed) {
+        return reject(ctx, e);
+    }
     if let Some(queue) = ctx
         .client
         .multi
@@ -281,9 +292,12 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
         ctx.out.simple("QUEUED");
         return;
     }
+    let writer = tracking::before_run(ctx, keyed, args);
     if let Err(e) = (spec.handler)(ctx, args) {
         ctx.out.error(&e.to_string());
     }
+    drop(writer);
+    tracking::after_run(ctx, keyed);
     lease::after_command(ctx.node, keyed, args);
 }
 

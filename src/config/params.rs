@@ -78,6 +78,7 @@ pub const PARAMS: &[Param] = &[
     Param { name: "aof-load-corrupted", default: "no", kind: Kind::Bool, mutable: true, help: "At start, drop a log segment from a corrupted record on (with an error log) instead of refusing to start" },
     Param { name: "auto-aof-rewrite-percentage", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Snapshot (compacting the log) when the log grew by this percentage of the last snapshot (0 = never)" },
     Param { name: "auto-aof-rewrite-min-size", default: "64mb", kind: Kind::Memory, mutable: true, help: "Log growth below which no automatic compaction happens" },
+    Param { name: "tracking-table-max-keys", default: "1000000", kind: int(0, i64::MAX), mutable: true, help: "Keys the client-side caching table may hold; past it, random keys are invalidated (0 = no limit)" },
 ];
 
 pub fn find(name: &str) -> Option<&'static Param> {

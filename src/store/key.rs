@@ -90,6 +90,7 @@ impl<'t> KeyMut<'t> {
         if node.counted && node.entry.is_expired(now) {
             self.shard.recount(hash, key, now);
             self.ks.stats.expired_keys.fetch_add(1, Relaxed);
+            self.ks.publish_dropped(&[Box::from(key)]);
         }
         None
     }

@@ -1,0 +1,309 @@
+//! The tracker's state under its mutex: the key table, the BCAST prefixes, the clients' modes,
+//! and how one invalidation reaches a client (itself, or its REDIRECT target).
+//!
+//! Validation and texts follow Redis 7's `networking.c`/`tracking.c`, checked side by side with
+//! `redis-server` 7.0.
+
+use super::mailbox::{invalidate_message, invalidate_push, redir_broken_push, Mailbox, Payload};
+use indexmap::IndexMap;
+use smallvec::SmallVec;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A CLIENT TRACKING ON request, already parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub redirect: u64,
+    pub bcast: bool,
+    pub optin: bool,
+    pub optout: bool,
+    pub noloop: bool,
+    pub prefixes: Vec<Box<[u8]>>,
+}
+
+/// Refusals of CLIENT TRACKING ON that depend on the client's state, with Redis's texts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrackError {
+    #[error("ERR PREFIX option requires BCAST mode to be enabled")]
+    PrefixWithoutBcast,
+    #[error("ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.")]
+    BcastSwitch,
+    #[error("ERR OPTIN and OPTOUT are not compatible with BCAST")]
+    OptWithBcast,
+    #[error("ERR You can't specify both OPTIN mode and OPTOUT mode")]
+    OptinAndOptout,
+    #[error("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.")]
+    OptSwitch,
+    #[error("ERR Prefix '{0}' overlaps with an existing prefix '{1}'. Prefixes for a single client must not overlap.")]
+    OverlapExisting(String, String),
+    #[error("ERR Prefix '{0}' overlaps with another provided prefix '{1}'. Prefixes for a single client must not overlap.")]
+    OverlapGiven(String, String),
+}
+
+/// What CLIENT TRACKINGINFO reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackingInfo {
+    pub on: bool,
+    pub bcast: bool,
+    pub optin: bool,
+    pub optout: bool,
+    pub noloop: bool,
+    pub broken_redirect: bool,
+    pub redirect: u64,
+    pub prefixes: Vec<Box<[u8]>>,
+}
+
+/// One tracking client's mode.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Mode {
+    bcast: bool,
+    optin: bool,
+    optout: bool,
+    noloop: bool,
+    redirect: u64,
+    broken_redirect: bool,
+    prefixes: Vec<Box<[u8]>>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Key → clients that may cache it. Insertion-ordered with O(1) swap-removal, so a random
+    /// victim can be picked when the table is over its limit.
+    pub table: IndexMap<Box<[u8]>, SmallVec<[u64; 2]>, ahash::RandomState>,
+    /// Sum of the clients over every key (`tracking_total_items`).
+    pub items: usize,
+    /// BCAST prefix → its clients.
+    pub prefixes: BTreeMap<Box<[u8]>, SmallVec<[u64; 2]>>,
+    pub modes: HashMap<u64, Mode>,
+    pub mailboxes: HashMap<u64, Arc<Mailbox>>,
+    /// Consecutive limit runs that ended still over the limit (Redis's `timeout_counter`).
+    over_limit_runs: usize,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Either is a prefix of the other (Redis's `stringCheckPrefix`).
+fn overlaps(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+impl State {
+    pub fn enable(&mut self, id: u64, o: Options) -> Result<(), TrackError> {
+        if !o.bcast && !o.prefixes.is_empty() {
+            return Err(TrackError::PrefixWithoutBcast);
+        }
+        let cur = self.modes.get(&id);
+        if cur.is_some_and(|m| m.bcast != o.bcast) {
+            return Err(TrackError::BcastSwitch);
+        }
+        if o.bcast && (o.optin || o.optout) {
+            return Err(TrackError::OptWithBcast);
+        }
+        if o.optin && o.optout {
+            return Err(TrackError::OptinAndOptout);
+        }
+        if cur.is_some_and(|m| (o.optin && m.optout) || (o.optout && m.optin)) {
+            return Err(TrackError::OptSwitch);
+        }
+        if o.bcast {
+            for (i, p) in o.prefixes.iter().enumerate() {
+                if let Some(old) = cur.and_then(|m| m.prefixes.iter().find(|e| overlaps(e, p))) {
+                    return Err(TrackError::OverlapExisting(lossy(p), lossy(old)));
+                }
+                if let Some(other) = o.prefixes[i + 1..].iter().find(|q| overlaps(p, q)) {
+                    return Err(TrackError::OverlapGiven(lossy(p), lossy(other)));
+                }
+            }
+        }
+        let mode = self.modes.entry(id).or_default();
+        mode.bcast = o.bcast;
+        mode.optin = o.optin;
+        mode.optout = o.optout;
+        mode.noloop = o.noloop;
+        mode.redirect = o.redirect;
+        mode.broken_redirect = false;
+        if o.bcast {
+            // Like Redis, BCAST without PREFIX tracks the empty prefix (every key), and a
+            // second ON adds prefixes to those the client has.
+            let mut new = o.prefixes;
+            if new.is_empty() {
+                new.push(Box::default());
+            }
+            for p in new {
+                if !mode.prefixes.contains(&p) {
+                    mode.prefixes.push(p.clone());
+                    let clients = self.prefixes.entry(p).or_default();
+                    if !clients.contains(&id) {
+                        clients.push(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops tracking for `id`. Its table entries stay until their keys are invalidated (as in
+    /// Redis: they are skipped, and freed then).
+    pub fn disable(&mut self, id: u64) {
+        let Some(mode) = self.modes.remove(&id) else {
+            return;
+        };
+        for p in mode.prefixes {
+            if let Some(clients) = self.prefixes.get_mut(&p) {
+                clients.retain(|c| *c != id);
+                if clients.is_empty() {
+                    self.prefixes.remove(&p);
+                }
+            }
+        }
+    }
+
+    pub fn info(&self, id: u64) -> TrackingInfo {
+        match self.modes.get(&id) {
+            None => TrackingInfo::default(),
+            Some(m) => TrackingInfo {
+                on: true,
+                bcast: m.bcast,
+                optin: m.optin,
+                optout: m.optout,
+                noloop: m.noloop,
+                broken_redirect: m.broken_redirect,
+                redirect: m.redirect,
+                prefixes: {
+                    let mut p = m.prefixes.clone();
+                    p.sort();
+                    p
+                },
+            },
+        }
+    }
+
+    pub fn remember(&mut self, id: u64, key: &[u8]) {
+        let ids = match self.table.get_mut(key) {
+            Some(ids) => ids,
+            None => self.table.entry(key.into()).or_default(),
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+            self.items += 1;
+        }
+    }
+
+    /// Invalidates random keys until the table holds at most `max`, with Redis's effort bound:
+    /// 100 keys per run, more each consecutive run that could not get under the limit.
+    pub fn limit(&mut self, max: usize) {
+        use rand::Rng;
+        let mut effort = 100 * (self.over_limit_runs + 1);
+        let mut rng = rand::thread_rng();
+        while effort > 0 && self.table.len() > max {
+            effort -= 1;
+            let i = rng.gen_range(0..self.table.len());
+            let key = self.table.get_index(i).map(|(k, _)| k.clone());
+            if let Some(key) = key {
+                self.invalidate_key(&key, 0);
+            }
+        }
+        if self.table.len() > max {
+            self.over_limit_runs += 1;
+        } else {
+            self.over_limit_runs = 0;
+        }
+    }
+
+    pub fn flush_all(&mut self) {
+        let ids: Vec<u64> = self.modes.keys().copied().collect();
+        for id in ids {
+            let resp3 = self.mailboxes.get(&id).is_some_and(|m| m.resp3());
+            self.deliver(id, Payload::All { resp3 });
+        }
+        self.table.clear();
+        self.items = 0;
+    }
+
+    pub fn invalidate(&mut self, keys: &[&[u8]], writer: u64) {
+        if !self.prefixes.is_empty() {
+            self.broadcast(keys, writer);
+        }
+        if !self.table.is_empty() {
+            for k in keys {
+                self.invalidate_key(k, writer);
+            }
+        }
+    }
+
+    /// One message per (prefix, client) with the batch's keys under that prefix; a NOLOOP
+    /// client does not hear of its own writes.
+    fn broadcast(&mut self, keys: &[&[u8]], writer: u64) {
+        let mut sends: Vec<(u64, Vec<&[u8]>)> = Vec::new();
+        for (prefix, clients) in &self.prefixes {
+            let matching: Vec<&[u8]> = keys
+                .iter()
+                .copied()
+                .filter(|k| k.starts_with(prefix))
+                .collect();
+            if matching.is_empty() {
+                continue;
+            }
+            for &c in clients {
+                let noloop = self.modes.get(&c).is_some_and(|m| m.noloop);
+                if noloop && c == writer {
+                    continue;
+                }
+                sends.push((c, matching.clone()));
+            }
+        }
+        for (c, keys) in sends {
+            self.deliver(c, Payload::Keys(&keys));
+        }
+    }
+
+    fn invalidate_key(&mut self, key: &[u8], writer: u64) {
+        let Some(ids) = self.table.swap_remove(key) else {
+            return;
+        };
+        self.items -= ids.len();
+        for id in ids {
+            let Some(mode) = self.modes.get(&id) else {
+                continue;
+            };
+            if mode.bcast || (mode.noloop && id == writer) {
+                continue;
+            }
+            self.deliver(id, Payload::Keys(&[key]));
+        }
+    }
+
+    /// Sends one invalidation for tracking client `id`, to itself or its REDIRECT target.
+    fn deliver(&mut self, id: u64, p: Payload<'_>) {
+        let Some(mode) = self.modes.get_mut(&id) else {
+            return;
+        };
+        let (target, redirected) = if mode.redirect != 0 {
+            match self.mailboxes.get(&mode.redirect) {
+                Some(t) => (t, true),
+                None => {
+                    mode.broken_redirect = true;
+                    let redirect = mode.redirect;
+                    if let Some(me) = self.mailboxes.get(&id).filter(|m| m.resp3()) {
+                        me.post(|b| redir_broken_push(b, redirect));
+                    }
+                    return;
+                }
+            }
+        } else {
+            match self.mailboxes.get(&id) {
+                Some(t) => (t, false),
+                None => return,
+            }
+        };
+        if target.resp3() {
+            target.post(|b| invalidate_push(b, p));
+        } else if redirected && target.pubsub() {
+            target.post(|b| invalidate_message(b, p));
+        }
+        // A RESP2 client without a subscribed redirect target has no way to receive pushes.
+    }
+}
