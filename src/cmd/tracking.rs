@@ -43,6 +43,8 @@ pub struct ConnTracking {
     /// CLIENT CACHING was given: applies to the next command (or the next transaction).
     pub caching: bool,
     pub channels: Vec<Box<[u8]>>,
+    /// Commands running on this connection (EXEC runs its queue nested inside itself).
+    depth: u32,
 }
 
 impl ConnTracking {
@@ -55,6 +57,7 @@ impl ConnTracking {
             optout: false,
             caching: false,
             channels: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -108,7 +111,8 @@ pub fn admit(ctx: &Ctx<'_, '_>, spec: &CommandSpec) -> CmdResult {
 /// NOLOOP), and a tracking client's read keys are remembered. Remembering *before* the read
 /// matters with concurrent writers: a write that lands after the key is remembered is always
 /// announced, so no client can cache a value whose invalidation it missed.
-pub fn before_run(ctx: &Ctx<'_, '_>, spec: &CommandSpec, args: Args<'_>) -> WriterScope {
+pub fn before_run(ctx: &mut Ctx<'_, '_>, spec: &CommandSpec, args: Args<'_>) -> WriterScope {
+    ctx.client.track.depth += 1;
     let t = &ctx.client.track;
     if t.on
         && !t.bcast
@@ -129,11 +133,8 @@ pub fn before_run(ctx: &Ctx<'_, '_>, spec: &CommandSpec, args: Args<'_>) -> Writ
 /// MULTI/EXEC, and CLIENT commands do not spend it); the mailbox learns the protocol.
 pub fn after_run(ctx: &mut Ctx<'_, '_>, spec: &CommandSpec) {
     let t = &mut ctx.client.track;
-    if t.caching
-        && ctx.client.multi.is_none()
-        && !ctx.client.in_exec
-        && !spec.name.starts_with("client")
-    {
+    t.depth = t.depth.saturating_sub(1);
+    if t.caching && t.depth == 0 && ctx.client.multi.is_none() && !spec.name.starts_with("client") {
         t.caching = false;
     }
     t.mailbox.set_resp3(ctx.out.resp3());
