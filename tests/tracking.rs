@@ -535,3 +535,95 @@ async fn a_write_in_region_a_invalidates_a_cache_in_region_b() {
     expect_str(&mut bc, &push(&["user:1"])).await;
     world.shutdown().await;
 }
+
+/// A `meridian` process that is SIGKILLed when dropped (also when the test panics).
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// redis-py's own client-side cache (`protocol=3`, `CacheConfig`) against a node process:
+/// `tests/py/tracking_cache.py` checks cached reads skip the server and writes by another
+/// client (SET, DEL, INCR, FLUSHALL) reach the cached reader.
+#[test]
+fn redis_py_client_side_cache_against_a_node_process() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let have = Command::new("python3")
+        .args(["-c", "import redis.cache"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        have,
+        "python3 with redis-py >= 5.1 (redis.cache) is required: run .ci/run (or `pip install redis`)"
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().unwrap().port()
+    };
+    let _node = Proc(
+        Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start meridian"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "meridian did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/tracking_cache.py");
+    let mut child = Command::new("python3")
+        .arg("-u")
+        .arg(&script)
+        .args(["127.0.0.1", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tracking_cache.py did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out_t.join().unwrap(), err_t.join().unwrap());
+    println!("{out}");
+    assert!(
+        status.success(),
+        "tracking_cache.py failed ({status}):\n{out}\n{err}"
+    );
+    assert!(out.contains("OK"), "{out}");
+}

@@ -7,8 +7,10 @@ use crate::resp::{Args, Protocol};
 use crate::spec;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// The Redis version Meridian reports, so clients enable Redis 7 features.
-pub const REDIS_VERSION: &str = "7.2.4";
+/// The Redis version Meridian reports, so clients enable Redis 7 features. 7.4.0 because
+/// redis-py (>= 5.1) refuses its client-side cache against a server reporting less
+/// (docs/tracking.md).
+pub const REDIS_VERSION: &str = "7.4.0";
 
 #[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
