@@ -497,6 +497,51 @@ async fn expiry_and_eviction_invalidate() {
 }
 
 #[tokio::test]
+async fn a_client_that_does_not_read_gets_one_flush_instead_of_an_unbounded_backlog() {
+    use tokio::io::AsyncReadExt;
+    let s = start().await;
+    let mut slow = resp3(s.addr()).await;
+    assert_eq!(
+        call(&mut slow, &["CLIENT", "TRACKING", "on", "BCAST"]).await,
+        "+OK\r\n"
+    );
+    // 30 000 writes of a 1000-byte key: ~31 MB of pushes, far beyond the socket buffers and
+    // the 1 MiB inbox, while `slow` reads nothing.
+    let key = "k".repeat(1000);
+    let n = 30_000;
+    let one = common::encode(&[b"SET", key.as_bytes(), b"v"]);
+    let mut w = Raw::connect(s.addr()).await;
+    w.send(&one.repeat(n)).await;
+    w.expect(&b"+OK\r\n".repeat(n)).await;
+    assert_eq!(call(&mut w, &["SET", "zz-end", "1"]).await, "+OK\r\n");
+    // Now read: whatever the socket held, then one coalesced flush, then the newer pushes.
+    let end = push(&["zz-end"]);
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !got.ends_with(end.as_bytes()) {
+        let mut chunk = vec![0u8; 1 << 20];
+        let r = tokio::time::timeout_at(deadline, slow.stream.read(&mut chunk))
+            .await
+            .expect("the final invalidation never came")
+            .expect("read");
+        assert!(r > 0, "connection closed");
+        got.extend_from_slice(&chunk[..r]);
+    }
+    let full = n * push(&[&key]).len();
+    assert!(
+        got.len() < full / 2,
+        "{} bytes delivered, the full backlog is {full}",
+        got.len()
+    );
+    let flush = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
+    assert!(
+        got.windows(flush.len()).any(|w| w == flush),
+        "no coalesced flush in the stream"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_write_in_region_a_invalidates_a_cache_in_region_b() {
     use regions::{RegionSpec, World};
     let world = World::start(&[RegionSpec::single(), RegionSpec::single()], &[]).await;

@@ -109,9 +109,14 @@ impl Tracker {
         self.state.lock().mailboxes.contains_key(&id)
     }
 
-    /// `tracking-table-max-keys` (0 = no limit).
+    /// `tracking-table-max-keys` (0 = no limit). Lowering it invalidates keys at once.
     pub fn set_max_keys(&self, n: u64) {
         self.max_keys.store(n, Relaxed);
+        let mut st = self.state.lock();
+        if n > 0 && st.table.len() > n as usize {
+            st.limit(n as usize);
+        }
+        self.refresh(&st);
     }
 
     /// True once this tracker must be installed as a keyspace sink and was not yet.
