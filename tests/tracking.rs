@@ -295,6 +295,19 @@ async fn resp2_redirect_delivers_on_the_invalidate_channel() {
         ],
     )
     .await;
+    // CLIENT LIST shows the subscriber (`P`, sub=1) and the tracking client (`t`, redir=).
+    let list = call(&mut w, &["CLIENT", "LIST"]).await;
+    let line = |id: &str| {
+        list.lines()
+            .find(|l| l.contains(&format!("id={id} ")))
+            .unwrap_or_else(|| panic!("client {id} in {list}"))
+            .to_string()
+    };
+    assert!(line(&id).contains(" flags=P db=0 sub=1 "), "{}", line(&id));
+    let d_id = call(&mut d, &["CLIENT", "ID"]).await;
+    let d_line = line(d_id.trim_start_matches(':').trim_end());
+    assert!(d_line.contains(" flags=t db=0 sub=0 "), "{d_line}");
+    assert!(d_line.contains(&format!(" redir={id} ")), "{d_line}");
     assert_eq!(call(&mut w, &["SET", "r1", "x"]).await, "+OK\r\n");
     expect_str(&mut sub, &message(&["r1"])).await;
     // FLUSHALL: one null for everything (the tracking client's RESP2 null).
@@ -351,6 +364,9 @@ async fn resp2_redirect_delivers_on_the_invalidate_channel() {
         call(&mut d3, &["CLIENT", "TRACKINGINFO"]).await,
         format!("%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$15\r\nbroken_redirect\r\n$8\r\nredirect\r\n:{gone_id}\r\n$8\r\nprefixes\r\n*0\r\n")
     );
+    let info = call(&mut d3, &["CLIENT", "INFO"]).await;
+    assert!(info.contains(" flags=tR "), "{info}");
+    assert!(info.contains(&format!(" redir={gone_id} ")), "{info}");
     s.shutdown().await;
 }
 

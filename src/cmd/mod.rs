@@ -153,7 +153,7 @@ pub struct ClientState {
 
 impl ClientState {
     pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Self {
-        let track = tracking::ConnTracking::new(handle.id);
+        let track = tracking::ConnTracking::new(handle.track.clone());
         ClientState {
             handle,
             authenticated,

@@ -48,9 +48,10 @@ pub struct ConnTracking {
 }
 
 impl ConnTracking {
-    pub fn new(id: u64) -> Self {
+    /// `mailbox` is the connection's [`super::ClientHandle::track`].
+    pub fn new(mailbox: Arc<Mailbox>) -> Self {
         ConnTracking {
-            mailbox: Arc::new(Mailbox::new(id)),
+            mailbox,
             on: false,
             bcast: false,
             optin: false,
@@ -145,7 +146,7 @@ pub fn reset(ctx: &mut Ctx<'_, '_>) {
     ctx.node.tracking.disable(ctx.client.handle.id);
     ctx.client.track.off();
     ctx.client.track.channels.clear();
-    ctx.client.track.mailbox.set_pubsub(false);
+    ctx.client.track.mailbox.set_subscriptions(0);
 }
 
 /// FLUSHALL / FLUSHDB: one null invalidation to every tracking client instead of one per key.
@@ -301,7 +302,7 @@ fn subscribe(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         ctx.out.bulk(ch);
         ctx.out.int(t.channels.len() as i64);
     }
-    t.mailbox.set_pubsub(!t.channels.is_empty());
+    t.mailbox.set_subscriptions(t.channels.len());
     t.mailbox.set_resp3(ctx.out.resp3());
     Ok(())
 }
@@ -326,6 +327,6 @@ fn unsubscribe(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         ctx.out.bulk(&ch);
         ctx.out.int(t.channels.len() as i64);
     }
-    t.mailbox.set_pubsub(!t.channels.is_empty());
+    t.mailbox.set_subscriptions(t.channels.len());
     Ok(())
 }

@@ -13,8 +13,13 @@
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU8, Ordering::Relaxed};
 use tokio::sync::Notify;
+
+/// [`Mailbox::list_flags`] bits.
+pub const TRACKING: u8 = 1;
+pub const BROKEN_REDIR: u8 = 2;
+pub const BCAST: u8 = 4;
 
 /// Bytes of frames a connection may have pending before they are coalesced into one flush.
 pub const PENDING_CAP: usize = 1024 * 1024;
@@ -44,6 +49,11 @@ pub struct Mailbox {
     pubsub: AtomicBool,
     has_pending: AtomicBool,
     pending: Mutex<Pending>,
+    /// What CLIENT LIST shows: tracking flags ([`TRACKING`], [`BCAST`], [`BROKEN_REDIR`]),
+    /// the redirect (-1 while not tracking) and the number of subscribed channels.
+    flags: AtomicU8,
+    redirect: AtomicI64,
+    subs: AtomicU32,
     /// Woken when a frame is appended.
     pub notify: Notify,
 }
@@ -56,6 +66,9 @@ impl Mailbox {
             pubsub: AtomicBool::new(false),
             has_pending: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
+            flags: AtomicU8::new(0),
+            redirect: AtomicI64::new(-1),
+            subs: AtomicU32::new(0),
             notify: Notify::new(),
         }
     }
@@ -74,8 +87,35 @@ impl Mailbox {
         self.pubsub.load(Relaxed)
     }
 
-    pub fn set_pubsub(&self, v: bool) {
-        self.pubsub.store(v, Relaxed);
+    /// The number of subscribed channels (Pub/Sub mode while non-zero).
+    pub fn set_subscriptions(&self, n: usize) {
+        self.subs.store(n as u32, Relaxed);
+        self.pubsub.store(n > 0, Relaxed);
+    }
+
+    pub fn subscriptions(&self) -> u32 {
+        self.subs.load(Relaxed)
+    }
+
+    pub(super) fn set_mode(&self, flags: u8, redirect: i64) {
+        self.flags.store(flags, Relaxed);
+        self.redirect.store(redirect, Relaxed);
+    }
+
+    pub(super) fn mark_broken(&self) {
+        self.flags.fetch_or(BROKEN_REDIR, Relaxed);
+    }
+
+    /// CLIENT LIST's tracking letters, in Redis's order: `t` tracking, `R` broken redirect,
+    /// `B` BCAST.
+    pub fn list_flags(&self) -> &'static str {
+        const LETTERS: [&str; 8] = ["", "t", "R", "tR", "B", "tB", "RB", "tRB"];
+        LETTERS[(self.flags.load(Relaxed) & 7) as usize]
+    }
+
+    /// CLIENT LIST's `redir=`: the redirect target, 0 without one, -1 while not tracking.
+    pub fn list_redirect(&self) -> i64 {
+        self.redirect.load(Relaxed)
     }
 
     /// Moves every pending frame to the end of `out` (the connection's output buffer).

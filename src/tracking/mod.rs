@@ -23,7 +23,7 @@
 mod mailbox;
 mod state;
 
-pub use mailbox::{Mailbox, Payload, PENDING_CAP};
+pub use mailbox::{Mailbox, Payload, BCAST, BROKEN_REDIR, PENDING_CAP, TRACKING};
 pub use state::{Options, TrackError, TrackingInfo};
 
 use crate::store::{Delta, DeltaSink, Origin};

@@ -4,7 +4,9 @@
 //! Validation and texts follow Redis 7's `networking.c`/`tracking.c`, checked side by side with
 //! `redis-server` 7.0.
 
-use super::mailbox::{invalidate_message, invalidate_push, redir_broken_push, Mailbox, Payload};
+use super::mailbox::{
+    invalidate_message, invalidate_push, redir_broken_push, Mailbox, Payload, BCAST, TRACKING,
+};
 use indexmap::IndexMap;
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
@@ -142,6 +144,12 @@ impl State {
                 }
             }
         }
+        if let Some(m) = self.mailboxes.get(&id) {
+            m.set_mode(
+                TRACKING | if o.bcast { BCAST } else { 0 },
+                o.redirect as i64,
+            );
+        }
         Ok(())
     }
 
@@ -151,6 +159,9 @@ impl State {
         let Some(mode) = self.modes.remove(&id) else {
             return;
         };
+        if let Some(m) = self.mailboxes.get(&id) {
+            m.set_mode(0, -1);
+        }
         for p in mode.prefixes {
             if let Some(clients) = self.prefixes.get_mut(&p) {
                 clients.retain(|c| *c != id);
@@ -287,8 +298,11 @@ impl State {
                 None => {
                     mode.broken_redirect = true;
                     let redirect = mode.redirect;
-                    if let Some(me) = self.mailboxes.get(&id).filter(|m| m.resp3()) {
-                        me.post(|b| redir_broken_push(b, redirect));
+                    if let Some(me) = self.mailboxes.get(&id) {
+                        me.mark_broken();
+                        if me.resp3() {
+                            me.post(|b| redir_broken_push(b, redirect));
+                        }
                     }
                     return;
                 }
