@@ -321,3 +321,108 @@ impl State {
         // A RESP2 client without a subscribed redirect target has no way to receive pushes.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn state_with(ids: &[u64]) -> State {
+        let mut st = State::default();
+        for &id in ids {
+            let m = Arc::new(Mailbox::new(id));
+            m.set_resp3(true);
+            st.mailboxes.insert(id, m);
+        }
+        st
+    }
+
+    fn drained(st: &State, id: u64) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        st.mailboxes[&id].drain_into(&mut out);
+        out.to_vec()
+    }
+
+    #[test]
+    fn one_read_one_invalidation_and_items_counted() {
+        let mut st = state_with(&[1, 2]);
+        st.enable(1, Options::default()).unwrap();
+        st.enable(2, Options::default()).unwrap();
+        st.remember(1, b"k");
+        st.remember(2, b"k");
+        st.remember(1, b"k");
+        assert_eq!((st.table.len(), st.items), (1, 2));
+        st.invalidate(&[b"k"], 0);
+        assert_eq!((st.table.len(), st.items), (0, 0));
+        assert_eq!(
+            drained(&st, 1),
+            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+        );
+        st.invalidate(&[b"k"], 0);
+        assert!(drained(&st, 1).is_empty());
+    }
+
+    #[test]
+    fn limit_invalidates_until_the_table_fits() {
+        let mut st = state_with(&[1]);
+        st.enable(1, Options::default()).unwrap();
+        for i in 0..50 {
+            st.remember(1, format!("k{i}").as_bytes());
+        }
+        st.limit(10);
+        assert_eq!(st.table.len(), 10);
+        let pushes = drained(&st, 1);
+        let n = pushes.windows(10).filter(|w| w == b"invalidate").count();
+        assert_eq!(n, 40);
+    }
+
+    #[test]
+    fn prefixes_must_not_overlap_and_noloop_skips_the_writer() {
+        let mut st = state_with(&[1]);
+        let bcast = |p: &[&str], noloop| Options {
+            bcast: true,
+            noloop,
+            prefixes: p.iter().map(|s| s.as_bytes().into()).collect(),
+            ..Options::default()
+        };
+        assert_eq!(
+            st.enable(1, bcast(&["a", "ab"], false)),
+            Err(TrackError::OverlapGiven("a".into(), "ab".into()))
+        );
+        st.enable(1, bcast(&["a"], true)).unwrap();
+        assert_eq!(
+            st.enable(1, bcast(&["abc"], true)),
+            Err(TrackError::OverlapExisting("abc".into(), "a".into()))
+        );
+        st.invalidate(&[b"a1", b"b1"], 1);
+        assert!(drained(&st, 1).is_empty());
+        st.invalidate(&[b"a1", b"b1"], 2);
+        assert_eq!(
+            drained(&st, 1),
+            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\na1\r\n"
+        );
+        st.disable(1);
+        assert!(st.prefixes.is_empty());
+    }
+
+    #[test]
+    fn redirect_to_a_gone_client_is_reported_once_per_invalidation() {
+        let mut st = state_with(&[1]);
+        st.enable(
+            1,
+            Options {
+                redirect: 9,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        st.remember(1, b"k");
+        st.invalidate(&[b"k"], 0);
+        assert_eq!(
+            drained(&st, 1),
+            b">2\r\n$21\r\ntracking-redir-broken\r\n:9\r\n"
+        );
+        assert!(st.info(1).broken_redirect);
+        assert_eq!(st.mailboxes[&1].list_flags(), "tR");
+    }
+}
