@@ -521,13 +521,16 @@ async fn a_client_that_does_not_read_gets_one_flush_instead_of_an_unbounded_back
         call(&mut slow, &["CLIENT", "TRACKING", "on", "BCAST"]).await,
         "+OK\r\n"
     );
-    // 30 000 writes of a 1000-byte key: ~31 MB of pushes, far beyond the socket buffers and
-    // the 1 MiB inbox, while `slow` reads nothing.
-    let key = "k".repeat(1000);
+    // 30 000 writes of distinct 1000-byte keys: over 30 MB of pushes, far beyond the socket
+    // buffers and the 1 MiB inbox, while `slow` reads nothing.
     let n = 30_000;
-    let one = common::encode(&[b"SET", key.as_bytes(), b"v"]);
+    let mut pipeline = Vec::new();
+    for i in 0..n {
+        let key = format!("{i:0>1000}");
+        pipeline.extend(common::encode(&[b"SET", key.as_bytes(), b"v"]));
+    }
     let mut w = Raw::connect(s.addr()).await;
-    w.send(&one.repeat(n)).await;
+    w.send(&pipeline).await;
     w.expect(&b"+OK\r\n".repeat(n)).await;
     assert_eq!(call(&mut w, &["SET", "zz-end", "1"]).await, "+OK\r\n");
     // Now read: whatever the socket held, then one coalesced flush, then the newer pushes.
@@ -543,7 +546,7 @@ async fn a_client_that_does_not_read_gets_one_flush_instead_of_an_unbounded_back
         assert!(r > 0, "connection closed");
         got.extend_from_slice(&chunk[..r]);
     }
-    let full = n * push(&[&key]).len();
+    let full = n * 1000;
     assert!(
         got.len() < full / 2,
         "{} bytes delivered, the full backlog is {full}",

@@ -228,6 +228,7 @@ fn acl_categories(c: &CommandSpec) -> Vec<&'static str> {
         "generic" => "@keyspace",
         "connection" => "@connection",
         "transactions" => "@transaction",
+        "pubsub" => "@pubsub",
         _ => "@admin",
     });
     v.push(if c.has_flag("fast") { "@fast" } else { "@slow" });

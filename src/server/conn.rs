@@ -161,6 +161,7 @@ async fn run(
             }
             pos += parsed.consumed;
             if let Some(wait) = client.blocked.take() {
+                node.tracking.end_batch(handle.id);
                 let reply = wait.await;
                 reply(&mut out);
             }
@@ -179,6 +180,9 @@ async fn run(
             }
         }
         inbuf.advance(pos);
+        // BCAST announcements of this batch's writes, grouped (our own come after our replies).
+        node.tracking.end_batch(handle.id);
+        mailbox.drain_into(&mut out.buf);
         // `appendfsync always`: the batch's writes reach the disk before any reply says so.
         if let Some(p) = &node.persist {
             p.sync_before_reply();

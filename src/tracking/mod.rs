@@ -13,7 +13,8 @@
 //!   for one invalidation. Bounded by `tracking-table-max-keys`: past it, random keys are
 //!   invalidated (their clients told) until the table fits again;
 //! - the prefixes: prefix → BCAST clients; no table entries, every change matching a prefix is
-//!   announced, one message per (prefix, client) per published batch of changes;
+//!   announced, one message per (prefix, client) per batch of commands a connection ran
+//!   (`end_batch`; changes from peers, expiry and eviction at once);
 //! - the modes of the tracking clients, and the mailbox of every connection (redirect targets
 //!   need not track anything themselves).
 //!
@@ -78,6 +79,8 @@ pub struct Tracker {
     /// node nobody tracks records no deltas for it).
     installed: AtomicBool,
     max_keys: AtomicU64,
+    /// Some connection has BCAST announcements waiting for the end of its batch.
+    bcast_pending: AtomicBool,
 }
 
 impl Default for Tracker {
@@ -87,6 +90,7 @@ impl Default for Tracker {
             active: AtomicBool::new(false),
             installed: AtomicBool::new(false),
             max_keys: AtomicU64::new(1_000_000),
+            bcast_pending: AtomicBool::new(false),
         }
     }
 }
@@ -100,6 +104,7 @@ impl Tracker {
     /// Forgets a closed connection: its mode, prefixes and mailbox.
     pub fn detach(&self, id: u64) {
         let mut st = self.state.lock();
+        st.end_batch(id);
         st.disable(id);
         st.mailboxes.remove(&id);
         self.refresh(&st);
@@ -176,6 +181,18 @@ impl Tracker {
         self.refresh(&st);
     }
 
+    /// The connection `writer` finished a batch of commands (or is about to block): its
+    /// writes are announced to BCAST clients now, grouped.
+    #[inline]
+    pub fn end_batch(&self, writer: u64) {
+        if !self.bcast_pending.load(Relaxed) {
+            return;
+        }
+        let mut st = self.state.lock();
+        st.end_batch(writer);
+        self.refresh(&st);
+    }
+
     pub fn stats(&self) -> Stats {
         let st = self.state.lock();
         Stats {
@@ -190,6 +207,10 @@ impl Tracker {
         let active = !st.modes.is_empty() || !st.table.is_empty();
         if self.active.load(Relaxed) != active {
             self.active.store(active, Relaxed);
+        }
+        let pending = st.has_pending_bcast();
+        if self.bcast_pending.load(Relaxed) != pending {
+            self.bcast_pending.store(pending, Relaxed);
         }
     }
 }

@@ -78,6 +78,9 @@ pub(super) struct State {
     pub prefixes: BTreeMap<Box<[u8]>, SmallVec<[u64; 2]>>,
     pub modes: HashMap<u64, Mode>,
     pub mailboxes: HashMap<u64, Arc<Mailbox>>,
+    /// Keys written by a client in its current batch of commands, announced to BCAST clients
+    /// when the batch ends (`end_batch`): like Redis, which groups them per event-loop turn.
+    pending_bcast: HashMap<u64, Vec<Box<[u8]>>>,
     /// Consecutive limit runs that ended still over the limit (Redis's `timeout_counter`).
     over_limit_runs: usize,
 }
@@ -236,13 +239,37 @@ impl State {
 
     pub fn invalidate(&mut self, keys: &[&[u8]], writer: u64) {
         if !self.prefixes.is_empty() {
-            self.broadcast(keys, writer);
+            if writer != 0 {
+                let pending = self.pending_bcast.entry(writer).or_default();
+                pending.extend(keys.iter().map(|k| Box::from(*k)));
+            } else {
+                let mut keys = keys.to_vec();
+                keys.sort_unstable();
+                keys.dedup();
+                self.broadcast(&keys, writer);
+            }
         }
         if !self.table.is_empty() {
             for k in keys {
                 self.invalidate_key(k, writer);
             }
         }
+    }
+
+    pub fn has_pending_bcast(&self) -> bool {
+        !self.pending_bcast.is_empty()
+    }
+
+    /// Announces what `writer` changed in its batch to the BCAST clients: each key once, in
+    /// byte order (Redis iterates a radix tree).
+    pub fn end_batch(&mut self, writer: u64) {
+        let Some(mut keys) = self.pending_bcast.remove(&writer) else {
+            return;
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        self.broadcast(&refs, writer);
     }
 
     /// One message per (prefix, client) with the batch's keys under that prefix; a NOLOOP
@@ -395,11 +422,16 @@ mod tests {
             Err(TrackError::OverlapExisting("abc".into(), "a".into()))
         );
         st.invalidate(&[b"a1", b"b1"], 1);
+        st.end_batch(1);
         assert!(drained(&st, 1).is_empty());
-        st.invalidate(&[b"a1", b"b1"], 2);
+        // Another client's batch: announced once at its end, keys deduplicated and sorted.
+        st.invalidate(&[b"a2", b"b1"], 2);
+        st.invalidate(&[b"a1", b"a2"], 2);
+        assert!(drained(&st, 1).is_empty());
+        st.end_batch(2);
         assert_eq!(
             drained(&st, 1),
-            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\na1\r\n"
+            b">2\r\n$10\r\ninvalidate\r\n*2\r\n$2\r\na1\r\n$2\r\na2\r\n"
         );
         st.disable(1);
         assert!(st.prefixes.is_empty());
