@@ -230,6 +230,8 @@ impl<'t> KeyMut<'t> {
         let node = self.shard.remove(self.hash, self.key)?;
         self.shard.touch(self.key);
         self.changed = false;
+        // Client-side caches of this node must let go of it: the new owner does not know them.
+        self.ks.publish_dropped(&[Box::from(self.key)]);
         Some(node.entry)
     }
 
