@@ -561,6 +561,41 @@ async fn a_client_that_does_not_read_gets_one_flush_instead_of_an_unbounded_back
 }
 
 #[tokio::test]
+async fn a_key_migrated_to_another_node_is_invalidated() {
+    use common::cluster::{key_slot, Region};
+    let region = Region::start(2, 0).await;
+    let (a, b) = (region.node(0), region.node(1));
+    // The initial layout gives the first node slots 0..=8191.
+    let key = (0..)
+        .map(|n| format!("mig{n}"))
+        .find(|k| key_slot(k.as_bytes()) < 8192)
+        .unwrap();
+    let slot = key_slot(key.as_bytes()).to_string();
+    let mut ac = a.raw().await;
+    let mut bc = b.raw().await;
+    assert_eq!(call(&mut ac, &["SET", &key, "v"]).await, "+OK\r\n");
+    let mut t = resp3(a.addr).await;
+    expect_all(
+        &mut t,
+        &[
+            (&["CLIENT", "TRACKING", "on"], "+OK\r\n"),
+            (&["GET", &key], "$1\r\nv\r\n"),
+        ],
+    )
+    .await;
+    let importing = ["CLUSTER", "SETSLOT", &slot, "IMPORTING", &a.name];
+    assert_eq!(call(&mut bc, &importing).await, "+OK\r\n");
+    let migrating = ["CLUSTER", "SETSLOT", &slot, "MIGRATING", &b.name];
+    assert_eq!(call(&mut ac, &migrating).await, "+OK\r\n");
+    let port = b.addr.port().to_string();
+    let migrate = ["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", &key];
+    assert_eq!(call(&mut ac, &migrate).await, "+OK\r\n");
+    // The key left node a: a's tracking client must not keep serving it from its cache.
+    expect_str(&mut t, &push(&[&key])).await;
+    region.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_write_in_region_a_invalidates_a_cache_in_region_b() {
     use regions::{RegionSpec, World};
     let world = World::start(&[RegionSpec::single(), RegionSpec::single()], &[]).await;
