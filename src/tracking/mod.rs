@@ -73,7 +73,8 @@ pub struct Stats {
 
 pub struct Tracker {
     state: Mutex<State>,
-    /// Any client tracking (or anything left in the table): publishing must look.
+    /// Something to invalidate: keys in the table or BCAST prefixes. While false, a published
+    /// change costs this one atomic load.
     active: AtomicBool,
     /// The tracker is installed as a keyspace sink (done at the first CLIENT TRACKING ON, so a
     /// node nobody tracks records no deltas for it).
@@ -159,13 +160,11 @@ impl Tracker {
         if max > 0 && st.table.len() > max {
             st.limit(max);
         }
+        self.refresh(&st);
     }
 
     /// FLUSHALL: every tracking client is told to drop everything; the table is emptied.
     pub fn flush_all(&self) {
-        if !self.active.load(Relaxed) {
-            return;
-        }
         let mut st = self.state.lock();
         st.flush_all();
         self.refresh(&st);
@@ -204,7 +203,7 @@ impl Tracker {
     }
 
     fn refresh(&self, st: &State) {
-        let active = !st.modes.is_empty() || !st.table.is_empty();
+        let active = !st.table.is_empty() || !st.prefixes.is_empty();
         if self.active.load(Relaxed) != active {
             self.active.store(active, Relaxed);
         }
