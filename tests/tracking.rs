@@ -644,25 +644,28 @@ async fn a_write_in_region_a_invalidates_a_cache_in_region_b() {
     world.shutdown().await;
 }
 
-/// A `meridian` process that is SIGKILLed when dropped (also when the test panics).
-struct Proc(std::process::Child);
+/// A `meridian` process (and, for a demo, the node processes it started) SIGKILLed when
+/// dropped, also when the test panics.
+struct Proc {
+    child: std::process::Child,
+    /// Node pids a demo printed: killed first, so none outlives its demo.
+    nodes: Vec<u32>,
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for pid in &self.nodes {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// redis-py's own client-side cache (`protocol=3`, `CacheConfig`) against a node process:
-/// `tests/py/tracking_cache.py` checks cached reads skip the server and writes by another
-/// client (SET, DEL, INCR, FLUSHALL) reach the cached reader.
-#[test]
-fn redis_py_client_side_cache_against_a_node_process() {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    use std::time::Instant;
-    let have = Command::new("python3")
+fn have_redis_py_cache() {
+    let have = std::process::Command::new("python3")
         .args(["-c", "import redis.cache"])
         .output()
         .map(|o| o.status.success())
@@ -671,33 +674,20 @@ fn redis_py_client_side_cache_against_a_node_process() {
         have,
         "python3 with redis-py >= 5.1 (redis.cache) is required: run .ci/run (or `pip install redis`)"
     );
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().unwrap().port()
-    };
-    let _node = Proc(
-        Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start meridian"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "meridian did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+}
+
+/// Runs `tests/py/tracking_cache.py` with `args` (bounded: 120 s); panics with its output
+/// unless it succeeds.
+fn run_tracking_cache_py(args: &[String]) -> String {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
     let script =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/tracking_cache.py");
     let mut child = Command::new("python3")
         .arg("-u")
         .arg(&script)
-        .args(["127.0.0.1", &port.to_string()])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -734,4 +724,108 @@ fn redis_py_client_side_cache_against_a_node_process() {
         "tracking_cache.py failed ({status}):\n{out}\n{err}"
     );
     assert!(out.contains("OK"), "{out}");
+    out
+}
+
+/// redis-py's own client-side cache (`protocol=3`, `CacheConfig`) against a node process:
+/// `tests/py/tracking_cache.py` checks cached reads skip the server and writes by another
+/// client (SET, DEL, INCR, FLUSHALL) reach the cached reader.
+#[test]
+fn redis_py_client_side_cache_against_a_node_process() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    have_redis_py_cache();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().unwrap().port()
+    };
+    let _node = Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start meridian"),
+        nodes: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "meridian did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_tracking_cache_py(&["127.0.0.1".into(), port.to_string()]);
+}
+
+/// The same redis-py cache in region 2 of `meridian demo --regions 2`, every write made in
+/// region 1: the invalidations come from cross-region replication.
+#[test]
+fn redis_py_cache_in_one_region_sees_writes_made_in_another() {
+    use std::io::BufRead;
+    use std::net::{TcpListener, UdpSocket};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    have_redis_py_cache();
+    // Region r listens on base + 100·r (mesh: +10000); a base whose four ports are free.
+    let offset = (std::process::id() as u16).wrapping_mul(7919) % 190;
+    let base = (0..190)
+        .map(|k| 23_000 + ((offset + k) % 190) * 10)
+        .find(|&b| {
+            [b, b + 100].iter().all(|&p| {
+                TcpListener::bind(("127.0.0.1", p)).is_ok()
+                    && UdpSocket::bind(("127.0.0.1", p + 10_000)).is_ok()
+            })
+        })
+        .expect("free ports for the demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["demo", "--regions", "2", "--nodes", "1"])
+        .args(["--base-port", &base.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start meridian demo");
+    let stdout = child.stdout.take().unwrap();
+    let mut demo = Proc {
+        child,
+        nodes: Vec::new(),
+    };
+    // `node <region> <id> <pid> <resp> <mesh> <role>` per node, then `ready` (bounded).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ports = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("demo did not print `ready` within 60 s");
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() == Some(&"node") && f.len() >= 6 {
+            demo.nodes.push(f[3].parse().expect("pid"));
+            let addr: std::net::SocketAddr = f[4].parse().expect("resp address");
+            ports.push(addr.port());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    assert_eq!(ports.len(), 2, "one node per region");
+    let out = run_tracking_cache_py(&[
+        "127.0.0.1".into(),
+        ports[1].to_string(),
+        ports[0].to_string(),
+    ]);
+    assert!(out.contains("another region"), "{out}");
+    drop(demo);
 }
