@@ -256,6 +256,21 @@ async fn optin_and_optout_follow_client_caching() {
         "+OK\r\n"
     );
     expect_str(&mut a, &push(&["p2"])).await;
+    // RESET turns tracking off (and the connection back to RESP2).
+    expect_all(
+        &mut a,
+        &[
+            (&["GET", "p3"], "_\r\n"),
+            (&["RESET"], "+RESET\r\n"),
+            (
+                &["CLIENT", "TRACKINGINFO"],
+                "*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(call(&mut b, &["SET", "p3", "x"]).await, "+OK\r\n");
+    assert_eq!(call(&mut a, &["PING"]).await, "+PONG\r\n");
     s.shutdown().await;
 }
 
