@@ -404,6 +404,10 @@ fn client_no_touch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn client_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
     let lines = [
         "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CACHING (YES|NO)",
+        "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+        "GETREDIR",
+        "    Return the client ID we are redirecting to when tracking is enabled.",
         "ID",
         "    Return the ID of the current connection.",
         "INFO",
@@ -418,6 +422,11 @@ fn client_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "    Return information about client connections.",
         "KILL <ip:port> | <option> <value> [<option> <value> ...]",
         "    Kill connections. Options: ID, ADDR, LADDR, SKIPME.",
+        "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+        "         [OPTIN] [OPTOUT] [NOLOOP]",
+        "    Control server assisted client side caching.",
+        "TRACKINGINFO",
+        "    Report tracking status for the current connection.",
         "NO-EVICT (ON|OFF)",
         "    Protect the current client connection from eviction.",
         "NO-TOUCH (ON|OFF)",
