@@ -16,6 +16,7 @@ mod connection;
 mod counters;
 mod expire;
 pub mod glob;
+mod hotkeys;
 mod info;
 mod introspect;
 mod keys;
@@ -30,8 +31,12 @@ pub mod tracking;
 mod txn;
 
 pub use clients::{ClientHandle, Clients};
+pub use hotkeys::apply_settings as hotkeys_apply_settings;
 pub use server::apply_settings as server_apply_settings;
 pub use table::{lookup, CommandSpec};
+// Read by the admin port (metrics, dashboard): the same figures INFO shows.
+pub use info::rss_bytes;
+pub use regions::{peer_regions, PeerRegion};
 
 use crate::config::Config;
 use crate::resp::{Args, Out, OwnedArgs};
@@ -99,6 +104,10 @@ pub struct Node {
     pub persist: Option<Arc<crate::persist::Persist>>,
     /// Client-side caching: the tracking table and every connection's mailbox (`tracking`).
     pub tracking: Arc<crate::tracking::Tracker>,
+    /// The hot-key sketch every keyed command feeds (`hot`, `cmd::hotkeys`).
+    pub hot: Arc<crate::hot::HotKeys>,
+    /// The admin HTTP port actually bound (0 = none); INFO server shows it as `admin_port`.
+    pub admin_port: AtomicU64,
 }
 
 impl Node {
@@ -118,6 +127,8 @@ impl Node {
             leases: Arc::default(),
             persist: None,
             tracking: Arc::default(),
+            hot: Arc::default(),
+            admin_port: AtomicU64::new(0),
         }
     }
 }
@@ -299,6 +310,7 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
     drop(writer);
     tracking::after_run(ctx, keyed);
     lease::after_command(ctx.node, keyed, args);
+    hotkeys::after_command(ctx.node, keyed, args);
 }
 
 /// An error before the command ran: inside MULTI it also dooms the transaction.

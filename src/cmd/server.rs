@@ -101,6 +101,7 @@ pub fn apply_settings(node: &super::Node, s: &Settings) {
             lfu_decay_time: s.lfu_decay_time,
         });
     super::tracking::apply_settings(node);
+    super::hotkeys::apply_settings(node);
 }
 
 fn config_resetstat(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {

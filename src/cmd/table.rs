@@ -105,6 +105,7 @@ pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
         super::cluster::COMMANDS,
         super::lease::COMMANDS,
         super::tracking::COMMANDS,
+        super::hotkeys::COMMANDS,
     ]
     .into_iter()
     .flatten()
