@@ -333,3 +333,35 @@ fn redis_py_cache_in_one_region_sees_writes_made_in_another() {
     assert!(out.contains("another region"), "{out}");
     drop(demo);
 }
+
+/// Under `repl-scope hot`, a cold key written in region a only invalidates region b's copy
+/// (no value ships): b drops its older copy, and b's tracking clients must drop theirs.
+#[tokio::test]
+async fn a_cold_key_dropped_by_a_scope_invalidation_is_invalidated_in_client_caches() {
+    use regions::{RegionSpec, World};
+    let world = World::start(
+        &[RegionSpec::single(), RegionSpec::single()],
+        &[("repl-scope", "s:* hot, * all")],
+    )
+    .await;
+    let addr_b = world.regions[1].nodes[0].node.as_ref().unwrap().addr;
+    let mut wb = common::Raw::connect(addr_b).await;
+    assert_eq!(call(&mut wb, &["SET", "s:cold", "from-b"]).await, "+OK\r\n");
+    let mut t = resp3(addr_b).await;
+    expect_all(
+        &mut t,
+        &[
+            (&["CLIENT", "TRACKING", "on"], "+OK\r\n"),
+            (&["GET", "s:cold"], "$6\r\nfrom-b\r\n"),
+        ],
+    )
+    .await;
+    world
+        .run(0, &["SET", "s:cold", "from-a"])
+        .await
+        .expect("SET in region a");
+    // The invalidation from region a removes b's copy: b's cache is told.
+    expect_str(&mut t, &push(&["s:cold"])).await;
+    assert_eq!(call(&mut t, &["GET", "s:cold"]).await, "_\r\n");
+    world.shutdown().await;
+}
