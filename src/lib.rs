@@ -19,6 +19,7 @@ pub mod repl;
 pub mod resp;
 pub mod server;
 pub mod store;
+pub mod tracking;
 
 /// jemalloc, as Redis uses: tight size classes and the allocation counter INFO reports.
 #[global_allocator]

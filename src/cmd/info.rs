@@ -155,9 +155,10 @@ fn render(node: &Node, section: &str, t: &mut String) {
         "clients" => {
             let _ = write!(
                 t,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:{}\r\n",
                 node.clients.len(),
-                s.maxclients
+                s.maxclients,
+                node.tracking.stats().clients,
             );
         }
         "memory" => {
@@ -189,6 +190,12 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 ks.evict.evicted.load(Relaxed),
                 k.hits.load(Relaxed),
                 k.misses.load(Relaxed),
+            );
+            let tr = node.tracking.stats();
+            let _ = write!(
+                t,
+                "tracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n",
+                tr.keys, tr.items, tr.prefixes
             );
         }
         "persistence" => match &node.persist {

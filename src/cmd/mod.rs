@@ -27,6 +27,7 @@ mod regions;
 mod server;
 mod strings;
 pub mod table;
+pub mod tracking;
 mod txn;
 
 pub use clients::{ClientHandle, Clients};
@@ -101,6 +102,8 @@ pub struct Node {
     pub leases: Arc<crate::store::lease::Leases>,
     /// The snapshot and the append-only log (`persist`); set by `server::spawn_with`.
     pub persist: Option<Arc<crate::persist::Persist>>,
+    /// Client-side caching: the tracking table and every connection's mailbox (`tracking`).
+    pub tracking: Arc<crate::tracking::Tracker>,
     /// The hot-key sketch every keyed command feeds (`hot`, `cmd::hotkeys`).
     pub hot: Arc<crate::hot::HotKeys>,
     /// The admin HTTP port actually bound (0 = none); INFO server shows it as `admin_port`.
@@ -123,6 +126,7 @@ impl Node {
             cluster: None,
             leases: Arc::default(),
             persist: None,
+            tracking: Arc::default(),
             hot: Arc::default(),
             admin_port: AtomicU64::new(0),
         }
@@ -154,10 +158,13 @@ pub struct ClientState {
     /// The last command dispatched (the connection publishes it to `ClientHandle::last_cmd`
     /// once per batch, not per command).
     pub last_cmd: &'static str,
+    /// CLIENT TRACKING / CACHING state, subscriptions and the push mailbox (`cmd::tracking`).
+    pub track: tracking::ConnTracking,
 }
 
 impl ClientState {
     pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Self {
+        let track = tracking::ConnTracking::new(handle.track.clone());
         ClientState {
             handle,
             authenticated,
@@ -170,6 +177,7 @@ impl ClientState {
             readonly: false,
             in_exec: false,
             last_cmd: "NULL",
+            track,
         }
     }
 }
@@ -282,6 +290,9 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
             return reject(ctx, CmdError::Msg(oom.to_string()));
         }
     }
+    if let Err(e) = tracking::admit(ctx, keyed) {
+        return reject(ctx, e);
+    }
     if let Some(queue) = ctx
         .client
         .multi
@@ -292,9 +303,12 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
         ctx.out.simple("QUEUED");
         return;
     }
+    let writer = tracking::before_run(ctx, keyed, args);
     if let Err(e) = (spec.handler)(ctx, args) {
         ctx.out.error(&e.to_string());
     }
+    drop(writer);
+    tracking::after_run(ctx, keyed);
     lease::after_command(ctx.node, keyed, args);
     hotkeys::after_command(ctx.node, keyed, args);
 }

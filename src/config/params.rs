@@ -83,6 +83,7 @@ pub const PARAMS: &[Param] = &[
     Param { name: "hotkeys-threshold", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Operations per second from which a top-k key is hot (replicated first; full state under repl-scope hot)" },
     Param { name: "repl-scope", default: "* all", kind: Kind::Custom(crate::hot::scope::validate), mutable: true, help: "What ships to other regions per key pattern, first match wins: '<glob> all|hot, ...'; hot = full state while the key is hot, an invalidation while cold" },
     Param { name: "auto-aof-rewrite-min-size", default: "64mb", kind: Kind::Memory, mutable: true, help: "Log growth below which no automatic compaction happens" },
+    Param { name: "tracking-table-max-keys", default: "1000000", kind: int(0, i64::MAX), mutable: true, help: "Keys the client-side caching table may hold; past it, random keys are invalidated (0 = no limit)" },
     Param { name: "admin-port", default: "auto", kind: Kind::Str, mutable: false, help: "HTTP port of the dashboard, /metrics (Prometheus), /health and /api/state: auto (= port + 1000 when port is below 31768, else none), no or -1 (none), 0 (any free port) or a port" },
     Param { name: "admin-bind", default: "", kind: Kind::Str, mutable: false, help: "Address the admin port listens on (empty = the first bind address)" },
 ];

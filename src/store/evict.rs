@@ -289,6 +289,8 @@ impl Keyspace {
         shard.touch(key);
         Floors::keep(&mut shard.floors, key, self.clock.node(), &node.entry);
         self.evict.evicted.fetch_add(1, Relaxed);
+        // Client-side caches must drop it too (Redis invalidates evicted keys).
+        self.publish_dropped(&[Box::from(key)]);
         footprint(&node)
     }
 

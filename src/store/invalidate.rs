@@ -30,6 +30,11 @@ impl Keyspace {
             shard.remove(hash, key);
             shard.touch(key);
         }
+        std::mem::drop(shard);
+        if drop {
+            // Client-side caches of this node must let go of it too (`tracking`).
+            self.publish_dropped(&[Box::from(key)]);
+        }
         drop
     }
 }

@@ -90,6 +90,7 @@ impl<'t> KeyMut<'t> {
         if node.counted && node.entry.is_expired(now) {
             self.shard.recount(hash, key, now);
             self.ks.stats.expired_keys.fetch_add(1, Relaxed);
+            self.ks.publish_dropped(&[Box::from(key)]);
         }
         None
     }
@@ -243,6 +244,8 @@ impl<'t> KeyMut<'t> {
         let node = self.shard.remove(self.hash, self.key)?;
         self.shard.touch(self.key);
         self.changed = false;
+        // Client-side caches of this node must let go of it: the new owner does not know them.
+        self.ks.publish_dropped(&[Box::from(self.key)]);
         Some(node.entry)
     }
 

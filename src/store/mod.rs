@@ -52,6 +52,12 @@ pub enum Origin {
 /// Receives every delta the keyspace produces, after the slot locks are released.
 pub trait DeltaSink: Send + Sync {
     fn publish(&self, deltas: Vec<Delta>, origin: Origin);
+
+    /// Keys that lost their value here without a delta: expired (lazily or actively) or
+    /// evicted. Both are local and never replicated; client-side caching must still hear of
+    /// them (`tracking`). Called after the slot lock is released, except for lazy expiry,
+    /// which is noticed under it.
+    fn dropped(&self, _keys: &[Box<[u8]>]) {}
 }
 
 /// Counters reported by INFO.
@@ -167,6 +173,16 @@ impl Keyspace {
                 s.publish(deltas.clone(), origin);
             }
             last.publish(std::mem::take(&mut deltas), origin);
+        }
+    }
+
+    /// Tells every sink that `keys` expired or were evicted (see [`DeltaSink::dropped`]).
+    pub(crate) fn publish_dropped(&self, keys: &[Box<[u8]>]) {
+        if keys.is_empty() || !self.recording() {
+            return;
+        }
+        for s in self.sinks.load().iter() {
+            s.dropped(keys);
         }
     }
 
