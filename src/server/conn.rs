@@ -115,13 +115,9 @@ async fn run(
         if n == 0 {
             // Woken for pushes only: nothing new to parse.
             if mailbox.drain_into(&mut out.buf) {
-                node.stats
-                    .net_output_bytes
-                    .fetch_add(out.len() as u64, Relaxed);
-                if let Err(e) = stream.write_all(&out.buf).await {
+                if let Err(e) = write_out(node, stream, &mut out.buf).await {
                     return Close::Io(e);
                 }
-                out.buf.clear();
             }
             continue;
         }
@@ -194,13 +190,9 @@ async fn run(
         handle.in_multi.store(client.multi.is_some(), Relaxed);
         handle.resp.store(if out.resp3() { 3 } else { 2 }, Relaxed);
         if !out.is_empty() {
-            node.stats
-                .net_output_bytes
-                .fetch_add(out.len() as u64, Relaxed);
-            if let Err(e) = stream.write_all(&out.buf).await {
+            if let Err(e) = write_out(node, stream, &mut out.buf).await {
                 return Close::Io(e);
             }
-            out.buf.clear();
             // Give back the memory of a huge reply.
             if out.buf.capacity() > 1024 * 1024 {
                 out.buf = BytesMut::with_capacity(16 * 1024);
@@ -218,4 +210,18 @@ async fn run(
             return Close::QueryBuffer;
         }
     }
+}
+
+/// Writes everything buffered for the client in one call, counts it, and empties the buffer.
+async fn write_out(
+    node: &Node,
+    stream: &mut TcpStream,
+    buf: &mut bytes::BytesMut,
+) -> std::io::Result<()> {
+    node.stats
+        .net_output_bytes
+        .fetch_add(buf.len() as u64, Relaxed);
+    stream.write_all(buf).await?;
+    buf.clear();
+    Ok(())
 }

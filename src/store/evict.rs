@@ -415,24 +415,15 @@ impl Keyspace {
                 }
                 taken += 1;
                 let s = score(n);
-                if pool.len() >= POOL && s <= pool[0].score
-                    || pool.iter().any(|c| *c.key == n.key[..])
-                {
+                if pool.iter().any(|c| *c.key == n.key[..]) {
                     continue;
                 }
-                if pool.len() >= POOL {
-                    pool.remove(0);
-                }
-                let at = pool.partition_point(|c| c.score < s);
-                pool.insert(
-                    at,
-                    Candidate {
-                        score: s,
-                        slot: slot as u16,
-                        hash: self.hash(&n.key),
-                        key: Box::from(&n.key[..]),
-                    },
-                );
+                pool_insert(pool, s, || Candidate {
+                    score: s,
+                    slot: slot as u16,
+                    hash: self.hash(&n.key),
+                    key: Box::from(&n.key[..]),
+                });
             }
         }
     }
@@ -458,22 +449,25 @@ impl Keyspace {
             let idle = super::access::idle_ms(node.access, now);
             drop(shard);
             let s = tinylfu::score(self.evict.tinylfu.estimate(n.hash), idle, true);
-            if pool.len() >= POOL {
-                if s <= pool[0].score {
-                    continue;
-                }
-                pool.remove(0);
-            }
-            let at = pool.partition_point(|c| c.score < s);
-            pool.insert(
-                at,
-                Candidate {
-                    score: s,
-                    slot: n.slot,
-                    hash: n.hash,
-                    key: n.key,
-                },
-            );
+            pool_insert(pool, s, || Candidate {
+                score: s,
+                slot: n.slot,
+                hash: n.hash,
+                key: n.key,
+            });
         }
     }
+}
+
+/// Puts a candidate scoring `score` in the pool (kept sorted, best victim last), dropping the
+/// worst when full; a candidate no better than the worst of a full pool is not built at all.
+fn pool_insert(pool: &mut Vec<Candidate>, score: u64, build: impl FnOnce() -> Candidate) {
+    if pool.len() >= POOL {
+        if score <= pool[0].score {
+            return;
+        }
+        pool.remove(0);
+    }
+    let at = pool.partition_point(|c| c.score < score);
+    pool.insert(at, build());
 }
