@@ -1,7 +1,9 @@
 //! Operator tooling run by the `meridian` binary besides serving: `meridian certs` (a dev PKI
-//! for the mesh's mutual TLS) and `meridian demo` (a local topology of node processes).
+//! for the mesh's mutual TLS), `meridian demo` (a local topology of node processes) and the
+//! hidden `meridian wan-relay` (WAN latency for the compose demo in `regions/`).
 
 pub mod demo;
+pub mod wan_relay;
 
 use crate::mesh::certs::{self, Ca};
 use std::path::Path;

@@ -564,7 +564,14 @@ pub async fn start_node(
     let (resp, mesh_addr) = layout::my_addrs(s, resp_port)?;
     let id = layout::node_id(&s.region, resp);
     let seats = layout::seats(&s.region, &c.nodes, c.replicas, &c.slots)?;
-    let record = |seat_id, resp, mesh, role, slots, version| NodeInfo {
+    // Only this node's own record carries it: the others publish theirs.
+    let my_wan = match c.region_announce_addr.as_str() {
+        "" => None,
+        a => Some(
+            layout::resolve(a).ok_or_else(|| layout::LayoutError::BadWanAnnounce(a.to_string()))?,
+        ),
+    };
+    let record = |seat_id, resp, mesh, role, slots, version, wan| NodeInfo {
         id: seat_id,
         version,
         region: s.region.clone(),
@@ -574,6 +581,7 @@ pub async fn start_node(
         config_epoch: 0,
         slots,
         repl_offset: 0,
+        wan,
     };
     let mine = seats.iter().find(|seat| seat.id == id);
     let me = match mine {
@@ -584,6 +592,7 @@ pub async fn start_node(
             seat.role,
             seat.slots.clone(),
             unix_ms(),
+            my_wan,
         ),
         None => record(
             id,
@@ -592,6 +601,7 @@ pub async fn start_node(
             Role::Primary,
             SlotSet::default(),
             unix_ms(),
+            my_wan,
         ),
     };
     // A node the layout does not list starts alone and empty, as a fresh Redis Cluster node:
@@ -611,6 +621,7 @@ pub async fn start_node(
                 seat.role,
                 seat.slots.clone(),
                 0,
+                None,
             ),
             0,
         );

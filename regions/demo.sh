@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The multi-region walkthrough, with assertions (exit status 1 at the first failed one).
+#
+#   regions/build.sh && docker-compose -f regions/docker-compose.yml up -d && regions/demo.sh
+#
+# 1. waits until every region is a healthy cluster that sees the two others;
+# 2. concurrent counters and conflicting SETs in the three regions: counters add up, one SET
+#    wins everywhere, and MERIDIAN EXPLAIN shows the winner's stamp and origin node;
+# 3. partitions ap-south (its gateway and nodes leave the `wan` network), keeps writing on both
+#    sides, checks that nothing crosses;
+# 4. heals, checks convergence (the later write wins; no increment lost; DEL vs INCR keeps the
+#    increment) and prints EXPLAIN from every region, which agree byte for byte;
+# 5. shows INFO regions, and the admin endpoints when the build has `admin-port`.
+#
+# Needs on the host: docker, docker-compose (or the compose plugin), redis-cli. Talks to the
+# nodes at their region addresses (10.81.r.x, reachable from a Linux host) and checks that the
+# published ports (127.0.0.1:7101...) answer. Every wait is bounded (WAIT_S, default 90 s).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+WAIT_S=${WAIT_S:-90}
+
+if docker compose version >/dev/null 2>&1; then
+  dc() { docker compose -f "$here/docker-compose.yml" "$@"; }
+else
+  dc() { docker-compose -f "$here/docker-compose.yml" "$@"; }
+fi
+
+REGIONS=(us-east eu-west ap-south)
+declare -A NUM=([us-east]=1 [eu-west]=2 [ap-south]=3)
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+# ip REGION I: the region-network address of node I (1-3) of REGION.
+ip() { echo "10.81.${NUM[$1]}.${NUM[$1]}$2"; }
+# cli REGION ARGS...: a cluster-aware redis-cli to the region (node 1; follows MOVED).
+cli() { local r=$1; shift; redis-cli -c -h "$(ip "$r" 1)" -p 6379 "$@"; }
+# cli_at REGION I ARGS...: one node, no redirects.
+cli_at() { local r=$1 i=$2; shift 2; redis-cli -h "$(ip "$r" "$i")" -p 6379 "$@"; }
+
+# wait_for DESCRIPTION COMMAND...: retries COMMAND every 0.5 s until it succeeds or WAIT_S.
+wait_for() {
+  local what=$1; shift
+  local deadline=$(( $(date +%s) + WAIT_S ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      fail "$what (not within ${WAIT_S}s)"
+    fi
+    sleep 0.5
+  done
+  ok "$what"
+}
+
+# expect DESCRIPTION GOT WANT
+expect() {
+  if [ "$2" != "$3" ]; then fail "$1: got '$2', want '$3'"; fi
+  ok "$1 = $3"
+}
+
+# peer_state REGION I PEER: `up`, `down`, ... as node I of REGION's INFO regions says.
+peer_state() {
+  cli_at "$1" "$2" info regions | tr -d '\r' | sed -n "s/^peer_region_$3:state=\([a-z]*\).*/\1/p"
+}
+cluster_ok() { cli_at "$1" "$2" cluster info | tr -d '\r' | grep -qx 'cluster_state:ok'; }
+sees_all() {
+  local r=$1 i=$2 p
+  cluster_ok "$r" "$i" || return 1
+  for p in "${REGIONS[@]}"; do
+    [ "$p" = "$r" ] && continue
+    [ "$(peer_state "$r" "$i" "$p")" = up ] || return 1
+  done
+}
+sees_state() { [ "$(peer_state "$1" "$2" "$3")" = "$4" ]; }
+# value_is REGION KEY WANT: GET through the region's cluster client.
+value_is() { [ "$(cli "$1" get "$2" | tr -d '\r')" = "$3" ]; }
+all_regions_have() {
+  local r
+  for r in "${REGIONS[@]}"; do value_is "$r" "$1" "$2" || return 1; done
+}
+# The register part of MERIDIAN EXPLAIN (value, stamp, origin): what every region must agree on.
+explain() { cli "$1" meridian explain "$2" | tr -d '\r'; }
+
+container() { dc ps -q "$1"; }
+wan_network() {
+  docker network ls -q --filter label=com.docker.compose.network=wan \
+    --filter "label=com.docker.compose.project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$(container gw-us-east)")"
+}
+
+step "1. every region is up and sees the other two"
+for r in "${REGIONS[@]}"; do
+  [ -n "$(container "$r-1")" ] || fail "service $r-1 is not running: start the demo first (see the header)"
+done
+for r in "${REGIONS[@]}"; do
+  for i in 1 2 3; do wait_for "$r-$i: cluster_state ok, both other regions up" sees_all "$r" "$i"; done
+done
+expect "published port 127.0.0.1:7101 answers" "$(redis-cli -p 7101 ping | tr -d '\r')" PONG
+cli_at us-east 1 cluster nodes | tr -d '\r' | cut -d' ' -f2,3
+
+step "2. concurrent writes in the three regions"
+for k in visits color session owner session-hits; do cli us-east del "$k" >/dev/null; done
+wait_for "the reset reached every region" all_regions_have color ""
+cli us-east incrby visits 5 >/dev/null &
+cli eu-west incrby visits 7 >/dev/null &
+cli ap-south incrby visits 11 >/dev/null &
+cli us-east set color red >/dev/null &
+cli eu-west set color green >/dev/null &
+cli ap-south set color blue >/dev/null &
+wait
+wait_for "visits = 5 + 7 + 11 = 23 in every region" all_regions_have visits 23
+winner=$(cli us-east get color | tr -d '\r')
+case "$winner" in red|green|blue) ;; *) fail "color is '$winner'";; esac
+wait_for "every region agrees color = $winner" all_regions_have color "$winner"
+echo "why '$winner' won (the largest HLC stamp; same answer in every region):"
+explain us-east color | head -12
+for r in eu-west ap-south; do
+  expect "EXPLAIN color in $r = in us-east" "$(explain "$r" color)" "$(explain us-east color)"
+done
+
+step "3. partition: ap-south leaves the WAN"
+net=$(wan_network)
+[ -n "$net" ] || fail "no wan network found"
+for s in gw-ap-south ap-south-1 ap-south-2 ap-south-3; do
+  docker network disconnect "$net" "$(container "$s")"
+done
+wait_for "us-east sees ap-south down" sees_state us-east 1 ap-south down
+wait_for "ap-south sees us-east down" sees_state ap-south 1 us-east down
+wait_for "ap-south is still a healthy cluster inside" cluster_ok ap-south 1
+cli us-east set session open >/dev/null
+wait_for "session reached eu-west" value_is eu-west session open
+cli us-east set owner us >/dev/null
+cli us-east incrby visits 100 >/dev/null
+cli ap-south incrby visits 1000 >/dev/null
+sleep 1.1 # a later write, on a clock shared by all containers: its stamp is larger
+cli ap-south set owner ap >/dev/null
+cli ap-south incr session-hits >/dev/null
+cli us-east del session >/dev/null
+cli ap-south incrby session 5 >/dev/null # ap-south never saw `session`: DEL ∥ INCRBY
+sleep 2
+expect "us-east during the partition: owner" "$(cli us-east get owner | tr -d '\r')" us
+expect "ap-south during the partition: owner" "$(cli ap-south get owner | tr -d '\r')" ap
+expect "us-east during the partition: visits" "$(cli us-east get visits | tr -d '\r')" 123
+expect "ap-south during the partition: visits" "$(cli ap-south get visits | tr -d '\r')" 1023
+
+step "4. heal, converge, explain"
+healed=$(date +%s)
+for s in gw-ap-south ap-south-1 ap-south-2 ap-south-3; do
+  case $s in gw-*) a=10.81.0.30 ;; *) a=10.81.0.3${s##*-} ;; esac
+  docker network connect --ip "$a" "$net" "$(container "$s")"
+done
+wait_for "owner = ap in every region (the later stamp wins)" all_regions_have owner ap
+wait_for "visits = 23 + 100 + 1000 = 1123 in every region (no increment lost)" all_regions_have visits 1123
+wait_for "session = 5 in every region (DEL ∥ INCRBY keeps the unseen increment)" all_regions_have session 5
+wait_for "session-hits = 1 in every region" all_regions_have session-hits 1
+echo "converged $(( $(date +%s) - healed )) s after the heal"
+for k in owner visits session; do
+  for r in eu-west ap-south; do
+    expect "EXPLAIN $k in $r = in us-east" "$(explain "$r" "$k")" "$(explain us-east "$k")"
+  done
+done
+echo "MERIDIAN EXPLAIN owner (us-east):"
+explain us-east owner
+echo "MERIDIAN EXPLAIN visits (us-east):"
+explain us-east visits
+for r in "${REGIONS[@]}"; do wait_for "$r-1 sees both other regions up again" sees_all "$r" 1; done
+
+step "5. monitoring"
+cli_at us-east 1 info regions | tr -d '\r'
+if docker run --rm meridian:demo --help 2>/dev/null | grep -q -- '--admin-port'; then
+  wait_for "admin /health on 127.0.0.1:8101" curl -fsS -m 2 http://127.0.0.1:8101/health
+  curl -fsS -m 2 http://127.0.0.1:8101/metrics | grep -c '^meridian_' |
+    xargs -I{} echo "ok: /metrics serves {} meridian_ samples"
+  echo "dashboards: http://127.0.0.1:8101/ (us-east), :8201 (eu-west), :8301 (ap-south)"
+else
+  echo "this build has no admin-port yet: dashboards and /metrics skipped"
+fi
+
+printf '\n\033[1mdemo passed\033[0m\n'
