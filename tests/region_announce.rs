@@ -20,11 +20,11 @@ use std::time::Duration;
 type Con = redis::aio::MultiplexedConnection;
 
 async fn get(con: &mut Con, key: &str) -> Option<String> {
-    common::q!(con, "GET", key).expect("GET")
+    q!(*con, "GET", key).expect("GET")
 }
 
 async fn cluster_ok(con: &mut Con) -> bool {
-    let info: String = common::q!(con, "CLUSTER", "INFO").expect("CLUSTER INFO");
+    let info: String = q!(*con, "CLUSTER", "INFO").expect("CLUSTER INFO");
     info_field(&info, "cluster_state").as_deref() == Some("ok")
 }
 
@@ -75,7 +75,7 @@ async fn other_regions_dial_the_region_address_and_the_region_its_own() {
 
     // Connected through the relays: a write in a reaches b.
     let k1 = key_in_a1("before");
-    let _: () = common::q!(ca, "SET", &k1, "from-a").unwrap();
+    let _: () = q!(ca, "SET", &k1, "from-a").unwrap();
     assert!(
         eventually(Duration::from_secs(30), || {
             let mut cb = cb.clone();
@@ -92,7 +92,7 @@ async fn other_regions_dial_the_region_address_and_the_region_its_own() {
     net.isolate(ports[0].1);
     net.isolate(ports[1].1);
     let k2 = key_in_a1("during");
-    let _: () = common::q!(ca, "SET", &k2, "cut-off").unwrap();
+    let _: () = q!(ca, "SET", &k2, "cut-off").unwrap();
     // Three node timeouts: long enough for a's nodes to judge each other down if their own
     // traffic went through the relays.
     tokio::time::sleep(Duration::from_millis(3 * common::cluster::NODE_TIMEOUT_MS)).await;
@@ -102,8 +102,10 @@ async fn other_regions_dial_the_region_address_and_the_region_its_own() {
         "region b got a write while the gateway was cut: it dialled a's direct address"
     );
     let mut ca2 = a2.con().await;
-    assert!(cluster_ok(&mut ca).await && cluster_ok(&mut ca2).await,
-        "region a lost its cluster state: its nodes talked through the region gateway");
+    assert!(
+        cluster_ok(&mut ca).await && cluster_ok(&mut ca2).await,
+        "region a lost its cluster state: its nodes talked through the region gateway"
+    );
 
     // Healed: the write made during the cut arrives.
     net.heal();
@@ -127,7 +129,10 @@ async fn a_bad_region_announce_addr_is_refused_at_start() {
     let overrides = vec![
         ("port".to_string(), ports[0].0.to_string()),
         ("cluster-enabled".into(), "yes".into()),
-        ("cluster-tls-dir".into(), shared_pki().to_string_lossy().into()),
+        (
+            "cluster-tls-dir".into(),
+            shared_pki().to_string_lossy().into(),
+        ),
         ("region-announce-addr".into(), "not an address".into()),
     ];
     let config = meridian::config::Config::layered(None, false, &overrides).unwrap();

@@ -368,7 +368,15 @@ impl Control {
         // The other regions get every record of ours (see `regions`).
         let remote = self.cluster.regions.targets();
         if !remote.is_empty() {
-            let records: Vec<NodeInfo> = t.nodes.values().map(|v| v.info.clone()).collect();
+            // Version 0 = a placeholder guessed from `cluster-nodes`, not a published record:
+            // it lacks the node's `region-announce-addr`, so the other regions would dial an
+            // address they may not reach. The node's own record follows within a gossip round.
+            let records: Vec<NodeInfo> = t
+                .nodes
+                .values()
+                .filter(|v| v.info.version > 0)
+                .map(|v| v.info.clone())
+                .collect();
             if let Some(frame) = GossipFrame::Region(records).encode() {
                 for to in remote {
                     self.send(to, frame.clone());
