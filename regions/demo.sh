@@ -10,7 +10,9 @@
 #    sides, checks that nothing crosses;
 # 4. heals, checks convergence (the later write wins; no increment lost; DEL vs INCR keeps the
 #    increment) and prints EXPLAIN from every region, which agree byte for byte;
-# 5. shows INFO regions, and the admin endpoints when the build has `admin-port`.
+# 5. kills eu-west's primary: a replica takes over, the links of the other regions follow it,
+#    and the old primary returns as a replica;
+# 6. shows INFO regions, and the admin endpoints when the build has `admin-port`.
 #
 # Needs on the host: docker, docker-compose (or the compose plugin), redis-cli. Talks to the
 # nodes at their region addresses (10.81.r.x, reachable from a Linux host) and checks that the
@@ -28,14 +30,25 @@ fi
 REGIONS=(us-east eu-west ap-south)
 declare -A NUM=([us-east]=1 [eu-west]=2 [ap-south]=3)
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+demo_start=$(date +%s)
+step() { printf '\n\033[1m== %s\033[0m (at %d s)\n' "$*" $(( $(date +%s) - demo_start )); }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
 # ip REGION I: the region-network address of node I (1-3) of REGION.
 ip() { echo "10.81.${NUM[$1]}.${NUM[$1]}$2"; }
-# cli REGION ARGS...: a cluster-aware redis-cli to the region (node 1; follows MOVED).
-cli() { local r=$1; shift; redis-cli -c -h "$(ip "$r" 1)" -p 6379 "$@"; }
+# cli REGION ARGS...: a cluster-aware redis-cli to the region (its first node that answers;
+# follows MOVED).
+cli() {
+  local r=$1 i; shift
+  for i in 1 2 3; do
+    if redis-cli -h "$(ip "$r" "$i")" -p 6379 ping >/dev/null 2>&1; then
+      redis-cli -c -h "$(ip "$r" "$i")" -p 6379 "$@"
+      return
+    fi
+  done
+  redis-cli -c -h "$(ip "$r" 1)" -p 6379 "$@"
+}
 # w REGION ARGS...: a write that must succeed. Retried (bounded) while the region answers
 # CLUSTERDOWN/TRYAGAIN or cannot be reached, as a client would: both mean nothing was applied.
 # Any other error reply fails the demo.
@@ -166,7 +179,7 @@ echo "SET + MERIDIAN.WAITREGIONS 2: best of 3 = $best ms (one round trip through
 ok "cross-region acknowledgement takes at least the WAN round trip"
 
 step "2. concurrent writes in the three regions"
-for k in visits color session owner session-hits; do w us-east del "$k"; done
+for k in visits color session owner session-hits failover; do w us-east del "$k"; done
 wait_for "the reset reached every region" all_regions_have color ""
 pids=()
 w us-east incrby visits 5 & pids+=($!)
@@ -229,7 +242,30 @@ echo "MERIDIAN EXPLAIN session: the DEL's tombstone, plus the increment it had n
 show_explain us-east session
 for r in "${REGIONS[@]}"; do wait_for "$r-1 sees both other regions up again" sees_all "$r" 1; done
 
-step "5. monitoring"
+step "5. node loss: eu-west's primary is killed, a replica takes over"
+# role_of REGION I: master/slave as the node says of itself in CLUSTER NODES.
+role_of() { cli_at "$1" "$2" cluster nodes | tr -d '\r' | awk '$3 ~ /myself/ {sub(/myself,/, "", $3); print $3}'; }
+# The current primary (eu-west-1 on a fresh start; another one if the demo ran before).
+p=
+for i in 1 2 3; do [ "$(role_of eu-west "$i")" = master ] && { p=$i; break; }; done
+[ -n "$p" ] || fail "eu-west has no primary"
+others=$(for i in 1 2 3; do [ "$i" = "$p" ] || echo "$i"; done)
+promoted() { local i; for i in $others; do [ "$(role_of eu-west "$i")" = master ] && return 0; done; return 1; }
+echo "killing eu-west-$p (SIGKILL: the primary; $(echo $others | sed 's/^/eu-west-/; s/ / and eu-west-/') are its replicas)"
+stopped=$(date +%s)
+dc kill -s KILL "eu-west-$p" >/dev/null 2>&1
+wait_for "a replica of eu-west-$p was promoted" promoted
+wait_for "eu-west is a healthy cluster again" cluster_ok eu-west "$(echo $others | cut -d' ' -f1)"
+echo "promoted $(( $(date +%s) - stopped )) s after the kill (cluster-node-timeout 3 s)"
+w us-east incrby visits 1
+wait_for "a us-east write reaches the promoted eu-west primary (the link moved)" value_is eu-west visits 1124
+w eu-west set failover done
+wait_for "a write to the promoted primary reaches us-east and ap-south" all_regions_have failover done
+dc start "eu-west-$p" >/dev/null 2>&1
+wait_for "eu-west-$p came back as a replica" eval '[ "$(role_of eu-west "$p")" = slave ]'
+wait_for "eu-west-$p sees both other regions up" sees_all eu-west "$p"
+
+step "6. monitoring"
 cli_at us-east 1 info regions | tr -d '\r'
 if docker run --rm meridian:demo --help 2>/dev/null | grep -q -- '--admin-port'; then
   wait_for "admin /health on 127.0.0.1:8101" curl -fsS -m 2 http://127.0.0.1:8101/health
@@ -240,4 +276,4 @@ else
   echo "this build has no admin-port yet: dashboards and /metrics skipped"
 fi
 
-printf '\n\033[1mdemo passed\033[0m\n'
+printf '\n\033[1mdemo passed in %d s\033[0m\n' $(( $(date +%s) - demo_start ))
