@@ -73,14 +73,15 @@ cli_at() { local r=$1 i=$2; shift 2; redis-cli -h "$(ip "$r" "$i")" -p 6379 "$@"
 # wait_for DESCRIPTION COMMAND...: retries COMMAND every 0.5 s until it succeeds or WAIT_S.
 wait_for() {
   local what=$1; shift
-  local deadline=$(( $(date +%s) + WAIT_S ))
+  local start; start=$(date +%s)
+  local deadline=$(( start + WAIT_S ))
   until "$@" >/dev/null 2>&1; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
       fail "$what (not within ${WAIT_S}s)"
     fi
     sleep 0.5
   done
-  ok "$what"
+  ok "$what ($(( $(date +%s) - start )) s)"
 }
 
 # expect DESCRIPTION GOT WANT
