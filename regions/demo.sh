@@ -223,11 +223,11 @@ expect "us-east during the partition: visits" "$(cli us-east get visits | tr -d 
 expect "ap-south during the partition: visits" "$(cli ap-south get visits | tr -d '\r')" 1023
 
 step "4. heal, converge, explain"
-healed=$(date +%s)
 for s in gw-ap-south ap-south-1 ap-south-2 ap-south-3; do
   case $s in gw-*) a=10.81.0.30 ;; *) a=10.81.0.3${s##*-} ;; esac
   docker network connect --ip "$a" "$net" "$(container "$s")"
 done
+healed=$(date +%s)
 wait_for "owner = ap in every region (the later stamp wins)" all_regions_have owner ap
 wait_for "visits = 23 + 100 + 1000 = 1123 in every region (no increment lost)" all_regions_have visits 1123
 wait_for "session = 5 in every region (DEL ∥ INCRBY keeps the unseen increment)" all_regions_have session 5
@@ -259,9 +259,11 @@ wait_for "a replica of eu-west-$p was promoted" promoted
 wait_for "eu-west is a healthy cluster again" cluster_ok eu-west "$(echo $others | cut -d' ' -f1)"
 echo "promoted $(( $(date +%s) - stopped )) s after the kill (cluster-node-timeout 3 s)"
 w us-east incrby visits 1
-wait_for "a us-east write reaches the promoted eu-west primary (the link moved)" value_is eu-west visits 1124
+# These two waits get a longer bound: on the shared 2-core build machine they usually take
+# 1-3 s but were seen to take 40-76 s (docs/operations.md, "Open findings").
+WAIT_S=${NODE_LOSS_WAIT_S:-180} wait_for "a us-east write reaches the promoted eu-west primary (the link moved)" value_is eu-west visits 1124
 w eu-west set failover done
-wait_for "a write to the promoted primary reaches us-east and ap-south" all_regions_have failover done
+WAIT_S=${NODE_LOSS_WAIT_S:-180} wait_for "a write to the promoted primary reaches us-east and ap-south" all_regions_have failover done
 dc start "eu-west-$p" >/dev/null 2>&1
 wait_for "eu-west-$p came back as a replica" eval '[ "$(role_of eu-west "$p")" = slave ]'
 wait_for "eu-west-$p sees both other regions up" sees_all eu-west "$p"
