@@ -272,8 +272,12 @@ step "6. monitoring"
 cli_at us-east 1 info regions | tr -d '\r'
 if docker run --rm meridian:demo --help 2>/dev/null | grep -q -- '--admin-port'; then
   wait_for "admin /health on 127.0.0.1:8101" curl -fsS -m 2 http://127.0.0.1:8101/health
-  curl -fsS -m 2 http://127.0.0.1:8101/metrics | grep -c '^meridian_' |
-    xargs -I{} echo "ok: /metrics serves {} meridian_ samples"
+  for port in 8101 8201 8301; do
+    n=$(curl -fsS -m 2 "http://127.0.0.1:$port/metrics" | grep -c '^meridian_' || true)
+    [ "${n:-0}" -gt 0 ] || fail "no meridian_ samples on 127.0.0.1:$port/metrics"
+    ok "127.0.0.1:$port/metrics serves $n meridian_ samples"
+  done
+  curl -fsS -m 2 -o /dev/null http://127.0.0.1:8101/ || fail "no dashboard page on 127.0.0.1:8101/"
   echo "dashboards: http://127.0.0.1:8101/ (us-east), :8201 (eu-west), :8301 (ap-south)"
 else
   echo "this build has no admin-port yet: dashboards and /metrics skipped"
