@@ -66,6 +66,10 @@ pub struct Outbox {
     /// (offset, when published) of changes not yet acknowledged, oldest first, at most one
     /// mark per millisecond: the link's lag is the age of the oldest.
     marks: VecDeque<(u64, Instant)>,
+    /// Changes recorded with stamps at or below what the link may already have promised (a
+    /// forwarded merge, a migration import): (the offset that must be acknowledged, the oldest
+    /// such stamp). Until that offset is acknowledged the promise stays below the stamp.
+    hold: Option<(u64, u64)>,
 }
 
 struct InFlight {
@@ -98,8 +102,13 @@ pub struct Link {
     pub batches_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub connected: AtomicBool,
-    /// Stamp time (NTP64) the peer is known to hold every change of ours below.
+    /// Stamp time (NTP64) the peer is known to hold every change of ours below (from acks of
+    /// batches; see [`Link::delivered_below`] for the value that also honours `hold`).
     pub watermark: AtomicU64,
+    /// The smallest delivery promise received from the links whose changes we forward to this
+    /// one (u64::MAX: none): deltas still on their way to us may be forwarded here later, with
+    /// their old stamps, so this link cannot promise beyond them. Kept by the replicator.
+    pub upstream: AtomicU64,
     pub created: Instant,
     last_batch: Mutex<Instant>,
     pub stop: Notify,
@@ -131,6 +140,7 @@ impl Link {
                 next_batch: 1,
                 inflight: VecDeque::new(),
                 marks: VecDeque::new(),
+                hold: None,
             }),
             wake: Notify::new(),
             acked: AtomicU64::new(0),
@@ -138,6 +148,7 @@ impl Link {
             bytes_sent: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             watermark: AtomicU64::new(0),
+            upstream: AtomicU64::new(u64::MAX),
             created: Instant::now(),
             last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
@@ -145,7 +156,10 @@ impl Link {
     }
 
     /// Records published keys (already filtered by slot and origin) and the offset they reach.
-    pub fn record<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, offset: u64) {
+    /// `oldest` is the smallest newest-stamp time among them: a change stamped before what a
+    /// batch may claim to cover (a forwarded merge, an import) holds the promise below it until
+    /// it is acknowledged.
+    pub fn record<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, offset: u64, oldest: u64) {
         let mut o = self.outbox.lock();
         let mut any = false;
         for k in keys {
@@ -156,6 +170,10 @@ impl Link {
             }
         }
         o.seen = o.seen.max(offset);
+        if any && oldest <= covered_now() {
+            let (at, stamp) = o.hold.unwrap_or((0, u64::MAX));
+            o.hold = Some((at.max(offset), stamp.min(oldest)));
+        }
         if any
             && o.marks
                 .back()
@@ -174,9 +192,26 @@ impl Link {
             .map_or(Duration::ZERO, |m| m.1.elapsed())
     }
 
+    /// The delivery promise this link makes to its peer: every change it would send stamped at
+    /// or below the returned time has been acknowledged. It honours acknowledged coverage, the
+    /// hold of old-stamped changes not yet acknowledged, and what is still upstream.
+    pub fn delivered_below(&self) -> u64 {
+        let hold = self
+            .outbox
+            .lock()
+            .hold
+            .map_or(u64::MAX, |h| h.1.saturating_sub(1));
+        self.watermark
+            .load(Relaxed)
+            .min(hold)
+            .min(self.upstream.load(Relaxed))
+    }
+
     /// Starts a new session with a full sync (a new peer, or one that lost its state).
     pub fn restart_session(&self) {
         let slots = self.slots.lock().clone();
+        // The full sync sends old stamps again: nothing is promised until it is acknowledged.
+        self.watermark.store(0, Relaxed);
         let mut o = self.outbox.lock();
         o.session = rand::random::<u64>() | 1;
         o.fresh = true;
@@ -198,6 +233,9 @@ impl Link {
         *slots = new;
         drop(slots);
         if let Some(&first) = gained.first() {
+            // The gained slots' keys go out with their old stamps: promise nothing until the
+            // session's coverage is acknowledged past them.
+            self.watermark.store(0, Relaxed);
             let mut o = self.outbox.lock();
             for s in gained {
                 o.resync_slots.insert(s);
@@ -230,6 +268,9 @@ impl Link {
         while o.marks.front().is_some_and(|m| m.0 <= reached) {
             o.marks.pop_front();
         }
+        if o.hold.is_some_and(|h| h.0 <= reached) {
+            o.hold = None;
+        }
         drop(o);
         self.acked.fetch_max(reached, Relaxed);
         self.watermark.fetch_max(covers, Relaxed);
@@ -244,6 +285,8 @@ impl Link {
 
     /// Builds the next batch, or `None` when there is nothing to say.
     fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<bytes::Bytes> {
+        // Read before the batch is built: the promise may only speak of batches before it.
+        let promise = self.delivered_below();
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
         while o
@@ -275,9 +318,7 @@ impl Link {
         }
         let seen = o.seen;
         // Read after `seen`: every change published before this instant is at or below it.
-        let covers = crate::crdt::Stamp::ntp64_from_unix_ms(
-            crate::clock::unix_ms().saturating_sub(WATERMARK_MARGIN_MS),
-        );
+        let covers = covered_now();
         let resync_from = o.resync;
         let session = o.session;
         let fresh = o.fresh;
@@ -350,7 +391,7 @@ impl Link {
             upto,
             entries,
         };
-        match wire::encode(msg) {
+        match wire::encode(msg, promise) {
             Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
@@ -358,6 +399,14 @@ impl Link {
             }
         }
     }
+}
+
+/// The stamp time a batch built now may claim to cover: every change stamped at or below it
+/// was published before this instant (stamping precedes publishing by well under the margin).
+fn covered_now() -> u64 {
+    crate::crdt::Stamp::ntp64_from_unix_ms(
+        crate::clock::unix_ms().saturating_sub(WATERMARK_MARGIN_MS),
+    )
 }
 
 fn requeue(o: &mut Outbox, keys: Vec<Box<[u8]>>) {

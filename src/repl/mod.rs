@@ -90,6 +90,9 @@ pub struct Replicator {
     transport: Arc<dyn Transport>,
     /// Per sender: the session we saw begin, and the offset we applied up to.
     inbound: Mutex<HashMap<u64, (u64, u64)>>,
+    /// Per sender: the delivery promise of the newest batch of its current session,
+    /// as (session, batch, promise). See [`Replicator::watermark`].
+    promises: Mutex<HashMap<u64, (u64, u64, u64)>>,
     /// What each peer sent us.
     heard: Mutex<HashMap<u64, Inbound>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -110,6 +113,7 @@ impl Replicator {
             keyspace: OnceLock::new(),
             transport,
             inbound: Mutex::new(HashMap::new()),
+            promises: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             acks: Mutex::new(tokio::task::JoinSet::new()),
@@ -153,19 +157,65 @@ impl Replicator {
         self.heard.lock().get(&peer).copied()
     }
 
-    /// The stamp time (NTP64) below which every peer holds every change of ours, or
-    /// [`Keyspace::STANDALONE`] without links. Tombstones and evictions wait for it.
+    /// The stamp time (NTP64) up to which replication is complete in both directions, or
+    /// [`Keyspace::STANDALONE`] without links: every peer holds every change of ours at or
+    /// below it (acks), and every peer's changes at or below it have reached us (their
+    /// delivery promises). Tombstones and evictions wait for it: a tombstone collected
+    /// earlier could be missed by a peer, or a concurrent older write still on its way could
+    /// find the key gone and bring it back.
     pub fn watermark(&self) -> u64 {
-        self.links
-            .read()
+        let links = self.links.read();
+        let promises = self.promises.lock();
+        links
             .values()
-            .map(|l| l.watermark.load(Relaxed))
+            .map(|l| {
+                let inbound = promises.get(&l.peer).map_or(0, |p| p.2);
+                l.watermark.load(Relaxed).min(inbound)
+            })
             .min()
             .unwrap_or(Keyspace::STANDALONE)
     }
 
+    /// Records `from`'s delivery promise carried by `batch` (only the newest batch of the
+    /// session counts: batches travel on separate streams and may arrive out of order), then
+    /// tells every link how far its upstream links have promised.
+    fn note_promise(&self, from: u64, session: u64, batch: u64, promise: u64) {
+        {
+            let mut promises = self.promises.lock();
+            let p = promises.entry(from).or_insert((session, 0, 0));
+            if p.0 != session {
+                *p = (session, 0, 0);
+            }
+            if batch > p.1 {
+                p.1 = batch;
+                p.2 = promise;
+            }
+        }
+        self.refresh_upstream();
+    }
+
+    /// Sets each link's `upstream`: the smallest promise among the links whose changes are
+    /// forwarded to it (see `publish`: every other link, and for a region link only the
+    /// same-region links, since regions do not relay for each other).
+    fn refresh_upstream(&self) {
+        let links = self.links.read();
+        let promises = self.promises.lock();
+        let promise_of = |peer: u64| promises.get(&peer).map_or(0, |p| p.2);
+        for to in links.values() {
+            let upstream = links
+                .values()
+                .filter(|l| l.peer != to.peer)
+                .filter(|l| to.kind != LinkKind::Region || l.kind != LinkKind::Region)
+                .map(|l| promise_of(l.peer))
+                .min()
+                .unwrap_or(u64::MAX);
+            to.upstream.store(upstream, Relaxed);
+        }
+    }
+
     /// Hands the current watermark to the keyspace (the cluster runtime calls it each tick).
     pub fn publish_watermark(&self) {
+        self.refresh_upstream();
         self.ks().set_peer_watermark(self.watermark());
     }
 
@@ -207,7 +257,7 @@ impl Replicator {
 
     /// Handles one replication frame from the mesh.
     pub async fn on_frame(&self, frame: &[u8]) {
-        let msg = match wire::decode(frame) {
+        let (msg, promise) = match wire::decode(frame) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping a bad replication frame");
@@ -244,8 +294,17 @@ impl Replicator {
                 self.batches_received.fetch_add(1, Relaxed);
                 self.entries_received
                     .fetch_add(entries.len() as u64, Relaxed);
+                // The promise speaks for this batch's entries only within a session we know
+                // (or the one this batch starts): it was computed by that session's sender.
+                let known = fresh
+                    || self
+                        .inbound
+                        .lock()
+                        .get(&from)
+                        .is_some_and(|s| s.0 == session);
+                let delivered_below = if known { promise } else { 0 };
                 for e in &entries {
-                    ks.merge_from(Origin::Peer(from), &e.key, &e.entry);
+                    ks.merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below);
                 }
                 // Merges are never refused (that would lose a peer's writes), but they count
                 // against maxmemory like local writes: evict for them now, under the policy.
@@ -262,6 +321,9 @@ impl Replicator {
                     }
                     s.0 != session
                 };
+                if !need_resync {
+                    self.note_promise(from, session, batch, promise);
+                }
                 let ack = ReplMsg::Ack {
                     from: self.me,
                     session,
@@ -270,7 +332,7 @@ impl Replicator {
                     need_resync,
                 };
                 let addr = self.links.read().get(&from).map(|l| *l.addr.lock());
-                match (addr, wire::encode(ack)) {
+                match (addr, wire::encode(ack, 0)) {
                     (Some(addr), Ok(frame)) => {
                         // Sent from its own task: this runs on the node's inbound loop, which
                         // also carries membership datagrams, and a send to a peer that just
@@ -423,11 +485,17 @@ impl DeltaSink for Replicator {
             let from_peer =
                 origin == Origin::Peer(link.peer) || (from_region && link.kind == LinkKind::Region);
             let slots = link.slots.lock();
-            let keys = deltas
-                .iter()
-                .filter(|d| !from_peer && slots.contains(d.slot))
-                .map(|d| &d.key[..]);
-            link.record(keys, offset);
+            let carried = || {
+                deltas
+                    .iter()
+                    .filter(|d| !from_peer && slots.contains(d.slot))
+            };
+            // Commands stamp afresh; forwarded merges and imports may carry old stamps.
+            let oldest = carried()
+                .map(|d| d.entry.max_stamp().time)
+                .min()
+                .unwrap_or(u64::MAX);
+            link.record(carried().map(|d| &d.key[..]), offset, oldest);
             drop(slots);
             link.wake.notify_one();
         }

@@ -17,6 +17,13 @@ const COMPRESS_FROM: usize = 512;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplFrame {
     V1(ReplMsg),
+    /// V1 plus the sender's delivery promise: every delta the sender would send on this link
+    /// stamped at or below `delivered_below` (NTP64 time) has already been acknowledged by the
+    /// receiver. It rides every frame so it keeps pace with acks; V1 frames promise nothing (0).
+    V2 {
+        msg: ReplMsg,
+        delivered_below: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,9 +77,15 @@ pub enum WireError {
 
 /// Encodes a message; bodies of [`COMPRESS_FROM`] bytes or more are compressed when that
 /// saves at least an eighth (keys and values of a cache batch often repeat prefixes).
-pub fn encode(msg: ReplMsg) -> Result<bytes::Bytes, WireError> {
+pub fn encode(msg: ReplMsg, delivered_below: u64) -> Result<bytes::Bytes, WireError> {
     let mut buf = vec![CLASS_REPL];
-    rmp_serde::encode::write(&mut buf, &ReplFrame::V1(msg))?;
+    rmp_serde::encode::write(
+        &mut buf,
+        &ReplFrame::V2 {
+            msg,
+            delivered_below,
+        },
+    )?;
     if buf.len() > COMPRESS_FROM {
         let packed = lz4_flex::block::compress_prepend_size(&buf[1..]);
         if packed.len() + 1 < buf.len() - buf.len() / 8 {
@@ -85,8 +98,9 @@ pub fn encode(msg: ReplMsg) -> Result<bytes::Bytes, WireError> {
     Ok(buf.into())
 }
 
-/// Decodes a frame; checks the claimed size of a compressed body before allocating it.
-pub fn decode(frame: &[u8]) -> Result<ReplMsg, WireError> {
+/// Decodes a frame into its message and delivery promise; checks the claimed size of a
+/// compressed body before allocating it.
+pub fn decode(frame: &[u8]) -> Result<(ReplMsg, u64), WireError> {
     let body: std::borrow::Cow<'_, [u8]> = match frame.first() {
         None => return Err(WireError::Empty),
         Some(&CLASS_REPL) => frame[1..].into(),
@@ -101,8 +115,13 @@ pub fn decode(frame: &[u8]) -> Result<ReplMsg, WireError> {
         }
         Some(&c) => return Err(WireError::Class(c)),
     };
-    let ReplFrame::V1(m) = rmp_serde::from_slice(&body)?;
-    Ok(m)
+    Ok(match rmp_serde::from_slice(&body)? {
+        ReplFrame::V1(m) => (m, 0),
+        ReplFrame::V2 {
+            msg,
+            delivered_below,
+        } => (msg, delivered_below),
+    })
 }
 
 #[cfg(test)]
@@ -118,7 +137,14 @@ mod tests {
             upto: 3,
             need_resync: false,
         };
-        assert_eq!(decode(&encode(m.clone()).unwrap()).unwrap(), m);
+        assert_eq!(
+            decode(&encode(m.clone(), 5).unwrap()).unwrap(),
+            (m.clone(), 5)
+        );
+        // A V1 frame (an older node) still decodes, with no delivery promise.
+        let mut v1 = vec![CLASS_REPL];
+        rmp_serde::encode::write(&mut v1, &ReplFrame::V1(m.clone())).unwrap();
+        assert_eq!(decode(&v1).unwrap(), (m, 0));
         assert!(decode(&[CLASS_REPL, 0xff, 0x00]).is_err());
         assert!(decode(&[9, 1, 2]).is_err());
         assert!(decode(&[]).is_err());
@@ -147,16 +173,20 @@ mod tests {
             upto: 4,
             entries,
         };
-        let frame = encode(m.clone()).unwrap();
+        let frame = encode(m.clone(), 9).unwrap();
         assert_eq!(frame[0], CLASS_REPL_LZ4);
         let mut plain = vec![CLASS_REPL];
-        rmp_serde::encode::write(&mut plain, &ReplFrame::V1(m.clone())).unwrap();
+        let v2 = ReplFrame::V2 {
+            msg: m.clone(),
+            delivered_below: 9,
+        };
+        rmp_serde::encode::write(&mut plain, &v2).unwrap();
         assert!(
             frame.len() < plain.len() / 2,
             "{} vs {}",
             frame.len(),
             plain.len()
         );
-        assert_eq!(decode(&frame).unwrap(), m);
+        assert_eq!(decode(&frame).unwrap(), (m, 9));
     }
 }

@@ -276,14 +276,11 @@ impl Keyspace {
     }
 
     /// Removes a victim from its locked shard: a local removal, never a delete.
-    fn remove_victim(&self, shard: &mut Shard, hash: u64, key: &[u8], watermark: u64) -> usize {
+    fn remove_victim(&self, shard: &mut Shard, hash: u64, key: &[u8]) -> usize {
         let Some(node) = shard.remove(hash, key) else {
             return 0;
         };
         shard.touch(key);
-        if watermark != Self::STANDALONE {
-            self.collected_below.fetch_max(watermark, Relaxed);
-        }
         Floors::keep(&mut shard.floors, key, self.clock.node(), &node.entry);
         self.evict.evicted.fetch_add(1, Relaxed);
         footprint(&node)
@@ -308,7 +305,7 @@ impl Keyspace {
             let sieve = shard.sieve.as_mut().expect("built above");
             let victim = sieve.victim(&mut shard.table, |n| Self::evictable(n, false, watermark));
             if let Some((hash, key)) = victim {
-                return Some(self.remove_victim(shard, hash, &key, watermark));
+                return Some(self.remove_victim(shard, hash, &key));
             }
         }
         None
@@ -334,7 +331,7 @@ impl Keyspace {
                 continue;
             }
             let key = &keys[rng.gen_range(0..keys.len())];
-            return Some(self.remove_victim(&mut shard, self.hash(key), key, watermark));
+            return Some(self.remove_victim(&mut shard, self.hash(key), key));
         }
         None
     }
@@ -351,7 +348,7 @@ impl Keyspace {
                 .find(c.hash, &c.key)
                 .is_some_and(|n| Self::evictable(n, volatile, watermark));
             if ok {
-                return Some(self.remove_victim(&mut shard, c.hash, &c.key, watermark));
+                return Some(self.remove_victim(&mut shard, c.hash, &c.key));
             }
         }
         None

@@ -5,10 +5,11 @@
 //! volatile. For each entry:
 //! 1. a live-counted key whose deadline passed is uncounted (it reads as absent already);
 //! 2. an entry without a value (tombstone or expired) is removed once its newest stamp is older
-//!    than both the grace period and the stamp every peer region has acknowledged — only then can
-//!    no late or duplicated delta need it to stay dead. In replicated mode the watermark used is
-//!    remembered so such late deltas are recognised and dropped (`Keyspace::merge`); a
-//!    standalone node has no peers to send late deltas, and drops nothing.
+//!    than the grace period and than the peer watermark: every peer holds it (so nobody still
+//!    needs it to learn of the delete), and every peer's deltas up to it have arrived here (so no
+//!    concurrent older write can still come and find the key gone). A late *duplicate* of
+//!    something already merged is recognised by the sender's delivery promise and dropped
+//!    (`Keyspace::merge_from`), so collection never lets an old value come back.
 
 use super::shard::Shard;
 use super::{Keyspace, SLOTS};
@@ -37,9 +38,6 @@ impl Keyspace {
     pub fn expire_cycle(&self, budget: usize) -> CycleStats {
         let now = unix_ms();
         let watermark = self.collect_watermark(now);
-        if self.peer_watermark.load(Relaxed) != Self::STANDALONE {
-            self.collected_below.fetch_max(watermark, Relaxed);
-        }
         let mut st = CycleStats::default();
         let mut cursor = self.expire_cursor.load(Relaxed);
         while st.examined < budget && st.slots < SLOTS {

@@ -93,11 +93,6 @@ pub struct Keyspace {
     /// Stamp time up to which this node has received every delta from every peer, and every
     /// peer has acknowledged ours. `STANDALONE` (u64::MAX) when the node has no peers.
     peer_watermark: AtomicU64,
-    /// Largest peer watermark the collector has used. Because the watermark promises that
-    /// everything at or below it was already delivered here, a delta at or below it for a key
-    /// we do not hold is a late duplicate of a collected key: dropped as stale. Stays 0 while
-    /// standalone (no delivery promise exists, so nothing is ever dropped).
-    collected_below: AtomicU64,
     expire_cursor: AtomicUsize,
     /// `maxmemory` and its policy; eviction itself lives in `store::evict`.
     pub evict: Eviction,
@@ -121,7 +116,6 @@ impl Keyspace {
             stats: Stats::default(),
             tombstone_grace_ms: AtomicU64::new(5_000),
             peer_watermark: AtomicU64::new(u64::MAX),
-            collected_below: AtomicU64::new(0),
             expire_cursor: AtomicUsize::new(0),
             evict: Eviction::default(),
         }
@@ -240,18 +234,26 @@ impl Keyspace {
     }
 
     /// Merges a delta that came from no particular peer (a migration import, a replay); a
-    /// change is published to every replication link.
+    /// change is published to every replication link. Never dropped as stale.
     pub fn merge(&self, key: &[u8], delta: &EntryDelta) -> (MergeOutcome, Option<SkewAlarm>) {
-        self.merge_from(Origin::Local, key, delta)
+        self.merge_from(Origin::Local, key, delta, 0)
     }
 
     /// Merges a delta received from a replica or a peer region. A change is published to the
     /// sink tagged with its origin, so it travels on to every other link but not back.
+    ///
+    /// `delivered_below` is the sender's promise that every delta it would send us stamped at
+    /// or below it has already reached us (0: no promise). A delta within the promise, for a
+    /// key we no longer hold, is therefore a late duplicate of something we merged and then
+    /// removed (a collected tombstone, an evicted or migrated key): it is dropped as stale, so
+    /// a duplicated old value can never resurrect a collected key. Nothing else is dropped:
+    /// a delta we have not seen before always lands, whatever its age.
     pub fn merge_from(
         &self,
         origin: Origin,
         key: &[u8],
         delta: &EntryDelta,
+        delivered_below: u64,
     ) -> (MergeOutcome, Option<SkewAlarm>) {
         let mut alarm = None;
         for s in [
@@ -289,9 +291,7 @@ impl Keyspace {
                     MergeOutcome::Unchanged
                 }
             }
-            None if delta.max_stamp().time <= self.collected_below.load(Relaxed) => {
-                MergeOutcome::Stale
-            }
+            None if delta.max_stamp().time <= delivered_below => MergeOutcome::Stale,
             None => {
                 let access = access::fresh(self.evict.policy().is_lfu(), now);
                 let node = Node::new(key, Entry::from_delta(delta), access);

@@ -20,6 +20,7 @@ mod regions;
 mod relay;
 
 mod durability;
+mod long_partition;
 mod random;
 mod relay_unit;
 mod rows;
