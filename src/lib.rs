@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod crdt;
+pub mod hot;
 pub mod mesh;
 pub mod persist;
 pub mod repl;

@@ -17,6 +17,7 @@ const DEFAULT: &[&str] = &[
     "crdt",
     "cluster",
     "regions",
+    "hotkeys",
     "keyspace",
 ];
 
@@ -135,7 +136,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let up = node.started.elapsed().as_secs();
             let _ = write!(
                 t,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nhz:{}\r\nio_threads_active:{}\r\nnode_id:{:x}\r\nregion:{}\r\n",
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nhz:{}\r\nio_threads_active:{}\r\nnode_id:{:x}\r\nregion:{}\r\nadmin_port:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
                 if node.cluster.is_some() { "cluster" } else { "standalone" },
                 std::env::consts::OS,
@@ -148,6 +149,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 s.io_threads,
                 ks.clock().node(),
                 s.region,
+                node.admin_port.load(Relaxed),
             );
         }
         "clients" => {
@@ -221,6 +223,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let _ = write!(t, "# Cluster\r\ncluster_enabled:{enabled}\r\n");
         }
         "regions" => super::regions::info(node, t),
+        "hotkeys" => super::hotkeys::info(node, t),
         "keyspace" => {
             let (live, volatile, _) = ks.counts();
             t.push_str("# Keyspace\r\n");

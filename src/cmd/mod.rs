@@ -16,6 +16,7 @@ mod connection;
 mod counters;
 mod expire;
 pub mod glob;
+mod hotkeys;
 mod info;
 mod introspect;
 mod keys;
@@ -29,8 +30,12 @@ pub mod table;
 mod txn;
 
 pub use clients::{ClientHandle, Clients};
+pub use hotkeys::apply_settings as hotkeys_apply_settings;
 pub use server::apply_settings as server_apply_settings;
 pub use table::{lookup, CommandSpec};
+// Read by the admin port (metrics, dashboard): the same figures INFO shows.
+pub use info::rss_bytes;
+pub use regions::{peer_regions, PeerRegion};
 
 use crate::config::Config;
 use crate::resp::{Args, Out, OwnedArgs};
@@ -96,6 +101,10 @@ pub struct Node {
     pub leases: Arc<crate::store::lease::Leases>,
     /// The snapshot and the append-only log (`persist`); set by `server::spawn_with`.
     pub persist: Option<Arc<crate::persist::Persist>>,
+    /// The hot-key sketch every keyed command feeds (`hot`, `cmd::hotkeys`).
+    pub hot: Arc<crate::hot::HotKeys>,
+    /// The admin HTTP port actually bound (0 = none); INFO server shows it as `admin_port`.
+    pub admin_port: AtomicU64,
 }
 
 impl Node {
@@ -114,6 +123,8 @@ impl Node {
             cluster: None,
             leases: Arc::default(),
             persist: None,
+            hot: Arc::default(),
+            admin_port: AtomicU64::new(0),
         }
     }
 }
@@ -285,6 +296,7 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
         ctx.out.error(&e.to_string());
     }
     lease::after_command(ctx.node, keyed, args);
+    hotkeys::after_command(ctx.node, keyed, args);
 }
 
 /// An error before the command ran: inside MULTI it also dooms the transaction.

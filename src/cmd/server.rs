@@ -100,6 +100,7 @@ pub fn apply_settings(node: &super::Node, s: &Settings) {
             lfu_log_factor: s.lfu_log_factor,
             lfu_decay_time: s.lfu_decay_time,
         });
+    super::hotkeys::apply_settings(node);
 }
 
 fn config_resetstat(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {

@@ -10,7 +10,8 @@
 //! - At most [`WINDOW`] batches are unacknowledged: a slow peer slows its link, never memory.
 //! - `acked` only grows; WAIT reads it.
 
-use super::wire::{self, KeyEntry, ReplMsg};
+use super::scope::{ScopeState, Ship, COLD_DELAY};
+use super::wire::{self, Invalidation, KeyEntry, ReplMsg};
 use super::Transport;
 use crate::cluster::SlotSet;
 use crate::store::{Keyspace, SLOTS};
@@ -70,6 +71,8 @@ pub struct Outbox {
     /// forwarded merge, a migration import): (the offset that must be acknowledged, the oldest
     /// such stamp). Until that offset is acknowledged the promise stays below the stamp.
     hold: Option<(u64, u64)>,
+    /// A hot key's change is queued (at the front): send without the cold delay.
+    urgent: bool,
 }
 
 struct InFlight {
@@ -102,6 +105,9 @@ pub struct Link {
     pub batches_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub connected: AtomicBool,
+    /// Full-sync rounds started: the link's first session, and one per peer that lost its
+    /// state (metrics: `meridian_region_resync_rounds_total`).
+    pub resyncs: AtomicU64,
     /// Stamp time (NTP64) the peer is known to hold every change of ours below (from acks of
     /// batches; see [`Link::delivered_below`] for the value that also honours `hold`).
     pub watermark: AtomicU64,
@@ -112,6 +118,12 @@ pub struct Link {
     pub created: Instant,
     last_batch: Mutex<Instant>,
     pub stop: Notify,
+    /// The node's hot set and `repl-scope` rules (region links only; see `repl::scope`).
+    pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,
+    /// Wakes a link waiting out the cold delay when a hot key's change arrives.
+    urgent_wake: Notify,
+    /// Keys this link reported as invalidations instead of full state.
+    pub invalidations_sent: AtomicU64,
 }
 
 impl Link {
@@ -141,18 +153,36 @@ impl Link {
                 inflight: VecDeque::new(),
                 marks: VecDeque::new(),
                 hold: None,
+                urgent: false,
             }),
             wake: Notify::new(),
             acked: AtomicU64::new(0),
             batches_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            resyncs: AtomicU64::new(1),
             watermark: AtomicU64::new(0),
             upstream: AtomicU64::new(u64::MAX),
             created: Instant::now(),
             last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
+            scope: Default::default(),
+            urgent_wake: Notify::new(),
+            invalidations_sent: AtomicU64::new(0),
         }
+    }
+
+    /// Shares the replicator's scope state with this link.
+    pub fn with_scope(mut self, scope: Arc<arc_swap::ArcSwapOption<ScopeState>>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The scope state, on a region link with one installed.
+    fn region_scope(&self) -> Option<Arc<ScopeState>> {
+        (self.kind == LinkKind::Region)
+            .then(|| self.scope.load_full())
+            .flatten()
     }
 
     /// Records published keys (already filtered by slot and origin) and the offset they reach.
@@ -160,14 +190,26 @@ impl Link {
     /// batch may claim to cover (a forwarded merge, an import) holds the promise below it until
     /// it is acknowledged.
     pub fn record<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, offset: u64, oldest: u64) {
+        let scope = self.region_scope();
         let mut o = self.outbox.lock();
         let mut any = false;
+        let mut urgent = false;
         for k in keys {
             any = true;
             if !o.queued.contains(k) {
                 o.queued.insert(k.into());
-                o.queue.push_back(k.into());
+                // The priority lane: a hot key's change goes first (`repl::scope`).
+                if scope.as_ref().is_some_and(|s| s.urgent(k)) {
+                    o.queue.push_front(k.into());
+                    urgent = true;
+                } else {
+                    o.queue.push_back(k.into());
+                }
             }
+        }
+        if urgent {
+            o.urgent = true;
+            self.urgent_wake.notify_one();
         }
         o.seen = o.seen.max(offset);
         if any && oldest <= covered_now() {
@@ -218,6 +260,7 @@ impl Link {
         o.resync = Some(0);
         o.resync_slots = slots;
         o.next_batch = 1;
+        self.resyncs.fetch_add(1, Relaxed);
         for b in std::mem::take(&mut o.inflight) {
             requeue(&mut o, b.keys);
         }
@@ -322,29 +365,43 @@ impl Link {
         let resync_from = o.resync;
         let session = o.session;
         let fresh = o.fresh;
+        o.urgent = false;
         drop(o);
+        let scope = self.region_scope();
         let mut bytes = 0;
         let mut entries: Vec<KeyEntry> = Vec::with_capacity(keys.len());
-        for k in &keys {
-            if let Some(e) = ks.entry(k) {
-                bytes += k.len() + e.value().map_or(0, |v| v.len()) + 64;
+        let mut invalidations: Vec<Invalidation> = Vec::new();
+        // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
+        let mut add = |key: Box<[u8]>, e: crate::crdt::Entry, bytes: &mut usize| match scope
+            .as_ref()
+            .map(|s| s.ship(&key, &e))
+        {
+            Some(Ship::Invalidate(stamp)) => {
+                *bytes += key.len() + 24;
+                invalidations.push(Invalidation { key, stamp });
+            }
+            _ => {
+                *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
                 entries.push(KeyEntry {
-                    key: k.clone(),
+                    key,
                     entry: e.to_delta(),
                 });
+            }
+        };
+        for k in &keys {
+            if let Some(e) = ks.entry(k) {
+                add(k.clone(), e, &mut bytes);
             }
         }
         let mut synced = Vec::new();
         if let Some(mut slot) = resync_from {
             let slots = self.outbox.lock().resync_slots.clone();
-            while slot < SLOTS && bytes < BATCH_BYTES && entries.len() < BATCH_KEYS * 4 {
+            let mut n = keys.len();
+            while slot < SLOTS && bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
-                        bytes += k.len() + e.value().map_or(0, |v| v.len()) + 64;
-                        entries.push(KeyEntry {
-                            key: k,
-                            entry: e.to_delta(),
-                        });
+                        add(k, e, &mut bytes);
+                        n += 1;
                     }
                     synced.push(slot as u16);
                 }
@@ -365,7 +422,11 @@ impl Link {
         let complete = o.queue.is_empty() && o.resync.is_none();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
-        if entries.is_empty() && !fresh && recent && (upto == 0 || upto <= self.acked.load(Relaxed))
+        if entries.is_empty()
+            && invalidations.is_empty()
+            && !fresh
+            && recent
+            && (upto == 0 || upto <= self.acked.load(Relaxed))
         {
             return None;
         }
@@ -391,7 +452,9 @@ impl Link {
             upto,
             entries,
         };
-        match wire::encode(msg, promise) {
+        self.invalidations_sent
+            .fetch_add(invalidations.len() as u64, Relaxed);
+        match wire::encode_with(msg, promise, invalidations) {
             Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
@@ -451,6 +514,50 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
             _ = link.wake.notified() => {}
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = link.stop.notified() => return,
+        }
+        // Cold changes on a region link wait a moment to share a batch; hot ones do not.
+        if link.region_scope().is_some() && !link.outbox.lock().urgent {
+            tokio::select! {
+                _ = tokio::time::sleep(COLD_DELAY) => {}
+                _ = link.urgent_wake.notified() => {}
+                _ = link.stop.notified() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::*;
+    use crate::hot::{scope::ScopeRules, HotKeys};
+
+    #[test]
+    fn a_hot_key_jumps_the_queue_of_a_region_link_only() {
+        let hot = Arc::new(HotKeys::new(8, 0, 1));
+        for _ in 0..100 {
+            hot.record(b"h");
+        }
+        hot.refresh(Instant::now());
+        assert!(hot.is_hot(b"h"));
+        let scope: Arc<arc_swap::ArcSwapOption<ScopeState>> = Default::default();
+        scope.store(Some(Arc::new(ScopeState {
+            hot,
+            rules: ScopeRules::default(),
+        })));
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let slots = SlotSet::from_ranges(&[(0, 16383)]);
+        let keys: [&[u8]; 3] = [b"c1", b"c2", b"h"];
+        for (kind, want) in [
+            (LinkKind::Region, vec![&b"h"[..], b"c1", b"c2"]),
+            (LinkKind::Replica, vec![&b"c1"[..], b"c2", b"h"]),
+        ] {
+            let link =
+                Link::new(2, kind, String::new(), addr, slots.clone(), 0).with_scope(scope.clone());
+            link.record(keys.iter().copied(), 3, u64::MAX);
+            let o = link.outbox.lock();
+            let queued: Vec<&[u8]> = o.queue.iter().map(|k| &k[..]).collect();
+            assert_eq!(queued, want, "{kind:?}");
+            assert_eq!(o.urgent, kind == LinkKind::Region);
         }
     }
 }

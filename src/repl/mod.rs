@@ -17,6 +17,7 @@
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
 
 pub mod link;
+pub mod scope;
 pub mod wire;
 
 pub use link::{Link, LinkKind};
@@ -67,6 +68,8 @@ pub struct LinkStatus {
     pub batches_sent: u64,
     pub bytes_sent: u64,
     pub age_ms: u64,
+    /// Full-sync rounds started on this link (its first session included).
+    pub resyncs: u64,
 }
 
 /// What one peer sent us.
@@ -76,6 +79,10 @@ pub struct Inbound {
     pub last: std::time::Instant,
     pub batches: u64,
     pub bytes: u64,
+    /// Entries from this peer whose stamps raised a skew alarm, and when the latest did: how
+    /// the dashboard and metrics tell *which* peer's clock is ahead.
+    pub skew_alarms: u64,
+    pub last_skew: Option<std::time::Instant>,
 }
 
 pub struct Replicator {
@@ -101,6 +108,13 @@ pub struct Replicator {
     acks: Mutex<tokio::task::JoinSet<()>>,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
+    /// The hot set and `repl-scope` rules every region link consults (`repl::scope`).
+    scope: Arc<arc_swap::ArcSwapOption<scope::ScopeState>>,
+    /// Invalidations received recently, keeping older full state of their keys out.
+    guard: scope::Guard,
+    /// Invalidations received, and those that dropped a local copy.
+    pub invalidations_received: AtomicU64,
+    pub invalidations_applied: AtomicU64,
 }
 
 impl Replicator {
@@ -119,6 +133,10 @@ impl Replicator {
             acks: Mutex::new(tokio::task::JoinSet::new()),
             batches_received: AtomicU64::new(0),
             entries_received: AtomicU64::new(0),
+            scope: Default::default(),
+            guard: Default::default(),
+            invalidations_received: AtomicU64::new(0),
+            invalidations_applied: AtomicU64::new(0),
         })
     }
 
@@ -236,14 +254,10 @@ impl Replicator {
                 l.set_slots(w.slots);
                 continue;
             }
-            let link = Arc::new(Link::new(
-                w.peer,
-                w.kind,
-                w.group,
-                w.addr,
-                w.slots,
-                self.offset(),
-            ));
+            let link = Arc::new(
+                Link::new(w.peer, w.kind, w.group, w.addr, w.slots, self.offset())
+                    .with_scope(self.scope.clone()),
+            );
             links.insert(w.peer, link.clone());
             let ks = self.ks().clone();
             let transport = self.transport.clone();
@@ -257,7 +271,7 @@ impl Replicator {
 
     /// Handles one replication frame from the mesh.
     pub async fn on_frame(&self, frame: &[u8]) {
-        let (msg, promise) = match wire::decode(frame) {
+        let (msg, promise, invalidations) = match wire::decode_with(frame) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping a bad replication frame");
@@ -273,6 +287,8 @@ impl Replicator {
                 last: std::time::Instant::now(),
                 batches: 0,
                 bytes: 0,
+                skew_alarms: 0,
+                last_skew: None,
             });
             h.last = std::time::Instant::now();
             if matches!(msg, ReplMsg::Batch { .. }) {
@@ -303,9 +319,20 @@ impl Replicator {
                         .get(&from)
                         .is_some_and(|s| s.0 == session);
                 let delivered_below = if known { promise } else { 0 };
-                for e in &entries {
-                    ks.merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below);
+                let mut alarms = 0;
+                for e in entries.iter().filter(|e| !self.invalidated(e)) {
+                    alarms += ks
+                        .merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below)
+                        .1
+                        .is_some() as u64;
                 }
+                if alarms > 0 {
+                    if let Some(h) = self.heard.lock().get_mut(&from) {
+                        h.skew_alarms += alarms;
+                        h.last_skew = Some(std::time::Instant::now());
+                    }
+                }
+                self.apply_invalidations(&invalidations);
                 // Merges are never refused (that would lose a peer's writes), but they count
                 // against maxmemory like local writes: evict for them now, under the policy.
                 // Under `noeviction` the next local write gets the OOM error instead.
@@ -454,6 +481,7 @@ impl Replicator {
                 batches_sent: l.batches_sent.load(Relaxed),
                 bytes_sent: l.bytes_sent.load(Relaxed),
                 age_ms: l.created.elapsed().as_millis() as u64,
+                resyncs: l.resyncs.load(Relaxed),
             })
             .collect();
         v.sort_by_key(|s| s.peer);

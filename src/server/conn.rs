@@ -161,7 +161,7 @@ async fn run(
         inbuf.advance(pos);
         // `appendfsync always`: the batch's writes reach the disk before any reply says so.
         if let Some(p) = &node.persist {
-            p.sync_before_reply();
+            p.sync_before_reply().await;
         }
         *handle.last_cmd.lock() = client.last_cmd;
         handle

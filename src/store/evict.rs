@@ -6,8 +6,9 @@
 //! the limit or answers OOM, as Redis's processCommand does. Without a limit the check is one
 //! relaxed load.
 //!
-//! Victims are chosen like Redis (random samples feeding a pool of the 16 best candidates) or by
-//! SIEVE (see `store::sieve`). Eviction is local: the node is dropped from this node's table —
+//! Victims are chosen like Redis (random samples feeding a pool of the 16 best candidates), by
+//! SIEVE (see `store::sieve`), or from the pool by TinyLFU frequency with newcomers competing
+//! for admission (see `store::tinylfu`). Eviction is local: the node is dropped from this node's table —
 //! no tombstone, no delta — and three rules keep it from changing what the replicated keyspace
 //! converges to (docs/eviction.md):
 //! - only live entries are evicted; tombstones stay until the collector proves them useless;
@@ -21,6 +22,7 @@
 use super::access::{Policy, Tracking};
 use super::shard::{Node, Shard};
 use super::sieve::Sieve;
+use super::tinylfu::{self, TinyLfu};
 use super::{Keyspace, SLOTS};
 use crate::crdt::{Contributions, Entry, EntryDelta, NodeId};
 use hashbrown::HashMap;
@@ -55,6 +57,8 @@ pub struct Eviction {
     pub evicted: AtomicU64,
     /// The candidate pool; its lock also lets one thread evict at a time.
     pool: Mutex<Vec<Candidate>>,
+    /// Frequency sketch and newcomers of `allkeys-tinylfu`.
+    pub(super) tinylfu: TinyLfu,
 }
 
 /// A sampled key and how good a victim it is (larger = evict first).
@@ -77,6 +81,7 @@ impl Default for Eviction {
             cursor: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             pool: Mutex::new(Vec::with_capacity(POOL)),
+            tinylfu: TinyLfu::default(),
         }
     }
 }
@@ -96,6 +101,7 @@ impl Eviction {
         let old = self.policy.swap(s.policy.to_u8(), Relaxed);
         if old != s.policy.to_u8() {
             self.pool.lock().clear();
+            self.tinylfu.clear();
             if s.policy == Policy::AllkeysSieve {
                 self.sieve_epoch.fetch_add(1, Relaxed);
             }
@@ -342,6 +348,14 @@ impl Keyspace {
         let volatile = policy.volatile_only();
         let watermark = self.peer_watermark.load(Relaxed);
         self.sample_into(policy, pool);
+        if policy == Policy::AllkeysTinyLfu {
+            self.admit_newcomers(pool, watermark);
+            // Frequencies change while candidates wait in the pool: score them afresh.
+            for c in pool.iter_mut() {
+                c.score = tinylfu::rescore(c.score, self.evict.tinylfu.estimate(c.hash));
+            }
+            pool.sort_unstable_by_key(|c| c.score);
+        }
         while let Some(c) = pool.pop() {
             let mut shard = self.shards[c.slot as usize].lock();
             let ok = shard
@@ -367,6 +381,11 @@ impl Keyspace {
                     255 - super::access::lfu_count(n.access, now, decay) as u64
                 }
                 Policy::VolatileTtl => u64::MAX - n.entry.deadline().unwrap_or(u64::MAX),
+                Policy::AllkeysTinyLfu => tinylfu::score(
+                    self.evict.tinylfu.estimate(self.hash(&n.key)),
+                    super::access::idle_ms(n.access, now),
+                    false,
+                ),
                 _ => super::access::idle_ms(n.access, now),
             }
         };
@@ -413,6 +432,46 @@ impl Keyspace {
                     },
                 );
             }
+        }
+    }
+}
+
+impl Keyspace {
+    /// `allkeys-tinylfu` admission: the keys created since the last eviction join the pool,
+    /// scored by their estimated frequency and ahead of residents of equal frequency, so a
+    /// newcomer read less often than the best resident victim is the one evicted.
+    fn admit_newcomers(&self, pool: &mut Vec<Candidate>, watermark: u64) {
+        let now = crate::clock::unix_ms();
+        for n in self.evict.tinylfu.take_newcomers() {
+            if pool.iter().any(|c| c.key == n.key) {
+                continue;
+            }
+            let shard = self.shards[n.slot as usize].lock();
+            let Some(node) = shard.find(n.hash, &n.key) else {
+                continue;
+            };
+            if !Self::evictable(node, false, watermark) {
+                continue;
+            }
+            let idle = super::access::idle_ms(node.access, now);
+            drop(shard);
+            let s = tinylfu::score(self.evict.tinylfu.estimate(n.hash), idle, true);
+            if pool.len() >= POOL {
+                if s <= pool[0].score {
+                    continue;
+                }
+                pool.remove(0);
+            }
+            let at = pool.partition_point(|c| c.score < s);
+            pool.insert(
+                at,
+                Candidate {
+                    score: s,
+                    slot: n.slot,
+                    hash: n.hash,
+                    key: n.key,
+                },
+            );
         }
     }
 }

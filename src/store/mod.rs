@@ -10,11 +10,13 @@
 mod access;
 mod evict;
 mod expire;
+mod invalidate;
 mod key;
 pub mod lease;
 mod shard;
 mod sieve;
 pub mod slot;
+mod tinylfu;
 
 pub use access::{idle_ms, lfu_count, Policy};
 pub use evict::{used_memory, Eviction, EvictionSettings, OutOfMemory};
