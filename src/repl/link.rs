@@ -73,6 +73,9 @@ pub struct Outbox {
     hold: Option<(u64, u64)>,
     /// A hot key's change is queued (at the front): send without the cold delay.
     urgent: bool,
+    /// Bumped whenever the watermark is reset (a new session, gained slots): a batch built
+    /// across a reset promises nothing.
+    resets: u64,
 }
 
 struct InFlight {
@@ -109,7 +112,7 @@ pub struct Link {
     /// state (metrics: `meridian_region_resync_rounds_total`).
     pub resyncs: AtomicU64,
     /// Stamp time (NTP64) the peer is known to hold every change of ours below (from acks of
-    /// batches; see [`Link::delivered_below`] for the value that also honours `hold`).
+    /// batches; see `Link::promise` for the value that also honours `hold`).
     pub watermark: AtomicU64,
     /// The smallest delivery promise received from the links whose changes we forward to this
     /// one (u64::MAX: none): deltas still on their way to us may be forwarded here later, with
@@ -154,6 +157,7 @@ impl Link {
                 marks: VecDeque::new(),
                 hold: None,
                 urgent: false,
+                resets: 0,
             }),
             wake: Notify::new(),
             acked: AtomicU64::new(0),
@@ -236,13 +240,11 @@ impl Link {
 
     /// The delivery promise this link makes to its peer: every change it would send stamped at
     /// or below the returned time has been acknowledged. It honours acknowledged coverage, the
-    /// hold of old-stamped changes not yet acknowledged, and what is still upstream.
-    pub fn delivered_below(&self) -> u64 {
-        let hold = self
-            .outbox
-            .lock()
-            .hold
-            .map_or(u64::MAX, |h| h.1.saturating_sub(1));
+    /// hold of old-stamped changes not yet acknowledged, and what is still upstream. Read with
+    /// the outbox locked: the watermark only changes under that lock, so a promise cannot mix
+    /// an old coverage with a new session or newly gained slots.
+    fn promise(&self, o: &Outbox) -> u64 {
+        let hold = o.hold.map_or(u64::MAX, |h| h.1.saturating_sub(1));
         self.watermark
             .load(Relaxed)
             .min(hold)
@@ -252,9 +254,10 @@ impl Link {
     /// Starts a new session with a full sync (a new peer, or one that lost its state).
     pub fn restart_session(&self) {
         let slots = self.slots.lock().clone();
+        let mut o = self.outbox.lock();
         // The full sync sends old stamps again: nothing is promised until it is acknowledged.
         self.watermark.store(0, Relaxed);
-        let mut o = self.outbox.lock();
+        o.resets += 1;
         o.session = rand::random::<u64>() | 1;
         o.fresh = true;
         o.resync = Some(0);
@@ -276,10 +279,15 @@ impl Link {
         *slots = new;
         drop(slots);
         if let Some(&first) = gained.first() {
-            // The gained slots' keys go out with their old stamps: promise nothing until the
-            // session's coverage is acknowledged past them.
-            self.watermark.store(0, Relaxed);
+            // The gained slots' keys go out with their old stamps: promise nothing until a batch
+            // built after the full sync of them is acknowledged. Batches already in flight were
+            // complete without those slots: their claims are void.
             let mut o = self.outbox.lock();
+            self.watermark.store(0, Relaxed);
+            o.resets += 1;
+            for b in o.inflight.iter_mut() {
+                b.upto = 0;
+            }
             for s in gained {
                 o.resync_slots.insert(s);
             }
@@ -314,9 +322,10 @@ impl Link {
         if o.hold.is_some_and(|h| h.0 <= reached) {
             o.hold = None;
         }
+        // Under the lock: a session restart or a slot gain resets it under the same lock.
+        self.watermark.fetch_max(covers, Relaxed);
         drop(o);
         self.acked.fetch_max(reached, Relaxed);
-        self.watermark.fetch_max(covers, Relaxed);
         self.wake.notify_one();
     }
 
@@ -328,8 +337,6 @@ impl Link {
 
     /// Builds the next batch, or `None` when there is nothing to say.
     fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<bytes::Bytes> {
-        // Read before the batch is built: the promise may only speak of batches before it.
-        let promise = self.delivered_below();
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
         while o
@@ -362,6 +369,8 @@ impl Link {
         let seen = o.seen;
         // Read after `seen`: every change published before this instant is at or below it.
         let covers = covered_now();
+        // What the peer already acknowledged, read with the session and the slots it holds.
+        let (promise, resets) = (self.promise(&o), o.resets);
         let resync_from = o.resync;
         let session = o.session;
         let fresh = o.fresh;
@@ -414,6 +423,7 @@ impl Link {
             requeue(&mut o, keys);
             return None;
         }
+        let promise = if o.resets == resets { promise } else { 0 };
         for &s in &synced {
             o.resync_slots.remove(s);
         }
