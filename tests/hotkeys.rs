@@ -173,6 +173,11 @@ async fn parameters_and_errors() {
 
 /// `/metrics` on the admin port (raw HTTP/1.1, read to the end, bounded).
 async fn metrics(srv: &common::Server) -> String {
+    admin_get(srv, "/metrics").await
+}
+
+/// GET `path` on the admin port (raw HTTP/1.1, read to the end, bounded).
+async fn admin_get(srv: &common::Server, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let port = srv
         .node
@@ -183,16 +188,15 @@ async fn metrics(srv: &common::Server) -> String {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port as u16))
             .await
             .unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
         let mut body = Vec::new();
         s.read_to_end(&mut body).await.unwrap();
         String::from_utf8_lossy(&body).into_owned()
     };
     tokio::time::timeout(Duration::from_secs(5), fut)
         .await
-        .expect("/metrics timed out")
+        .expect("admin request timed out")
 }
 
 #[tokio::test]
@@ -215,5 +219,23 @@ async fn metrics_show_the_hot_keys() {
         .unwrap_or_else(|| panic!("no samples counter in\n{text}"));
     assert!(!recorded.ends_with(" 0"), "{recorded}");
     assert!(text.contains("meridian_hotkeys_tracked"), "{text}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_state_lists_the_hot_keys() {
+    let srv = start_with(&[("admin-port", "0")]).await;
+    let mut c = common::client(srv.addr()).await;
+    skewed_workload(&mut c).await;
+    let text = admin_get(&srv, "/api/state").await;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let state: serde_json::Value = serde_json::from_str(body).expect("JSON state");
+    let hot = state["hot_keys"].as_array().expect("hot_keys is a list");
+    assert_eq!(
+        hot.first().and_then(|h| h["key"].as_str()),
+        Some("hot:1"),
+        "{hot:?}"
+    );
+    assert!(hot[0]["rate"].as_f64().unwrap_or(0.0) > 100.0, "{hot:?}");
     srv.shutdown().await;
 }

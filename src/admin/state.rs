@@ -185,12 +185,12 @@ pub fn state(node: &Node) -> Value {
 }
 
 /// The hot keys the dashboard lists, hottest first, as `{"key", "rate"}` objects (`rate`:
-/// estimated operations per second; the key as text, invalid UTF-8 replaced).
-///
-/// The top-k sketch (`src/hot`, `Node::hot`) is being built on another branch; until it is
-/// merged this is the empty list and the dashboard says "no hot keys reported". At merge the
-/// body becomes:
-/// `node.hot.top(10).into_iter().map(|h| json!({"key": String::from_utf8_lossy(&h.key), "rate": h.rate})).collect()`
-fn hot_keys(_node: &Node) -> Vec<Value> {
-    Vec::new()
+/// estimated operations per second from the node's top-k sketch; the key as text, invalid
+/// UTF-8 replaced).
+fn hot_keys(node: &Node) -> Vec<Value> {
+    node.hot
+        .top(10)
+        .into_iter()
+        .map(|h| json!({"key": String::from_utf8_lossy(&h.key), "rate": h.rate}))
+        .collect()
 }
