@@ -11,6 +11,7 @@
 #
 # Usage:  benches/hit_ratio.sh
 # Env:    KEYS=100000 REQUESTS=400000 SKEW=0.99 VALUE=200 WARMUP=100000 MAXMEMORY=16mb
+#         POLICIES="allkeys-lru ... allkeys-tinylfu" REDIS_POLICIES="allkeys-lru allkeys-lfu"
 #         MERIDIAN_BIN=path (skips the build) HIT_RATIO_BIN=path REDIS_SERVER=redis-server
 set -euo pipefail
 
@@ -51,10 +52,10 @@ run() {
 }
 
 echo "keys=$KEYS requests=$REQUESTS skew=$SKEW value=${VALUE}B warmup=$WARMUP maxmemory=$MAXMEMORY"
-for policy in allkeys-lru allkeys-lfu allkeys-random allkeys-sieve; do
+for policy in ${POLICIES-allkeys-lru allkeys-lfu allkeys-random allkeys-sieve allkeys-tinylfu}; do
     run meridian "$policy" "$MERIDIAN_BIN" --maxmemory "$MAXMEMORY" --maxmemory-policy "$policy" --port
 done
-for policy in allkeys-lru allkeys-lfu; do
+for policy in ${REDIS_POLICIES-allkeys-lru allkeys-lfu}; do
     run redis "$policy" "$REDIS_SERVER" --save '' --appendonly no --maxmemory "$MAXMEMORY" \
         --maxmemory-policy "$policy" --port
 done

@@ -18,6 +18,7 @@
 //!   `add_int`.
 //! - `slot`: `key_slot` (CRC16 of the key or its hash tag).
 //! - `keyspace`: a SET then a GET through `Keyspace::lock` / `Txn::key` / `KeyMut::set` / `read`.
+//! - `hot`: the hot-key sketch's `record`, sampled (what a command pays) and on every access.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -233,5 +234,44 @@ fn keyspace(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, crdt, slot, keyspace);
+/// `hot`: the per-command hot-key hook. `record_sampled` is what every keyed command pays (one
+/// access in `hot::SAMPLE` reaches the sketch); `record_every_access` is a sketch update on
+/// each call (hash, one shard lock, two buckets, the candidate list), over 10k keys where a
+/// few are hot; `loop_only` is the same loop picking the same keys without recording (subtract
+/// it).
+fn hot(c: &mut Criterion) {
+    const KEYS: usize = 10_000;
+    let keys: Vec<Vec<u8>> = (0..KEYS)
+        .map(|i| format!("key:{i:012}").into_bytes())
+        .collect();
+    // Every 4th access goes to one of 8 hot keys, the rest spread over all keys.
+    let order: Vec<usize> = (0..KEYS)
+        .map(|i| if i % 4 == 0 { i % 8 } else { (i * 7919) % KEYS })
+        .collect();
+    let mut g = c.benchmark_group("hot");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("loop_only", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(&keys[order[i]][..]);
+        })
+    });
+    for (name, sample) in [
+        ("record_sampled", meridian::hot::SAMPLE),
+        ("record_every_access", 1),
+    ] {
+        let hk = meridian::hot::HotKeys::new(meridian::hot::DEFAULT_K, 100, sample);
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                hk.record(black_box(&keys[order[i]][..]))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, crdt, slot, keyspace, hot);
 criterion_main!(benches);

@@ -12,12 +12,14 @@ pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod crdt;
+pub mod hot;
 pub mod mesh;
 pub mod persist;
 pub mod repl;
 pub mod resp;
 pub mod server;
 pub mod store;
+pub mod tracking;
 
 /// jemalloc, as Redis uses: tight size classes and the allocation counter INFO reports.
 #[global_allocator]

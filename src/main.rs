@@ -64,6 +64,16 @@ fn cli() -> Command {
                 .arg(Arg::new("base-port").long("base-port").value_name("P").default_value("7000").value_parser(clap::value_parser!(u16)).help("First RESP port (region r uses P + 100·r; mesh ports are +10000)"))
                 .arg(Arg::new("node-args").last(true).num_args(0..).help("Extra flags for every node, after --")),
         )
+        .subcommand(
+            // Used by the compose demo (regions/) where tc netem is unavailable; not a product
+            // feature, so hidden from --help.
+            Command::new("wan-relay")
+                .hide(true)
+                .about("UDP relay adding a fixed one-way delay: stands for the WAN in front of a region (regions/ compose demo)")
+                .arg(Arg::new("bind").long("bind").value_name("IP").default_value("0.0.0.0"))
+                .arg(Arg::new("route").long("route").value_name("PORT=IP:PORT").action(ArgAction::Append).required(true).help("Forward datagrams arriving on PORT to IP:PORT (repeatable)"))
+                .arg(Arg::new("delay-ms").long("delay-ms").value_name("MS").default_value("40").value_parser(clap::value_parser!(u64)).help("One-way delay added to every packet, each direction")),
+        )
 }
 
 /// `meridian certs` and `meridian demo`; `None` when the command line asks to serve.
@@ -112,8 +122,43 @@ fn run_tool(matches: &ArgMatches) -> Option<anyhow::Result<()>> {
                     .context("meridian demo"),
             )
         }
+        Some(("wan-relay", m)) => Some(wan_relay(m)),
         _ => None,
     }
+}
+
+/// `meridian wan-relay`: logs to stderr (RUST_LOG, default info) and runs until SIGTERM.
+fn wan_relay(m: &ArgMatches) -> anyhow::Result<()> {
+    use meridian::admin::wan_relay::{self, RelayOptions, Route};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let bind = m
+        .get_one::<String>("bind")
+        .expect("defaulted")
+        .parse()
+        .context("--bind is not an IP address")?;
+    let routes = m
+        .get_many::<String>("route")
+        .into_iter()
+        .flatten()
+        .map(|r| r.parse::<Route>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let delay = std::time::Duration::from_millis(*m.get_one::<u64>("delay-ms").expect("defaulted"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(wan_relay::run(
+        RelayOptions {
+            bind,
+            routes,
+            delay,
+        },
+        wait_for_signal(),
+    ))
+    .context("meridian wan-relay")
 }
 
 fn overrides(m: &ArgMatches) -> Vec<(String, String)> {

@@ -47,6 +47,7 @@ fn record(id: u64, resp: SocketAddr, role: Role, slots: &[(u16, u16)], version: 
         config_epoch: if role == Role::Primary { id } else { 0 },
         slots: SlotSet::from_ranges(slots),
         repl_offset: 0,
+        wan: None,
     }
 }
 

@@ -114,6 +114,7 @@ async fn every_policy_stays_within_five_percent_under_a_flood() {
         "allkeys-lfu",
         "allkeys-random",
         "allkeys-sieve",
+        "allkeys-tinylfu",
         "volatile-lru",
         "volatile-lfu",
         "volatile-random",
@@ -237,6 +238,18 @@ async fn lfu_keeps_frequently_read_keys() {
     let (hot, cold) = keeps_what_is_read("allkeys-lfu", false).await;
     assert!(hot > 0.9, "{hot} of hot keys left");
     assert!(cold < 0.2, "{cold} of early cold keys left");
+}
+
+/// TinyLFU remembers how often keys were read: hot keys read only before a flood of new keys
+/// that are never read survive it (the newcomers lose admission), where LRU, which sees the hot
+/// keys as the longest idle, evicts them first.
+#[tokio::test]
+async fn tinylfu_keeps_frequently_read_keys_through_a_write_flood() {
+    let _g = SERIAL.lock().await;
+    let (hot, _) = keeps_what_is_read("allkeys-tinylfu", false).await;
+    let (lru_hot, _) = keeps_what_is_read("allkeys-lru", false).await;
+    assert!(hot > 0.9, "tinylfu: {hot} of hot keys left");
+    assert!(lru_hot < 0.5, "lru: {lru_hot} of hot keys left");
 }
 
 #[tokio::test]

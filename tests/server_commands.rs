@@ -26,7 +26,7 @@ async fn info_sections() {
     ] {
         assert!(all.contains(section), "INFO lacks {section}");
     }
-    assert_eq!(info_field(&all, "redis_version").as_deref(), Some("7.2.4"));
+    assert_eq!(info_field(&all, "redis_version").as_deref(), Some("7.4.0"));
     assert_eq!(
         info_field(&all, "tcp_port"),
         Some(s.addr().port().to_string())

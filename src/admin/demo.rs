@@ -10,7 +10,9 @@
 //!    so the regions find each other and replicate active-active;
 //! 3. wait until every node answers `CLUSTER INFO` with `cluster_state:ok` (bounded);
 //! 4. print `node <region> <node-id> <pid> <resp> <mesh> <primary|replica>` per node, then
-//!    `ready`; Ctrl-C (or SIGTERM) stops every node and removes the directory.
+//!    `admin <region> <resp> <dashboard URL>` per node that opened an admin port (`admin-port
+//!    auto`: RESP + 1000; read back from `INFO server`), then `ready`; Ctrl-C (or SIGTERM) stops
+//!    every node and removes the directory.
 
 use super::AdminError;
 use crate::cluster::layout;
@@ -64,6 +66,16 @@ pub async fn run(
                 p.seat.mesh,
                 role
             );
+        }
+        for p in &procs {
+            if let Some(port) = admin_port(p.seat.resp) {
+                println!(
+                    "admin {} {} http://{}:{port}/",
+                    p.region,
+                    p.seat.resp,
+                    p.seat.resp.ip()
+                );
+            }
         }
         println!("ready");
         let _ = std::io::stdout().flush();
@@ -192,6 +204,15 @@ fn node_ready(addr: SocketAddr, regions: usize) -> bool {
     let info = bulk_reply(addr, b"INFO regions\r\n");
     info.contains(&format!("peer_regions:{}\r\n", regions - 1))
         && info.matches("state=up").count() == regions - 1
+}
+
+/// The admin port a node reports in `INFO server` (`None`: it has none).
+fn admin_port(addr: SocketAddr) -> Option<u16> {
+    bulk_reply(addr, b"INFO server\r\n")
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("admin_port:"))
+        .and_then(|p| p.trim().parse().ok())
+        .filter(|&p| p != 0)
 }
 
 /// Sends one inline command and returns its bulk reply's text (empty on any failure).

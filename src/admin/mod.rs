@@ -1,7 +1,14 @@
-//! Operator tooling run by the `meridian` binary besides serving: `meridian certs` (a dev PKI
-//! for the mesh's mutual TLS) and `meridian demo` (a local topology of node processes).
+//! Operator tooling: `meridian certs` (a dev PKI for the mesh's mutual TLS), `meridian demo`
+//! (a local topology of node processes), each node's admin HTTP port (`serve`): the
+//! dashboard, Prometheus `/metrics`, `/health` and `/api/state` (docs/observability.md), and
+//! the hidden `meridian wan-relay` (WAN latency for the compose demo in `regions/`).
 
 pub mod demo;
+pub mod http;
+pub mod metrics;
+pub mod serve;
+pub mod state;
+pub mod wan_relay;
 
 use crate::mesh::certs::{self, Ca};
 use std::path::Path;
@@ -17,6 +24,8 @@ pub enum AdminError {
     },
     #[error("{0}")]
     Demo(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// `meridian certs --out DIR [--names a,b]`: creates (or reuses) the deployment CA in `DIR`

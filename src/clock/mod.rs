@@ -27,6 +27,21 @@ pub struct Hlc {
     skew_alarms: AtomicU64,
     /// Largest drift seen (ms) in a stamp that raised an alarm.
     max_skew_seen_ms: AtomicU64,
+    /// Alarms per writing node, so an operator sees *which* peer is skewed (the dashboard
+    /// marks its region). Touched only when an alarm fires; bounded by [`MAX_SKEWED_NODES`].
+    skewed: parking_lot::Mutex<std::collections::HashMap<NodeId, SkewedNode>>,
+}
+
+/// Most nodes remembered as skewed; past it, new ones only count in the totals.
+pub const MAX_SKEWED_NODES: usize = 1024;
+
+/// Skew alarms raised by stamps of one writing node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkewedNode {
+    pub alarms: u64,
+    pub max_ahead_ms: u64,
+    /// Unix ms of the latest alarm.
+    pub last_unix_ms: u64,
 }
 
 /// A received stamp was further ahead of our clock than `max_clock_drift`.
@@ -63,6 +78,7 @@ impl Hlc {
             max_drift_ms: AtomicU64::new(max_drift.as_millis() as u64),
             skew_alarms: AtomicU64::new(0),
             max_skew_seen_ms: AtomicU64::new(0),
+            skewed: Default::default(),
         }
     }
 
@@ -88,6 +104,15 @@ impl Hlc {
         if ahead > max {
             self.skew_alarms.fetch_add(1, Ordering::Relaxed);
             self.max_skew_seen_ms.fetch_max(ahead, Ordering::Relaxed);
+            {
+                let mut skewed = self.skewed.lock();
+                if skewed.len() < MAX_SKEWED_NODES || skewed.contains_key(&stamp.node) {
+                    let e = skewed.entry(stamp.node).or_default();
+                    e.alarms += 1;
+                    e.max_ahead_ms = e.max_ahead_ms.max(ahead);
+                    e.last_unix_ms = unix_ms();
+                }
+            }
             tracing::warn!(peer = %format_args!("{:x}", stamp.node), ahead_ms = ahead, max_ms = max, "clock skew alarm");
             return Err(SkewAlarm {
                 node: stamp.node,
@@ -112,6 +137,13 @@ impl Hlc {
 
     pub fn max_skew_seen_ms(&self) -> u64 {
         self.max_skew_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// The writing nodes whose stamps raised alarms, by node ID.
+    pub fn skewed_nodes(&self) -> Vec<(NodeId, SkewedNode)> {
+        let mut v: Vec<_> = self.skewed.lock().iter().map(|(&n, &s)| (n, s)).collect();
+        v.sort_unstable_by_key(|&(n, _)| n);
+        v
     }
 }
 

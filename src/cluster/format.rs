@@ -235,6 +235,7 @@ mod tests {
             config_epoch: epoch,
             slots: SlotSet::from_ranges(slots),
             repl_offset: 5,
+            wan: None,
         }
     }
 

@@ -22,6 +22,8 @@ pub enum LayoutError {
     Coverage(u16),
     #[error("cluster-announce-ip '{0}' is not an address")]
     BadAnnounce(String),
+    #[error("region-announce-addr '{0}' is not host:port")]
+    BadWanAnnounce(String),
 }
 
 /// One node of the layout.

@@ -96,7 +96,7 @@ impl Regions {
     pub fn targets(&self) -> Vec<SocketAddr> {
         let mut t: Vec<SocketAddr> = self.seeds.read().clone();
         for r in self.map.read().values() {
-            t.extend(r.topology.nodes.values().map(|v| v.info.mesh));
+            t.extend(r.topology.nodes.values().map(|v| v.info.wan_mesh()));
         }
         t.sort();
         t.dedup();
@@ -127,7 +127,7 @@ impl Regions {
                 out.push(RemoteOwner {
                     region: name.clone(),
                     id,
-                    mesh: v.info.mesh,
+                    mesh: v.info.wan_mesh(),
                     slots,
                 });
             }
@@ -181,6 +181,7 @@ mod tests {
             config_epoch: epoch,
             slots: SlotSet::from_ranges(slots),
             repl_offset: 0,
+            wan: None,
         }
     }
 

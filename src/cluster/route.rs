@@ -176,6 +176,7 @@ mod tests {
             config_epoch: id,
             slots: SlotSet::from_ranges(slots),
             repl_offset: 0,
+            wan: None,
         }
     }
 

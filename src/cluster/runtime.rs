@@ -370,7 +370,15 @@ impl Control {
         // The other regions get every record of ours (see `regions`).
         let remote = self.cluster.regions.targets();
         if !remote.is_empty() {
-            let records: Vec<NodeInfo> = t.nodes.values().map(|v| v.info.clone()).collect();
+            // Version 0 = a placeholder guessed from `cluster-nodes`, not a published record:
+            // it lacks the node's `region-announce-addr`, so the other regions would dial an
+            // address they may not reach. The node's own record follows within a gossip round.
+            let records: Vec<NodeInfo> = t
+                .nodes
+                .values()
+                .filter(|v| v.info.version > 0)
+                .map(|v| v.info.clone())
+                .collect();
             if let Some(frame) = GossipFrame::Region(records).encode() {
                 for to in remote {
                     self.send(to, frame.clone());
@@ -566,7 +574,14 @@ pub async fn start_node(
     let (resp, mesh_addr) = layout::my_addrs(s, resp_port)?;
     let id = layout::node_id(&s.region, resp);
     let seats = layout::seats(&s.region, &c.nodes, c.replicas, &c.slots)?;
-    let record = |seat_id, resp, mesh, role, slots, version| NodeInfo {
+    // Only this node's own record carries it: the others publish theirs.
+    let my_wan = match c.region_announce_addr.as_str() {
+        "" => None,
+        a => Some(
+            layout::resolve(a).ok_or_else(|| layout::LayoutError::BadWanAnnounce(a.to_string()))?,
+        ),
+    };
+    let record = |seat_id, resp, mesh, role, slots, version, wan| NodeInfo {
         id: seat_id,
         version,
         region: s.region.clone(),
@@ -576,6 +591,7 @@ pub async fn start_node(
         config_epoch: 0,
         slots,
         repl_offset: 0,
+        wan,
     };
     let mine = seats.iter().find(|seat| seat.id == id);
     let me = match mine {
@@ -586,6 +602,7 @@ pub async fn start_node(
             seat.role,
             seat.slots.clone(),
             unix_ms(),
+            my_wan,
         ),
         None => record(
             id,
@@ -594,6 +611,7 @@ pub async fn start_node(
             Role::Primary,
             SlotSet::default(),
             unix_ms(),
+            my_wan,
         ),
     };
     // A node the layout does not list starts alone and empty, as a fresh Redis Cluster node:
@@ -613,6 +631,7 @@ pub async fn start_node(
                 seat.role,
                 seat.slots.clone(),
                 0,
+                None,
             ),
             0,
         );

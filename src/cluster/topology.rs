@@ -127,6 +127,18 @@ pub struct NodeInfo {
     pub slots: SlotSet,
     /// Replication offset: deltas published (primary) or applied (replica).
     pub repl_offset: u64,
+    /// Where the *other regions* reach the node's mesh when that differs from `mesh` (a WAN
+    /// gateway or NAT in front of the region: `region-announce-addr`). Last, and defaulted, so
+    /// records without it still decode.
+    #[serde(default)]
+    pub wan: Option<SocketAddr>,
+}
+
+impl NodeInfo {
+    /// The mesh address a node of another region dials.
+    pub fn wan_mesh(&self) -> SocketAddr {
+        self.wan.unwrap_or(self.mesh)
+    }
 }
 
 /// Liveness as this node's failure detector sees it.
@@ -222,7 +234,8 @@ impl Topology {
                     && v.info.config_epoch == info.config_epoch
                     && v.info.slots == info.slots
                     && v.info.resp == info.resp
-                    && v.info.mesh == info.mesh;
+                    && v.info.mesh == info.mesh
+                    && v.info.wan == info.wan;
                 v.info = info;
                 v.seen_ms = now_ms;
                 !same
@@ -427,6 +440,7 @@ mod tests {
             config_epoch: epoch,
             slots: SlotSet::from_ranges(ranges),
             repl_offset: 0,
+            wan: None,
         }
     }
 

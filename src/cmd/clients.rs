@@ -31,6 +31,9 @@ pub struct ClientHandle {
     pub no_touch: AtomicBool,
     pub killed: AtomicBool,
     pub kill_signal: Notify,
+    /// Client-side caching: the connection's push inbox, which also carries what CLIENT LIST
+    /// shows of tracking and Pub/Sub (`crate::tracking`).
+    pub track: Arc<crate::tracking::Mailbox>,
 }
 
 impl ClientHandle {
@@ -51,6 +54,7 @@ impl ClientHandle {
             no_touch: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             kill_signal: Notify::new(),
+            track: Arc::new(crate::tracking::Mailbox::new(id)),
         }
     }
 
@@ -66,9 +70,14 @@ impl ClientHandle {
             .saturating_sub(self.last_active_ms.load(Relaxed))
             / 1000;
         let mut flags = String::new();
+        let subs = self.track.subscriptions();
+        if subs > 0 {
+            flags.push('P');
+        }
         if self.in_multi.load(Relaxed) {
             flags.push('x');
         }
+        flags.push_str(self.track.list_flags());
         if self.no_evict.load(Relaxed) {
             flags.push('e');
         }
@@ -79,7 +88,7 @@ impl ClientHandle {
             flags.push('N');
         }
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub=0 ssub=0 multi={} watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir={} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -87,8 +96,10 @@ impl ClientHandle {
             age,
             idle,
             flags,
+            subs,
             if self.in_multi.load(Relaxed) { 0 } else { -1 },
             self.last_cmd.lock(),
+            self.track.list_redirect(),
             self.resp.load(Relaxed),
             self.lib_name.lock(),
             self.lib_ver.lock(),

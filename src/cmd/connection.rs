@@ -7,8 +7,10 @@ use crate::resp::{Args, Protocol};
 use crate::spec;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// The Redis version Meridian reports, so clients enable Redis 7 features.
-pub const REDIS_VERSION: &str = "7.2.4";
+/// The Redis version Meridian reports, so clients enable Redis 7 features. 7.4.0 because
+/// redis-py (>= 5.1) refuses its client-side cache against a server reporting less
+/// (docs/tracking.md).
+pub const REDIS_VERSION: &str = "7.4.0";
 
 #[rustfmt::skip]
 pub const COMMANDS: &[super::CommandSpec] = &[
@@ -33,10 +35,22 @@ const CLIENT: &[super::CommandSpec] = &[
     spec!("client|kill", -3, [], 0, 0, 0, "connection", "2.4.0", "Terminates open connections.", client_kill),
     spec!("client|no-evict", 3, [], 0, 0, 0, "connection", "7.0.0", "Sets the client eviction mode of the connection.", client_no_evict),
     spec!("client|no-touch", 3, ["fast"], 0, 0, 0, "connection", "7.2.0", "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.", client_no_touch),
+    super::tracking::CLIENT_TRACKING,
+    super::tracking::CLIENT_CACHING,
+    super::tracking::CLIENT_GETREDIR,
+    super::tracking::CLIENT_TRACKINGINFO,
     spec!("client|help", 2, ["loading", "stale"], 0, 0, 0, "connection", "5.0.0", "Returns helpful text about the different subcommands.", client_help),
 ];
 
 fn ping(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    // A RESP2 connection in Pub/Sub mode answers like a message (Redis).
+    if !ctx.client.track.channels.is_empty() && !ctx.out.resp3() && args.len() <= 2 {
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out
+            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(());
+    }
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),
@@ -60,6 +74,7 @@ fn reset(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
     ctx.client.multi = None;
     ctx.client.multi_failed = false;
     unwatch_all(ctx);
+    super::tracking::reset(ctx);
     ctx.out.proto = Protocol::Resp2;
     let h = &ctx.client.handle;
     h.resp.store(2, Relaxed);
@@ -389,6 +404,10 @@ fn client_no_touch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn client_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
     let lines = [
         "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CACHING (YES|NO)",
+        "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+        "GETREDIR",
+        "    Return the client ID we are redirecting to when tracking is enabled.",
         "ID",
         "    Return the ID of the current connection.",
         "INFO",
@@ -403,6 +422,11 @@ fn client_help(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
         "    Return information about client connections.",
         "KILL <ip:port> | <option> <value> [<option> <value> ...]",
         "    Kill connections. Options: ID, ADDR, LADDR, SKIPME.",
+        "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+        "         [OPTIN] [OPTOUT] [NOLOOP]",
+        "    Control server assisted client side caching.",
+        "TRACKINGINFO",
+        "    Report tracking status for the current connection.",
         "NO-EVICT (ON|OFF)",
         "    Protect the current client connection from eviction.",
         "NO-TOUCH (ON|OFF)",

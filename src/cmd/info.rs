@@ -17,6 +17,7 @@ const DEFAULT: &[&str] = &[
     "crdt",
     "cluster",
     "regions",
+    "hotkeys",
     "keyspace",
 ];
 
@@ -135,7 +136,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let up = node.started.elapsed().as_secs();
             let _ = write!(
                 t,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nhz:{}\r\nio_threads_active:{}\r\nnode_id:{:x}\r\nregion:{}\r\n",
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nhz:{}\r\nio_threads_active:{}\r\nnode_id:{:x}\r\nregion:{}\r\nadmin_port:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
                 if node.cluster.is_some() { "cluster" } else { "standalone" },
                 std::env::consts::OS,
@@ -148,14 +149,16 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 s.io_threads,
                 ks.clock().node(),
                 s.region,
+                node.admin_port.load(Relaxed),
             );
         }
         "clients" => {
             let _ = write!(
                 t,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:{}\r\n",
                 node.clients.len(),
-                s.maxclients
+                s.maxclients,
+                node.tracking.stats().clients,
             );
         }
         "memory" => {
@@ -187,6 +190,12 @@ fn render(node: &Node, section: &str, t: &mut String) {
                 ks.evict.evicted.load(Relaxed),
                 k.hits.load(Relaxed),
                 k.misses.load(Relaxed),
+            );
+            let tr = node.tracking.stats();
+            let _ = write!(
+                t,
+                "tracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n",
+                tr.keys, tr.items, tr.prefixes
             );
         }
         "persistence" => match &node.persist {
@@ -221,6 +230,7 @@ fn render(node: &Node, section: &str, t: &mut String) {
             let _ = write!(t, "# Cluster\r\ncluster_enabled:{enabled}\r\n");
         }
         "regions" => super::regions::info(node, t),
+        "hotkeys" => super::hotkeys::info(node, t),
         "keyspace" => {
             let (live, volatile, _) = ks.counts();
             t.push_str("# Keyspace\r\n");

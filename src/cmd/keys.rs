@@ -225,7 +225,7 @@ fn flush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         2 if is(args.get(1), "ASYNC") || is(args.get(1), "SYNC") => {}
         _ => return Err(CmdError::Syntax),
     }
-    ctx.keyspace().flush();
+    super::tracking::flush(ctx.node);
     ctx.out.ok();
     Ok(())
 }

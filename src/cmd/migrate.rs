@@ -12,6 +12,9 @@
 //! is always here, in flight, or there, never lost. While it is in flight, a client redirected
 //! by ASK may briefly read the key as missing on the target; writes are never lost, because the
 //! arriving entry merges with them.
+//!
+//! Once the target confirmed, the source's log records the departure (`Persist::forget_moved`),
+//! so a restart of the source does not bring the moved keys back.
 
 use super::{arg_i64, is, CmdError, CmdResult, Ctx};
 use crate::crdt::{Entry, EntryDelta};
@@ -186,6 +189,7 @@ fn migrate(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         return Ok(());
     }
     let keyspace = ctx.node.keyspace.clone();
+    let persist = ctx.node.persist.clone().filter(|_| !copy);
     let timeout = Duration::from_millis(if timeout <= 0 { 1000 } else { timeout as u64 });
     // 2. Ship them; 3. on failure, merge them back.
     ctx.client.blocked = Some(Box::pin(async move {
@@ -199,6 +203,11 @@ fn migrate(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             for (k, e) in &moving {
                 keyspace.merge(k, &e.to_delta());
             }
+        }
+        // The keys left this node: the log must say so, or a restart brings them back.
+        if let (None, Some(p)) = (&err, &persist) {
+            let moved: Vec<Vec<u8>> = moving.iter().map(|(k, _)| k.clone()).collect();
+            p.forget_moved(&moved);
         }
         Box::new(move |out: &mut Out| match err {
             None => out.ok(),

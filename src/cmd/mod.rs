@@ -16,6 +16,7 @@ mod connection;
 mod counters;
 mod expire;
 pub mod glob;
+mod hotkeys;
 mod info;
 mod introspect;
 mod keys;
@@ -26,11 +27,16 @@ mod regions;
 mod server;
 mod strings;
 pub mod table;
+pub mod tracking;
 mod txn;
 
 pub use clients::{ClientHandle, Clients};
+pub use hotkeys::apply_settings as hotkeys_apply_settings;
 pub use server::apply_settings as server_apply_settings;
 pub use table::{lookup, CommandSpec};
+// Read by the admin port (metrics, dashboard): the same figures INFO shows.
+pub use info::rss_bytes;
+pub use regions::{peer_regions, PeerRegion};
 
 use crate::config::Config;
 use crate::resp::{Args, Out, OwnedArgs};
@@ -96,6 +102,12 @@ pub struct Node {
     pub leases: Arc<crate::store::lease::Leases>,
     /// The snapshot and the append-only log (`persist`); set by `server::spawn_with`.
     pub persist: Option<Arc<crate::persist::Persist>>,
+    /// Client-side caching: the tracking table and every connection's mailbox (`tracking`).
+    pub tracking: Arc<crate::tracking::Tracker>,
+    /// The hot-key sketch every keyed command feeds (`hot`, `cmd::hotkeys`).
+    pub hot: Arc<crate::hot::HotKeys>,
+    /// The admin HTTP port actually bound (0 = none); INFO server shows it as `admin_port`.
+    pub admin_port: AtomicU64,
 }
 
 impl Node {
@@ -114,6 +126,9 @@ impl Node {
             cluster: None,
             leases: Arc::default(),
             persist: None,
+            tracking: Arc::default(),
+            hot: Arc::default(),
+            admin_port: AtomicU64::new(0),
         }
     }
 }
@@ -143,10 +158,13 @@ pub struct ClientState {
     /// The last command dispatched (the connection publishes it to `ClientHandle::last_cmd`
     /// once per batch, not per command).
     pub last_cmd: &'static str,
+    /// CLIENT TRACKING / CACHING state, subscriptions and the push mailbox (`cmd::tracking`).
+    pub track: tracking::ConnTracking,
 }
 
 impl ClientState {
     pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Self {
+        let track = tracking::ConnTracking::new(handle.track.clone());
         ClientState {
             handle,
             authenticated,
@@ -159,6 +177,7 @@ impl ClientState {
             readonly: false,
             in_exec: false,
             last_cmd: "NULL",
+            track,
         }
     }
 }
@@ -271,6 +290,9 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
             return reject(ctx, CmdError::Msg(oom.to_string()));
         }
     }
+    if let Err(e) = tracking::admit(ctx, keyed) {
+        return reject(ctx, e);
+    }
     if let Some(queue) = ctx
         .client
         .multi
@@ -281,10 +303,14 @@ fn run(ctx: &mut Ctx<'_, '_>, args: Args<'_>) {
         ctx.out.simple("QUEUED");
         return;
     }
+    let writer = tracking::before_run(ctx, keyed, args);
     if let Err(e) = (spec.handler)(ctx, args) {
         ctx.out.error(&e.to_string());
     }
+    drop(writer);
+    tracking::after_run(ctx, keyed);
     lease::after_command(ctx.node, keyed, args);
+    hotkeys::after_command(ctx.node, keyed, args);
 }
 
 /// An error before the command ran: inside MULTI it also dooms the transaction.

@@ -51,26 +51,31 @@ fn waitregions(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// Per other region, what INFO shows.
-#[derive(Default)]
-struct PeerRegion {
-    nodes: usize,
-    links: usize,
-    up: bool,
-    lag_ms: u64,
-    pending_keys: usize,
-    batches_sent: u64,
-    bytes_sent: u64,
-    batches_received: u64,
-    bytes_received: u64,
-    repair: RepairCounts,
+/// Per other region, what INFO shows (and the admin port's metrics and dashboard, which read
+/// the same figures through [`peer_regions`]).
+#[derive(Default, Debug, Clone)]
+pub struct PeerRegion {
+    pub nodes: usize,
+    pub links: usize,
+    pub up: bool,
+    pub lag_ms: u64,
+    pub pending_keys: usize,
+    pub batches_sent: u64,
+    pub bytes_sent: u64,
+    pub batches_received: u64,
+    pub bytes_received: u64,
+    /// Repair rounds (digest comparisons or full syncs) started on the links to the region,
+    /// slots found different and sent in full, and the bytes repair cost.
+    pub repair: RepairCounts,
+    /// Received entries whose stamps raised a skew alarm, and when the latest did.
+    pub skew_alarms: u64,
+    pub last_skew: Option<std::time::Instant>,
 }
 
-/// INFO `# Regions`.
-pub fn info(node: &Node, t: &mut String) {
+/// Every other region this node knows of (by gossip or by a replication link), with its
+/// state and replication figures summed over the links to it.
+pub fn peer_regions(node: &Node) -> std::collections::BTreeMap<String, PeerRegion> {
     let s = node.config.settings();
-    let ks = &node.keyspace;
-    let _ = write!(t, "# Regions\r\nregion:{}\r\n", s.region);
     let mut peers: std::collections::BTreeMap<String, PeerRegion> = Default::default();
     if let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) {
         let timeout = Duration::from_millis(s.cluster.node_timeout_ms);
@@ -101,19 +106,31 @@ pub fn info(node: &Node, t: &mut String) {
             p.batches_sent += l.batches_sent;
             p.bytes_sent += l.bytes_sent;
             p.repair.rounds += l.repair.rounds;
+            p.repair.asks += l.repair.asks;
             p.repair.slots += l.repair.slots;
             p.repair.bytes += l.repair.bytes;
             if let Some(i) = repl.inbound_from(l.peer) {
                 p.batches_received += i.batches;
                 p.bytes_received += i.bytes;
+                p.skew_alarms += i.skew_alarms;
+                p.last_skew = p.last_skew.max(i.last_skew);
             }
         }
     }
+    peers
+}
+
+/// INFO `# Regions`.
+pub fn info(node: &Node, t: &mut String) {
+    let s = node.config.settings();
+    let ks = &node.keyspace;
+    let _ = write!(t, "# Regions\r\nregion:{}\r\n", s.region);
+    let peers = peer_regions(node);
     let _ = write!(t, "peer_regions:{}\r\n", peers.len());
     for (name, p) in &peers {
         let _ = write!(
             t,
-            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},repair_slots={},repair_bytes={}\r\n",
+            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},repair_slots={},repair_bytes={},skew_alarms={}\r\n",
             if p.up { "up" } else { "down" },
             p.nodes,
             p.links,
@@ -126,6 +143,7 @@ pub fn info(node: &Node, t: &mut String) {
             p.repair.rounds,
             p.repair.slots,
             p.repair.bytes,
+            p.skew_alarms,
         );
     }
     let _ = write!(

@@ -100,6 +100,8 @@ pub fn apply_settings(node: &super::Node, s: &Settings) {
             lfu_log_factor: s.lfu_log_factor,
             lfu_decay_time: s.lfu_decay_time,
         });
+    super::tracking::apply_settings(node);
+    super::hotkeys::apply_settings(node);
 }
 
 fn config_resetstat(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {
@@ -227,6 +229,7 @@ fn acl_categories(c: &CommandSpec) -> Vec<&'static str> {
         "generic" => "@keyspace",
         "connection" => "@connection",
         "transactions" => "@transaction",
+        "pubsub" => "@pubsub",
         _ => "@admin",
     });
     v.push(if c.has_flag("fast") { "@fast" } else { "@slow" });

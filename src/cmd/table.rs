@@ -104,6 +104,8 @@ pub fn families() -> impl Iterator<Item = &'static CommandSpec> {
         super::regions::COMMANDS,
         super::cluster::COMMANDS,
         super::lease::COMMANDS,
+        super::tracking::COMMANDS,
+        super::hotkeys::COMMANDS,
     ]
     .into_iter()
     .flatten()

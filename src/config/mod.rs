@@ -98,6 +98,8 @@ pub struct ClusterSettings {
     pub nodes: Vec<String>,
     /// Seed mesh addresses in the other regions.
     pub region_peers: Vec<String>,
+    /// `region-announce-addr`: what the other regions dial instead of the mesh address.
+    pub region_announce_addr: String,
     pub replicas: usize,
     pub slots: String,
     pub node_timeout_ms: u64,
@@ -247,6 +249,7 @@ impl Config {
                 port: int("cluster-port") as u16,
                 announce_ip: v["cluster-announce-ip"].clone(),
                 announce_bus_port: int("cluster-announce-bus-port") as u16,
+                region_announce_addr: v["region-announce-addr"].clone(),
                 region_peers: v["region-peers"]
                     .split_whitespace()
                     .map(str::to_string)

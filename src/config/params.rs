@@ -4,7 +4,7 @@
 //! `CONFIG GET/SET` and `meridian --help`, so the four can never disagree.
 
 /// How a parameter's value is parsed and validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Kind {
     /// An integer in [min, max].
     Int { min: i64, max: i64 },
@@ -16,6 +16,8 @@ pub enum Kind {
     Str,
     /// One of the listed words.
     Enum(&'static [&'static str]),
+    /// Checked (and normalized) by the owning module's function.
+    Custom(fn(&str) -> Result<String, String>),
 }
 
 /// One parameter.
@@ -55,6 +57,7 @@ pub const PARAMS: &[Param] = &[
     Param { name: "cluster-port", default: "0", kind: int(0, 65535), mutable: false, help: "UDP port of the node's QUIC mesh endpoint (0 = port + 10000)" },
     Param { name: "cluster-announce-ip", default: "", kind: Kind::Str, mutable: false, help: "Address peers and clients use to reach this node (empty = the first bind address)" },
     Param { name: "cluster-announce-bus-port", default: "0", kind: int(0, 65535), mutable: false, help: "Mesh port peers use to reach this node when it differs from cluster-port (NAT, relays); 0 = cluster-port" },
+    Param { name: "region-announce-addr", default: "", kind: Kind::Str, mutable: false, help: "Mesh address (ip:port) the other regions use to reach this node when it differs from the announced mesh address (a WAN gateway or NAT in front of the region); empty = the announced mesh address" },
     Param { name: "region-peers", default: "", kind: Kind::Str, mutable: false, help: "Mesh addresses (host:port, space separated) of seed nodes in the other regions; one per region is enough, the rest is learned by gossip" },
     Param { name: "debug-clock-offset", default: "0", kind: int(-86_400_000, 86_400_000), mutable: false, help: "Milliseconds added to this node's physical clock (skew drills and tests; never in production)" },
     Param { name: "cluster-nodes", default: "", kind: Kind::Str, mutable: false, help: "The region's nodes in order, space separated host:port[@meshport]; the first ones are primaries, the rest replicas; a node not listed starts empty (add it with CLUSTER MEET)" },
@@ -63,7 +66,7 @@ pub const PARAMS: &[Param] = &[
     Param { name: "cluster-node-timeout", default: "1500", kind: int(100, 3_600_000), mutable: false, help: "Milliseconds without answers before a node is judged down and a replica takes over" },
     Param { name: "cluster-tls-dir", default: "", kind: Kind::Str, mutable: false, help: "Directory holding ca.pem, node.pem and node.key for the mesh's mutual TLS (made by `meridian certs`)" },
     Param { name: "maxmemory", default: "0", kind: Kind::Memory, mutable: true, help: "Evict (or refuse writes) above this many bytes of used memory (0 = no limit)" },
-    Param { name: "maxmemory-policy", default: "noeviction", kind: Kind::Enum(&["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-sieve"]), mutable: true, help: "What to evict at maxmemory: Redis's policies, or allkeys-sieve (SIEVE: better hit ratio than LRU on skewed workloads)" },
+    Param { name: "maxmemory-policy", default: "noeviction", kind: Kind::Enum(&["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-sieve", "allkeys-tinylfu"]), mutable: true, help: "What to evict at maxmemory: Redis's policies, allkeys-sieve (SIEVE), or allkeys-tinylfu (TinyLFU admission: best hit ratio on skewed workloads)" },
     Param { name: "maxmemory-samples", default: "5", kind: int(1, 64), mutable: true, help: "Keys sampled per eviction by the LRU, LFU and TTL policies (more = closer to exact, slower)" },
     Param { name: "lfu-log-factor", default: "10", kind: int(0, i32::MAX as i64), mutable: true, help: "LFU counter growth: higher = more hits needed to reach the 255 ceiling" },
     Param { name: "lfu-decay-time", default: "1", kind: int(0, i32::MAX as i64), mutable: true, help: "Minutes after which an idle key's LFU counter loses one (0 = never)" },
@@ -77,7 +80,13 @@ pub const PARAMS: &[Param] = &[
     Param { name: "aof-load-truncated", default: "yes", kind: Kind::Bool, mutable: true, help: "At start, truncate a log ending in an incomplete record (with a warning) instead of refusing to start" },
     Param { name: "aof-load-corrupted", default: "no", kind: Kind::Bool, mutable: true, help: "At start, drop a log segment from a corrupted record on (with an error log) instead of refusing to start" },
     Param { name: "auto-aof-rewrite-percentage", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Snapshot (compacting the log) when the log grew by this percentage of the last snapshot (0 = never)" },
+    Param { name: "hotkeys-k", default: "32", kind: int(1, 1024), mutable: true, help: "Keys the hot-key sketch tracks (MERIDIAN.HOTKEYS, INFO hotkeys); changing it starts the sketch over" },
+    Param { name: "hotkeys-threshold", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Operations per second from which a top-k key is hot (replicated first; full state under repl-scope hot)" },
+    Param { name: "repl-scope", default: "* all", kind: Kind::Custom(crate::hot::scope::validate), mutable: true, help: "What ships to other regions per key pattern, first match wins: '<glob> all|hot, ...'; hot = full state while the key is hot, an invalidation while cold" },
     Param { name: "auto-aof-rewrite-min-size", default: "64mb", kind: Kind::Memory, mutable: true, help: "Log growth below which no automatic compaction happens" },
+    Param { name: "tracking-table-max-keys", default: "1000000", kind: int(0, i64::MAX), mutable: true, help: "Keys the client-side caching table may hold; past it, random keys are invalidated (0 = no limit)" },
+    Param { name: "admin-port", default: "auto", kind: Kind::Str, mutable: false, help: "HTTP port of the dashboard, /metrics (Prometheus), /health and /api/state: auto (= port + 1000 when port is below 31768, else none), no or -1 (none), 0 (any free port) or a port" },
+    Param { name: "admin-bind", default: "", kind: Kind::Str, mutable: false, help: "Address the admin port listens on (empty = the first bind address)" },
 ];
 
 pub fn find(name: &str) -> Option<&'static Param> {
@@ -126,6 +135,7 @@ pub fn validate(p: &Param, v: &str) -> Result<String, String> {
             _ => Err("argument must be 'yes' or 'no'".into()),
         },
         Kind::Str => Ok(v.to_string()),
+        Kind::Custom(check) => check(v),
         Kind::Enum(words) => {
             let l = v.to_ascii_lowercase();
             if words.contains(&l.as_str()) {

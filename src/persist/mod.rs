@@ -18,6 +18,8 @@
 //!
 //! What the node missed while down comes back through replication's full sync, not from here.
 
+mod commit;
+mod forget;
 mod log;
 mod record;
 mod snapshot;
@@ -356,6 +358,7 @@ impl Persist {
             if let Err(e) = log.sync() {
                 tracing::error!(error = %e, "final log fsync failed");
             }
+            log.stop();
         }
     }
 
@@ -367,7 +370,7 @@ impl Persist {
         let bg = self.bgsave_in_progress() as u8;
         let _ = write!(
             t,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{bg}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\naof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_fsync_pending_bytes:{}\r\nmeridian_persist_dir:{}\r\nmeridian_loaded_snapshot_keys:{}\r\nmeridian_loaded_log_records:{}\r\nmeridian_load_time_ms:{}\r\n",
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{bg}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\naof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_fsync_pending_bytes:{}\r\nmeridian_aof_fsyncs:{}\r\nmeridian_persist_dir:{}\r\nmeridian_loaded_snapshot_keys:{}\r\nmeridian_loaded_log_records:{}\r\nmeridian_load_time_ms:{}\r\n",
             self.dirty.load(Relaxed),
             self.last_save(),
             ok(self.last_save_ok.load(Relaxed)),
@@ -378,6 +381,7 @@ impl Persist {
             ok(self.write_ok.load(Relaxed)),
             aof.as_ref().map_or(0, |l| l.written().saturating_sub(self.log_at_save.load(Relaxed))),
             aof.as_ref().map_or(0, |l| l.unsynced()),
+            aof.as_ref().map_or(0, |l| l.fsyncs()),
             self.dir.display(),
             self.loaded.snapshot_keys,
             self.loaded.log_records,
@@ -398,22 +402,22 @@ fn remove_superseded(path: &Path) {
 }
 
 impl Persist {
-    /// Under `appendfsync always`: makes every record written so far durable. A connection
-    /// calls it after running a batch and before writing the batch's replies, so nothing is
-    /// acknowledged before it is on disk; concurrent callers share one fsync (group commit).
-    pub fn sync_before_reply(&self) {
+    /// Under `appendfsync always`: returns once every record written so far is on disk. A
+    /// connection awaits it after running a batch and before writing the batch's replies, so
+    /// nothing is acknowledged before it is durable. The fsync runs on the log's
+    /// `meridian-fsync` thread and covers every connection waiting at the time (group commit,
+    /// see `commit`); the awaiting task yields, so other connections keep running meanwhile.
+    pub async fn sync_before_reply(&self) {
         if self.fsync.load(Relaxed) != Fsync::Always as u8 {
             return;
         }
-        let guard = self.log.load();
-        let Some(log) = guard.as_ref() else { return };
-        if log.unsynced() == 0 {
-            return;
-        }
-        if let Err(e) = log.sync() {
-            if self.write_ok.swap(false, Relaxed) {
-                tracing::error!(error = %e, "log fsync failed: changes are not durable until it succeeds again");
-            }
+        let ticket = match self.log.load().as_ref() {
+            Some(log) => log.ticket(),
+            None => return,
+        };
+        let Some(ticket) = ticket else { return };
+        if !ticket.wait().await && self.write_ok.swap(false, Relaxed) {
+            tracing::error!("log fsync failed: changes are not durable until it succeeds again");
         }
     }
 }
@@ -424,14 +428,22 @@ impl DeltaSink for Persist {
         let guard = self.log.load();
         let Some(log) = guard.as_ref() else { return };
         // Under `always` the fsync happens once per connection batch, before its replies are
-        // written ([`Persist::sync_before_reply`]): a pipeline of 16 writes costs one fsync.
+        // written ([`Persist::sync_before_reply`]), shared by every connection waiting then.
         let result = ENCODE_BUF.with_borrow_mut(|buf| {
             buf.clear();
             for d in &deltas {
                 record::encode(buf, &d.key, &d.entry);
             }
-            log.append(buf, false)
+            log.append(buf)
         });
+        self.note_write(result);
+    }
+}
+
+impl Persist {
+    /// Tracks the outcome of a log write for INFO (`aof_last_write_status`), logging each
+    /// change of state once.
+    fn note_write(&self, result: std::io::Result<()>) {
         match result {
             Ok(()) => {
                 if !self.write_ok.swap(true, Relaxed) {

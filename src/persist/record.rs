@@ -4,7 +4,11 @@
 //! On-disk layout of one record:
 //! 1. a 12-byte header: payload length (u32 LE), CRC32C of the payload (u32 LE), CRC32C of
 //!    those first 8 header bytes (u32 LE) — so a damaged length is caught before it is used;
-//! 2. the payload: msgpack (rmp-serde) of `(key bytes, EntryDelta)`.
+//! 2. the payload: msgpack (rmp-serde) of `(key bytes, EntryDelta)` for a delta, or of
+//!    `(1, key bytes)` for a *local removal* ("forget"): the key left this node without being
+//!    deleted anywhere (MIGRATE moved it away), so replay must drop it rather than merge. The
+//!    first element's type (bytes or integer) tells the two apart; a log with no removals is
+//!    byte-identical to the format before removals existed.
 //!
 //! Reading classifies what follows a good record:
 //! - nothing: the end;
@@ -33,11 +37,36 @@ struct RecordRef<'a>(#[serde(with = "serde_bytes")] &'a [u8], &'a EntryDelta);
 #[derive(Deserialize)]
 struct RecordOwned(#[serde(with = "serde_bytes")] Vec<u8>, EntryDelta);
 
+/// Tag of a local-removal payload.
+const FORGET: u8 = 1;
+
+#[derive(Serialize)]
+struct ForgetRef<'a>(u8, #[serde(with = "serde_bytes")] &'a [u8]);
+
+#[derive(Deserialize)]
+struct ForgetOwned(u8, #[serde(with = "serde_bytes")] Vec<u8>);
+
 /// Appends one record for `key` to `out`.
 pub fn encode(out: &mut Vec<u8>, key: &[u8], delta: &EntryDelta) {
+    frame(out, |out| {
+        rmp_serde::encode::write(out, &RecordRef(key, delta))
+            .expect("encoding into a Vec cannot fail")
+    })
+}
+
+/// Appends a local-removal record for `key` to `out`: replay removes the key's entry.
+pub fn encode_forget(out: &mut Vec<u8>, key: &[u8]) {
+    frame(out, |out| {
+        rmp_serde::encode::write(out, &ForgetRef(FORGET, key))
+            .expect("encoding into a Vec cannot fail")
+    })
+}
+
+/// Writes a header placeholder, the payload, then fills the header in.
+fn frame(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
-    rmp_serde::encode::write(out, &RecordRef(key, delta)).expect("encoding into a Vec cannot fail");
+    payload(out);
     let len = (out.len() - start - HEADER) as u32;
     let crc = checksum(&out[start + HEADER..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -57,6 +86,8 @@ pub enum Next {
         delta: EntryDelta,
         end: usize,
     },
+    /// A good local-removal record; the next one starts at `end`.
+    Forget { key: Vec<u8>, end: usize },
     /// No bytes left.
     End,
     /// An incomplete final write starts here.
@@ -103,7 +134,13 @@ pub fn next(buf: &[u8], off: usize) -> Next {
             delta,
             end: off + HEADER + len,
         },
-        Err(_) => Next::Corrupt("payload does not decode"),
+        Err(_) => match rmp_serde::from_slice::<ForgetOwned>(payload) {
+            Ok(ForgetOwned(FORGET, key)) => Next::Forget {
+                key,
+                end: off + HEADER + len,
+            },
+            _ => Next::Corrupt("payload does not decode"),
+        },
     }
 }
 
@@ -140,6 +177,16 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         assert!(matches!(next(&bad, first), Next::Torn));
+        // A removal record reads back as one, between deltas.
+        let mut mixed = buf[..first].to_vec();
+        encode_forget(&mut mixed, b"gone");
+        let mid = mixed.len();
+        encode(&mut mixed, b"b", &sample());
+        match next(&mixed, first) {
+            Next::Forget { key, end } => assert_eq!((key.as_slice(), end), (&b"gone"[..], mid)),
+            other => panic!("expected a removal, got {other:?}"),
+        }
+        assert!(matches!(next(&mixed, mid), Next::Record { .. }));
         // A damaged length is caught by the header checksum.
         let mut bad = buf.clone();
         bad[0] ^= 0x40;

@@ -104,6 +104,8 @@ pub fn load(path: &Path, ks: &Keyspace) -> Result<(u64, u64), PersistError> {
                 off = end;
             }
             Next::End => break,
+            // A snapshot holds what is here; removals belong to the log only.
+            Next::Forget { .. } => return Err(bad(off, "unexpected removal record")),
             Next::Torn => return Err(bad(off, "truncated record")),
             Next::Corrupt(reason) => return Err(bad(off, reason)),
         }

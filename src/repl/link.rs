@@ -11,7 +11,8 @@
 //! - At most [`WINDOW`] batches are unacknowledged: a slow peer slows its link, never memory.
 //! - `acked` only grows; WAIT reads it.
 
-use super::wire::{self, KeyEntry, ReplMsg};
+use super::scope::{ScopeState, Ship, COLD_DELAY};
+use super::wire::{self, Invalidation, KeyEntry, ReplMsg};
 use super::Transport;
 use crate::cluster::SlotSet;
 use crate::store::{Keyspace, SLOTS};
@@ -73,6 +74,11 @@ pub struct Outbox {
     pub(super) repair: super::repair::Repair,
     /// Ack timing: the adaptive timeout after which a batch counts as lost.
     rtt: super::pacing::Rtt,
+    /// A hot key's change is queued (at the front): send without the cold delay.
+    urgent: bool,
+    /// Bumped whenever the watermark is reset (a new session, gained slots): a batch built
+    /// across a reset promises nothing.
+    resets: u64,
 }
 
 struct InFlight {
@@ -106,7 +112,7 @@ pub struct Link {
     pub bytes_sent: AtomicU64,
     pub connected: AtomicBool,
     /// Stamp time (NTP64) the peer is known to hold every change of ours below (from acks of
-    /// batches; see [`Link::delivered_below`] for the value that also honours `hold`).
+    /// batches; see `Link::promise` for the value that also honours `hold`).
     pub watermark: AtomicU64,
     /// The smallest delivery promise received from the links whose changes we forward to this
     /// one (u64::MAX: none): deltas still on their way to us may be forwarded here later, with
@@ -115,6 +121,12 @@ pub struct Link {
     pub created: Instant,
     last_batch: Mutex<Instant>,
     pub stop: Notify,
+    /// The node's hot set and `repl-scope` rules (region links only; see `repl::scope`).
+    pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,
+    /// Wakes a link waiting out the cold delay when a hot key's change arrives.
+    urgent_wake: Notify,
+    /// Keys this link reported as invalidations instead of full state.
+    pub invalidations_sent: AtomicU64,
 }
 
 impl Link {
@@ -148,6 +160,8 @@ impl Link {
                 hold: None,
                 repair,
                 rtt: Default::default(),
+                urgent: false,
+                resets: 0,
             }),
             wake: Notify::new(),
             acked: AtomicU64::new(0),
@@ -159,7 +173,23 @@ impl Link {
             created: Instant::now(),
             last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
+            scope: Default::default(),
+            urgent_wake: Notify::new(),
+            invalidations_sent: AtomicU64::new(0),
         }
+    }
+
+    /// Shares the replicator's scope state with this link.
+    pub fn with_scope(mut self, scope: Arc<arc_swap::ArcSwapOption<ScopeState>>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The scope state, on a region link with one installed.
+    fn region_scope(&self) -> Option<Arc<ScopeState>> {
+        (self.kind == LinkKind::Region)
+            .then(|| self.scope.load_full())
+            .flatten()
     }
 
     /// Records published keys (already filtered by slot and origin) and the offset they reach.
@@ -167,14 +197,26 @@ impl Link {
     /// batch may claim to cover (a forwarded merge, an import) holds the promise below it until
     /// it is acknowledged.
     pub fn record<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, offset: u64, oldest: u64) {
+        let scope = self.region_scope();
         let mut o = self.outbox.lock();
         let mut any = false;
+        let mut urgent = false;
         for k in keys {
             any = true;
             if !o.queued.contains(k) {
                 o.queued.insert(k.into());
-                o.queue.push_back(k.into());
+                // The priority lane: a hot key's change goes first (`repl::scope`).
+                if scope.as_ref().is_some_and(|s| s.urgent(k)) {
+                    o.queue.push_front(k.into());
+                    urgent = true;
+                } else {
+                    o.queue.push_back(k.into());
+                }
             }
+        }
+        if urgent {
+            o.urgent = true;
+            self.urgent_wake.notify_one();
         }
         o.seen = o.seen.max(offset);
         if any && oldest <= covered_now() {
@@ -221,13 +263,11 @@ impl Link {
 
     /// The delivery promise this link makes to its peer: every change it would send stamped at
     /// or below the returned time has been acknowledged. It honours acknowledged coverage, the
-    /// hold of old-stamped changes not yet acknowledged, and what is still upstream.
-    pub fn delivered_below(&self) -> u64 {
-        let hold = self
-            .outbox
-            .lock()
-            .hold
-            .map_or(u64::MAX, |h| h.1.saturating_sub(1));
+    /// hold of old-stamped changes not yet acknowledged, and what is still upstream. Read with
+    /// the outbox locked: the watermark only changes under that lock, so a promise cannot mix
+    /// an old coverage with a new session or newly gained slots.
+    fn promise(&self, o: &Outbox) -> u64 {
+        let hold = o.hold.map_or(u64::MAX, |h| h.1.saturating_sub(1));
         self.watermark
             .load(Relaxed)
             .min(hold)
@@ -237,9 +277,10 @@ impl Link {
     /// Starts a new session with a full sync (a new peer, or one that lost its state).
     pub fn restart_session(&self) {
         let slots = self.slots.lock().clone();
+        let mut o = self.outbox.lock();
         // The full sync sends old stamps again: nothing is promised until it is acknowledged.
         self.watermark.store(0, Relaxed);
-        let mut o = self.outbox.lock();
+        o.resets += 1;
         o.session = rand::random::<u64>() | 1;
         o.fresh = true;
         // Not a full sync: a digest round finds the slots that differ (`repl::repair`).
@@ -262,14 +303,22 @@ impl Link {
         *slots = new;
         drop(slots);
         if !gained.is_empty() {
-            // The gained slots' keys go out with their old stamps: promise nothing until the
-            // session's coverage is acknowledged past them. A digest round finds which differ.
+            // The gained slots' keys go out with their old stamps: promise nothing until a batch
+            // built after the repair of them is acknowledged. Batches already in flight were
+            // complete without those slots: their claims are void. A digest round finds which
+            // of the gained slots differ (`repl::repair`).
+            let mut o = self.outbox.lock();
             self.watermark.store(0, Relaxed);
+            o.resets += 1;
+            for b in o.inflight.iter_mut() {
+                b.upto = 0;
+            }
             let mut set = SlotSet::default();
             for s in gained {
                 set.insert(s);
             }
-            self.outbox.lock().repair.add(&set);
+            o.repair.add(&set);
+            drop(o);
             self.wake.notify_one();
         }
     }
@@ -301,9 +350,10 @@ impl Link {
         if o.hold.is_some_and(|h| h.0 <= reached) {
             o.hold = None;
         }
+        // Under the lock: a session restart or a slot gain resets it under the same lock.
+        self.watermark.fetch_max(covers, Relaxed);
         drop(o);
         self.acked.fetch_max(reached, Relaxed);
-        self.watermark.fetch_max(covers, Relaxed);
         self.wake.notify_one();
     }
 
@@ -318,8 +368,6 @@ impl Link {
         if let Some(question) = self.repair_frame(ks, from) {
             return Some(question);
         }
-        // Read before the batch is built: the promise may only speak of batches before it.
-        let promise = self.delivered_below();
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
         let mut timed_out = false;
@@ -354,6 +402,8 @@ impl Link {
         let seen = o.seen;
         // Read after `seen`: every change published before this instant is at or below it.
         let covers = covered_now();
+        // What the peer already acknowledged, read with the session and the slots it holds.
+        let (promise, resets) = (self.promise(&o), o.resets);
         // Full slots only once the changed keys are drained (see `repair::slots_now`).
         let resync_from = if super::repair::slots_now(&mut o, keys.len()) {
             o.resync
@@ -362,30 +412,44 @@ impl Link {
         };
         let session = o.session;
         let fresh = o.fresh;
+        o.urgent = false;
         drop(o);
+        let scope = self.region_scope();
         let mut bytes = 0;
         let mut entries: Vec<KeyEntry> = Vec::with_capacity(keys.len());
-        for k in &keys {
-            if let Some(e) = ks.entry(k) {
-                bytes += k.len() + e.value().map_or(0, |v| v.len()) + 64;
+        let mut invalidations: Vec<Invalidation> = Vec::new();
+        // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
+        let mut add = |key: Box<[u8]>, e: crate::crdt::Entry, bytes: &mut usize| match scope
+            .as_ref()
+            .map(|s| s.ship(&key, &e))
+        {
+            Some(Ship::Invalidate(stamp)) => {
+                *bytes += key.len() + 24;
+                invalidations.push(Invalidation { key, stamp });
+            }
+            _ => {
+                *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
                 entries.push(KeyEntry {
-                    key: k.clone(),
+                    key,
                     entry: e.to_delta(),
                 });
+            }
+        };
+        for k in &keys {
+            if let Some(e) = ks.entry(k) {
+                add(k.clone(), e, &mut bytes);
             }
         }
         let mut synced = Vec::new();
         let keyed_bytes = bytes;
         if let Some(mut slot) = resync_from {
             let slots = self.outbox.lock().resync_slots.clone();
-            while slot < SLOTS && bytes < BATCH_BYTES && entries.len() < BATCH_KEYS * 4 {
+            let mut n = keys.len();
+            while slot < SLOTS && bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
-                        bytes += k.len() + e.value().map_or(0, |v| v.len()) + 64;
-                        entries.push(KeyEntry {
-                            key: k,
-                            entry: e.to_delta(),
-                        });
+                        add(k, e, &mut bytes);
+                        n += 1;
                     }
                     synced.push(slot as u16);
                 }
@@ -398,6 +462,7 @@ impl Link {
             requeue(&mut o, keys);
             return None;
         }
+        let promise = if o.resets == resets { promise } else { 0 };
         for &s in &synced {
             o.resync_slots.remove(s);
         }
@@ -409,10 +474,11 @@ impl Link {
         let complete = o.queue.is_empty() && o.resync.is_none() && !o.repair.busy();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
+        // An empty batch is worth sending for a new claim or the keep-alive only.
         let claimed = upto == 0
             || upto <= self.acked.load(Relaxed)
             || o.inflight.iter().any(|b| b.upto >= upto);
-        if entries.is_empty() && !fresh && recent && claimed {
+        if entries.is_empty() && invalidations.is_empty() && !fresh && recent && claimed {
             return None;
         }
         *self.last_batch.lock() = Instant::now();
@@ -438,7 +504,9 @@ impl Link {
             upto,
             entries,
         };
-        match wire::encode(msg, promise) {
+        self.invalidations_sent
+            .fetch_add(invalidations.len() as u64, Relaxed);
+        match wire::encode_with(msg, promise, invalidations) {
             Ok(frame) => {
                 if repairing {
                     self.outbox.lock().repair.counts.bytes += frame.len() as u64;
@@ -529,10 +597,54 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = link.stop.notified() => return,
         }
-        // A few cold keys wait a moment for company (see `repl::pacing`).
-        let queued = link.outbox.lock().queue.len();
-        if queued > 0 && queued < super::pacing::BATCH_NOW {
-            tokio::time::sleep(super::pacing::BATCH_DELAY).await;
+        // A few cold changes on a region link wait a moment to share a batch; hot ones, and
+        // enough keys to fill a good batch, do not (`repl::pacing`).
+        let wait = link.region_scope().is_some() && {
+            let o = link.outbox.lock();
+            !o.urgent && !o.queue.is_empty() && o.queue.len() < super::pacing::BATCH_NOW
+        };
+        if wait {
+            tokio::select! {
+                _ = tokio::time::sleep(COLD_DELAY) => {}
+                _ = link.urgent_wake.notified() => {}
+                _ = link.stop.notified() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::*;
+    use crate::hot::{scope::ScopeRules, HotKeys};
+
+    #[test]
+    fn a_hot_key_jumps_the_queue_of_a_region_link_only() {
+        let hot = Arc::new(HotKeys::new(8, 0, 1));
+        for _ in 0..100 {
+            hot.record(b"h");
+        }
+        hot.refresh(Instant::now());
+        assert!(hot.is_hot(b"h"));
+        let scope: Arc<arc_swap::ArcSwapOption<ScopeState>> = Default::default();
+        scope.store(Some(Arc::new(ScopeState {
+            hot,
+            rules: ScopeRules::default(),
+        })));
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let slots = SlotSet::from_ranges(&[(0, 16383)]);
+        let keys: [&[u8]; 3] = [b"c1", b"c2", b"h"];
+        for (kind, want) in [
+            (LinkKind::Region, vec![&b"h"[..], b"c1", b"c2"]),
+            (LinkKind::Replica, vec![&b"c1"[..], b"c2", b"h"]),
+        ] {
+            let link =
+                Link::new(2, kind, String::new(), addr, slots.clone(), 0).with_scope(scope.clone());
+            link.record(keys.iter().copied(), 3, u64::MAX);
+            let o = link.outbox.lock();
+            let queued: Vec<&[u8]> = o.queue.iter().map(|k| &k[..]).collect();
+            assert_eq!(queued, want, "{kind:?}");
+            assert_eq!(o.urgent, kind == LinkKind::Region);
         }
     }
 }

@@ -19,6 +19,7 @@
 pub mod link;
 pub mod pacing;
 pub mod repair;
+pub mod scope;
 pub mod wire;
 
 pub use link::{Link, LinkKind};
@@ -80,6 +81,10 @@ pub struct Inbound {
     pub last: std::time::Instant,
     pub batches: u64,
     pub bytes: u64,
+    /// Entries from this peer whose stamps raised a skew alarm, and when the latest did: how
+    /// the dashboard and metrics tell *which* peer's clock is ahead.
+    pub skew_alarms: u64,
+    pub last_skew: Option<std::time::Instant>,
 }
 
 pub struct Replicator {
@@ -100,8 +105,18 @@ pub struct Replicator {
     /// What each peer sent us.
     heard: Mutex<HashMap<u64, Inbound>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Acks being sent (see `on_frame`); aborted at shutdown: a lost ack only makes the peer
+    /// send the batch again.
+    acks: Mutex<tokio::task::JoinSet<()>>,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
+    /// The hot set and `repl-scope` rules every region link consults (`repl::scope`).
+    scope: Arc<arc_swap::ArcSwapOption<scope::ScopeState>>,
+    /// Invalidations received recently, keeping older full state of their keys out.
+    guard: scope::Guard,
+    /// Invalidations received, and those that dropped a local copy.
+    pub invalidations_received: AtomicU64,
+    pub invalidations_applied: AtomicU64,
 }
 
 impl Replicator {
@@ -117,8 +132,13 @@ impl Replicator {
             promises: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            acks: Mutex::new(tokio::task::JoinSet::new()),
             batches_received: AtomicU64::new(0),
             entries_received: AtomicU64::new(0),
+            scope: Default::default(),
+            guard: Default::default(),
+            invalidations_received: AtomicU64::new(0),
+            invalidations_applied: AtomicU64::new(0),
         })
     }
 
@@ -160,9 +180,9 @@ impl Replicator {
     /// The stamp time (NTP64) up to which replication is complete in both directions, or
     /// [`Keyspace::STANDALONE`] without links: every peer holds every change of ours at or
     /// below it (acks), and every peer's changes at or below it have reached us (their
-    /// delivery promises). Tombstones and evictions wait for it: a tombstone collected
-    /// earlier could be missed by a peer, or a concurrent older write still on its way could
-    /// find the key gone and bring it back.
+    /// delivery promises). Tombstones wait for it: a tombstone collected earlier could be
+    /// missed by a peer, or a concurrent older write still on its way could find the key gone
+    /// and bring it back. (Eviction waits only for the acks: see `publish_watermark`.)
     pub fn watermark(&self) -> u64 {
         let links = self.links.read();
         let promises = self.promises.lock();
@@ -216,7 +236,14 @@ impl Replicator {
     /// Hands the current watermark to the keyspace (the cluster runtime calls it each tick).
     pub fn publish_watermark(&self) {
         self.refresh_upstream();
-        self.ks().set_peer_watermark(self.watermark());
+        let acked = self
+            .links
+            .read()
+            .values()
+            .map(|l| l.watermark.load(Relaxed))
+            .min()
+            .unwrap_or(Keyspace::STANDALONE);
+        self.ks().set_watermarks(self.watermark(), acked);
     }
 
     /// Makes the set of links equal to `want`: new links start a session with a full sync,
@@ -236,14 +263,10 @@ impl Replicator {
                 l.set_slots(w.slots);
                 continue;
             }
-            let link = Arc::new(Link::new(
-                w.peer,
-                w.kind,
-                w.group,
-                w.addr,
-                w.slots,
-                self.offset(),
-            ));
+            let link = Arc::new(
+                Link::new(w.peer, w.kind, w.group, w.addr, w.slots, self.offset())
+                    .with_scope(self.scope.clone()),
+            );
             links.insert(w.peer, link.clone());
             let ks = self.ks().clone();
             let transport = self.transport.clone();
@@ -257,7 +280,7 @@ impl Replicator {
 
     /// Handles one replication frame from the mesh.
     pub async fn on_frame(&self, frame: &[u8]) {
-        let (msg, promise) = match wire::decode(frame) {
+        let (msg, promise, invalidations) = match wire::decode_with(frame) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping a bad replication frame");
@@ -278,6 +301,8 @@ impl Replicator {
                 last: std::time::Instant::now(),
                 batches: 0,
                 bytes: 0,
+                skew_alarms: 0,
+                last_skew: None,
             });
             let was_silent = h.last.elapsed() > Duration::from_secs(1);
             h.last = std::time::Instant::now();
@@ -315,9 +340,20 @@ impl Replicator {
                         .get(&from)
                         .is_some_and(|s| s.0 == session);
                 let delivered_below = if known { promise } else { 0 };
-                for e in &entries {
-                    ks.merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below);
+                let mut alarms = 0;
+                for e in entries.iter().filter(|e| !self.invalidated(e)) {
+                    alarms += ks
+                        .merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below)
+                        .1
+                        .is_some() as u64;
                 }
+                if alarms > 0 {
+                    if let Some(h) = self.heard.lock().get_mut(&from) {
+                        h.skew_alarms += alarms;
+                        h.last_skew = Some(std::time::Instant::now());
+                    }
+                }
+                self.apply_invalidations(&invalidations);
                 // Merges are never refused (that would lose a peer's writes), but they count
                 // against maxmemory like local writes: evict for them now, under the policy.
                 // Under `noeviction` the next local write gets the OOM error instead.
@@ -346,9 +382,21 @@ impl Replicator {
                 let addr = self.links.read().get(&from).map(|l| *l.addr.lock());
                 match (addr, wire::encode(ack, 0)) {
                     (Some(addr), Ok(frame)) => {
-                        if let Err(e) = self.transport.send(addr, frame).await {
-                            tracing::debug!(error = %e, "cannot send a replication ack");
-                        }
+                        // Sent from its own task: this runs on the node's inbound loop, which
+                        // also carries membership datagrams, and a send to a peer that just
+                        // became unreachable waits for a dial (up to the mesh's handshake
+                        // timeout). Awaited here, a partition of another region stalled the
+                        // loop for that long per queued batch, the region's own membership
+                        // datagrams were dropped meanwhile, and its nodes judged each other
+                        // down (found by the compose demo, regions/demo.sh).
+                        let transport = self.transport.clone();
+                        let mut acks = self.acks.lock();
+                        while acks.try_join_next().is_some() {}
+                        acks.spawn(async move {
+                            if let Err(e) = transport.send(addr, frame).await {
+                                tracing::debug!(task = "repl-ack", error = %e, "cannot send a replication ack");
+                            }
+                        });
                     }
                     (None, _) => {
                         tracing::debug!(peer = %format_args!("{from:x}"), "batch from a node we have no link to")
@@ -507,6 +555,7 @@ impl Replicator {
         for l in self.links.write().drain() {
             l.1.stop.notify_one();
         }
+        self.acks.lock().abort_all();
         let mut tasks = std::mem::take(&mut *self.tasks.lock());
         while tasks.join_next().await.is_some() {}
     }

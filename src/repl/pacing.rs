@@ -16,8 +16,8 @@
 //!   partition (which QUIC may not notice) has healed, and waiting out a backed-off RTO of up to
 //!   [`MAX_RTO`] would only delay the catch-up. A slow peer that keeps talking does not trigger
 //!   it, so it does not cause a burst of re-sends.
-//! - **Batching delay.** A link woken by a publish with only a few keys queued waits
-//!   [`BATCH_DELAY`] before building the batch, so that writes of the next instant share its
+//! - **Batching delay.** A region link woken by a publish with only a few cold keys queued
+//!   waits `repl::scope::COLD_DELAY` before building the batch, so that writes of the next instant share its
 //!   frame (one frame header, one compression) and repeated writes to a key coalesce. The
 //!   delay is skipped when enough keys are already queued to fill a good batch.
 
@@ -29,8 +29,6 @@ pub const INITIAL_RTO: Duration = Duration::from_secs(2);
 pub const MIN_RTO: Duration = Duration::from_millis(200);
 /// Never wait longer than this for an ack.
 pub const MAX_RTO: Duration = Duration::from_secs(8);
-/// How long a cold write may wait for company before its batch leaves.
-pub const BATCH_DELAY: Duration = Duration::from_millis(1);
 /// How often a backing-off link probes its peer.
 pub const PROBE_EVERY: Duration = Duration::from_millis(300);
 /// Queued keys from which a batch leaves without the delay.

@@ -37,6 +37,22 @@ pub enum ReplFrame {
         msg: ReplMsg,
         delivered_below: u64,
     },
+    /// V2 plus invalidations (`repl-scope hot`, see `repl::scope`): keys whose changes this
+    /// batch reports by key and stamp only. Sent only when a batch carries some, so nodes that
+    /// never scope keep speaking V2.
+    V3 {
+        msg: ReplMsg,
+        delivered_below: u64,
+        invalidations: Vec<Invalidation>,
+    },
+}
+
+/// A cold key changed: the receiver drops its copy if every stamp of it is older than `stamp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invalidation {
+    #[serde(with = "serde_bytes")]
+    pub key: Box<[u8]>,
+    pub stamp: crate::crdt::Stamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,14 +126,29 @@ pub enum WireError {
 /// Encodes a message; bodies of [`COMPRESS_FROM`] bytes or more are compressed (deflate up to
 /// [`DEFLATE_UPTO`], LZ4 beyond) when that saves at least an eighth.
 pub fn encode(msg: ReplMsg, delivered_below: u64) -> Result<bytes::Bytes, WireError> {
+    encode_with(msg, delivered_below, Vec::new())
+}
+
+/// [`encode`] with invalidations (a V3 frame when there are any).
+pub fn encode_with(
+    msg: ReplMsg,
+    delivered_below: u64,
+    invalidations: Vec<Invalidation>,
+) -> Result<bytes::Bytes, WireError> {
     let mut buf = vec![CLASS_REPL];
-    rmp_serde::encode::write(
-        &mut buf,
-        &ReplFrame::V2 {
+    let frame = if invalidations.is_empty() {
+        ReplFrame::V2 {
             msg,
             delivered_below,
-        },
-    )?;
+        }
+    } else {
+        ReplFrame::V3 {
+            msg,
+            delivered_below,
+            invalidations,
+        }
+    };
+    rmp_serde::encode::write(&mut buf, &frame)?;
     if buf.len() > COMPRESS_FROM && buf.len() <= DEFLATE_UPTO {
         let packed = miniz_oxide::deflate::compress_to_vec(&buf[1..], 1);
         if packed.len() + 5 < buf.len() - buf.len() / 8 {
@@ -142,6 +173,11 @@ pub fn encode(msg: ReplMsg, delivered_below: u64) -> Result<bytes::Bytes, WireEr
 /// Decodes a frame into its message and delivery promise; checks the claimed size of a
 /// compressed body before allocating it.
 pub fn decode(frame: &[u8]) -> Result<(ReplMsg, u64), WireError> {
+    decode_with(frame).map(|(m, p, _)| (m, p))
+}
+
+/// [`decode`], also returning the frame's invalidations (empty before V3).
+pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), WireError> {
     let body: std::borrow::Cow<'_, [u8]> = match frame.first() {
         None => return Err(WireError::Empty),
         Some(&CLASS_REPL) => frame[1..].into(),
@@ -168,11 +204,16 @@ pub fn decode(frame: &[u8]) -> Result<(ReplMsg, u64), WireError> {
         Some(&c) => return Err(WireError::Class(c)),
     };
     Ok(match rmp_serde::from_slice(&body)? {
-        ReplFrame::V1(m) => (m, 0),
+        ReplFrame::V1(m) => (m, 0, Vec::new()),
         ReplFrame::V2 {
             msg,
             delivered_below,
-        } => (msg, delivered_below),
+        } => (msg, delivered_below, Vec::new()),
+        ReplFrame::V3 {
+            msg,
+            delivered_below,
+            invalidations,
+        } => (msg, delivered_below, invalidations),
     })
 }
 
@@ -283,5 +324,26 @@ mod tests {
             plain.len()
         );
         assert_eq!(decode(&frame).unwrap(), (m, 9));
+    }
+
+    #[test]
+    fn invalidations_ride_a_v3_frame_and_plain_batches_stay_v2() {
+        let m = ReplMsg::Ack {
+            from: 1,
+            session: 2,
+            batch: 3,
+            upto: 4,
+            need_resync: false,
+        };
+        let inv = vec![Invalidation {
+            key: b"session:1"[..].into(),
+            stamp: crate::crdt::Stamp::new(77, 5),
+        }];
+        let frame = encode_with(m.clone(), 9, inv.clone()).unwrap();
+        assert_eq!(decode_with(&frame).unwrap(), (m.clone(), 9, inv));
+        // Readers of V2 get the message and promise; without invalidations it is a V2 frame.
+        assert_eq!(decode(&frame).unwrap(), (m.clone(), 9));
+        let plain = encode_with(m.clone(), 9, Vec::new()).unwrap();
+        assert_eq!(plain, encode(m, 9).unwrap());
     }
 }

@@ -51,6 +51,7 @@ pub async fn serve(
         return;
     };
     let mut client = ClientState::new(handle.clone(), settings.requirepass.is_none());
+    node.tracking.attach(client.track.mailbox.clone());
     let why = run(&node, &mut stream, &mut client, shutdown).await;
     tracing::debug!(client = handle.id, %peer, reason = ?why, "connection closed");
     // Forget this client's WATCHes and registration.
@@ -58,6 +59,7 @@ pub async fn serve(
         node.keyspace.unwatch(&key);
     }
     node.leases.disconnected(handle.id);
+    node.tracking.detach(handle.id);
     node.clients.unregister(handle.id);
 }
 
@@ -71,6 +73,9 @@ async fn run(
     let mut out = Out::new(Protocol::Resp2);
     let mut spans: Vec<(u32, u32)> = Vec::with_capacity(16);
     let handle = client.handle.clone();
+    // Invalidation pushes for this connection (client-side caching): drained after each
+    // command's reply, and written at once when they arrive while the client is idle.
+    let mailbox = client.track.mailbox.clone();
     // Settings are cached and refreshed only when CONFIG SET changed them.
     let mut s = node.config.settings();
     let mut version = node.config.version();
@@ -104,8 +109,18 @@ async fn run(
                 Err(e) => return Close::Io(e),
             },
             why = &mut stop => return why,
+            _ = mailbox.notify.notified() => 0,
             _ = &mut idle, if s.timeout_secs > 0 => return Close::Idle,
         };
+        if n == 0 {
+            // Woken for pushes only: nothing new to parse.
+            if mailbox.drain_into(&mut out.buf) {
+                if let Err(e) = write_out(node, stream, &mut out.buf).await {
+                    return Close::Io(e);
+                }
+            }
+            continue;
+        }
         node.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
         if handle.killed.load(Relaxed) {
             return Close::Killed;
@@ -142,9 +157,11 @@ async fn run(
             }
             pos += parsed.consumed;
             if let Some(wait) = client.blocked.take() {
+                node.tracking.end_batch(handle.id);
                 let reply = wait.await;
                 reply(&mut out);
             }
+            mailbox.drain_into(&mut out.buf);
             if client.close_after_reply {
                 failed = Some(Close::Quit);
                 break;
@@ -159,9 +176,12 @@ async fn run(
             }
         }
         inbuf.advance(pos);
+        // BCAST announcements of this batch's writes, grouped (our own come after our replies).
+        node.tracking.end_batch(handle.id);
+        mailbox.drain_into(&mut out.buf);
         // `appendfsync always`: the batch's writes reach the disk before any reply says so.
         if let Some(p) = &node.persist {
-            p.sync_before_reply();
+            p.sync_before_reply().await;
         }
         *handle.last_cmd.lock() = client.last_cmd;
         handle
@@ -170,13 +190,9 @@ async fn run(
         handle.in_multi.store(client.multi.is_some(), Relaxed);
         handle.resp.store(if out.resp3() { 3 } else { 2 }, Relaxed);
         if !out.is_empty() {
-            node.stats
-                .net_output_bytes
-                .fetch_add(out.len() as u64, Relaxed);
-            if let Err(e) = stream.write_all(&out.buf).await {
+            if let Err(e) = write_out(node, stream, &mut out.buf).await {
                 return Close::Io(e);
             }
-            out.buf.clear();
             // Give back the memory of a huge reply.
             if out.buf.capacity() > 1024 * 1024 {
                 out.buf = BytesMut::with_capacity(16 * 1024);
@@ -194,4 +210,18 @@ async fn run(
             return Close::QueryBuffer;
         }
     }
+}
+
+/// Writes everything buffered for the client in one call, counts it, and empties the buffer.
+async fn write_out(
+    node: &Node,
+    stream: &mut TcpStream,
+    buf: &mut bytes::BytesMut,
+) -> std::io::Result<()> {
+    node.stats
+        .net_output_bytes
+        .fetch_add(buf.len() as u64, Relaxed);
+    stream.write_all(buf).await?;
+    buf.clear();
+    Ok(())
 }

@@ -34,6 +34,8 @@ pub enum ServerError {
     Cluster(crate::cluster::runtime::StartError),
     #[error("cannot load the data directory: {0}")]
     Persist(crate::persist::PersistError),
+    #[error("{0}")]
+    Admin(crate::admin::AdminError),
 }
 
 /// A running node.
@@ -120,6 +122,10 @@ pub async fn spawn_with(
         addrs.push(local);
         listeners.push(listener);
     }
+    // 3b. The admin port's listener, bound before anything starts that would need stopping.
+    let admin = crate::admin::serve::bind(&config, addrs[0].port())
+        .await
+        .map_err(ServerError::Admin)?;
     // 4. Cluster layer (mesh, membership, replication) when this node is part of a region.
     let (cluster, runtime) = match (cluster, s.cluster.enabled) {
         (Some(c), _) => (Some(c), None),
@@ -145,7 +151,12 @@ pub async fn spawn_with(
     node.port.store(addrs[0].port() as u64, Relaxed);
     // 6. Background tasks.
     tasks.spawn(expire_task(node.clone(), shutdown_rx.clone()));
+    // 6b. The admin HTTP port (dashboard, /metrics, /health), when configured.
+    if let Some(l) = admin {
+        crate::admin::serve::spawn(&mut tasks, node.clone(), l, shutdown_rx.clone());
+    }
     tasks.spawn(persist.run(shutdown_rx.clone()));
+    tasks.spawn(node.hot.clone().run(shutdown_rx.clone()));
     tracing::info!(node = %format_args!("{node_id:x}"), addrs = ?addrs, region = %s.region, "meridian ready");
     Ok(Running {
         node,

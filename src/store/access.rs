@@ -23,11 +23,13 @@ pub enum Policy {
     VolatileTtl,
     /// SIEVE (Zhang et al., NSDI'24): a FIFO per slot with a visited bit and a moving hand.
     AllkeysSieve,
+    /// TinyLFU admission over sampled LRU (`store::tinylfu`).
+    AllkeysTinyLfu,
 }
 
 impl Policy {
     /// Every policy, in the order of the `maxmemory-policy` parameter's word list.
-    pub const ALL: [Policy; 9] = [
+    pub const ALL: [Policy; 10] = [
         Policy::NoEviction,
         Policy::AllkeysLru,
         Policy::AllkeysLfu,
@@ -37,6 +39,7 @@ impl Policy {
         Policy::VolatileRandom,
         Policy::VolatileTtl,
         Policy::AllkeysSieve,
+        Policy::AllkeysTinyLfu,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Policy {
             Policy::VolatileRandom => "volatile-random",
             Policy::VolatileTtl => "volatile-ttl",
             Policy::AllkeysSieve => "allkeys-sieve",
+            Policy::AllkeysTinyLfu => "allkeys-tinylfu",
         }
     }
 

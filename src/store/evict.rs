@@ -6,8 +6,9 @@
 //! the limit or answers OOM, as Redis's processCommand does. Without a limit the check is one
 //! relaxed load.
 //!
-//! Victims are chosen like Redis (random samples feeding a pool of the 16 best candidates) or by
-//! SIEVE (see `store::sieve`). Eviction is local: the node is dropped from this node's table —
+//! Victims are chosen like Redis (random samples feeding a pool of the 16 best candidates), by
+//! SIEVE (see `store::sieve`), or from the pool by TinyLFU frequency with newcomers competing
+//! for admission (see `store::tinylfu`). Eviction is local: the node is dropped from this node's table —
 //! no tombstone, no delta — and three rules keep it from changing what the replicated keyspace
 //! converges to (docs/eviction.md):
 //! - only live entries are evicted; tombstones stay until the collector proves them useless;
@@ -21,6 +22,7 @@
 use super::access::{Policy, Tracking};
 use super::shard::{Node, Shard};
 use super::sieve::Sieve;
+use super::tinylfu::{self, TinyLfu};
 use super::{Keyspace, SLOTS};
 use crate::crdt::{Contributions, Entry, EntryDelta, NodeId};
 use hashbrown::HashMap;
@@ -55,6 +57,8 @@ pub struct Eviction {
     pub evicted: AtomicU64,
     /// The candidate pool; its lock also lets one thread evict at a time.
     pool: Mutex<Vec<Candidate>>,
+    /// Frequency sketch and newcomers of `allkeys-tinylfu`.
+    pub(super) tinylfu: TinyLfu,
 }
 
 /// A sampled key and how good a victim it is (larger = evict first).
@@ -77,6 +81,7 @@ impl Default for Eviction {
             cursor: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             pool: Mutex::new(Vec::with_capacity(POOL)),
+            tinylfu: TinyLfu::default(),
         }
     }
 }
@@ -96,6 +101,7 @@ impl Eviction {
         let old = self.policy.swap(s.policy.to_u8(), Relaxed);
         if old != s.policy.to_u8() {
             self.pool.lock().clear();
+            self.tinylfu.clear();
             if s.policy == Policy::AllkeysSieve {
                 self.sieve_epoch.fetch_add(1, Relaxed);
             }
@@ -283,12 +289,14 @@ impl Keyspace {
         shard.touch(key);
         Floors::keep(&mut shard.floors, key, self.clock.node(), &node.entry);
         self.evict.evicted.fetch_add(1, Relaxed);
+        // Client-side caches must drop it too (Redis invalidates evicted keys).
+        self.publish_dropped(&[Box::from(key)]);
         footprint(&node)
     }
 
     fn evict_sieve(&self) -> Option<usize> {
         let epoch = self.evict.sieve_epoch.load(Relaxed);
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         // Two rounds: the first may only clear visited bits.
         for _ in 0..2 * SLOTS {
             let slot = self.evict.cursor.fetch_add(1, Relaxed) % SLOTS;
@@ -313,7 +321,7 @@ impl Keyspace {
 
     fn evict_random(&self, policy: Policy) -> Option<usize> {
         let volatile = policy.volatile_only();
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         let mut rng = rand::thread_rng();
         let start = rng.gen_range(0..SLOTS);
         for i in 0..SLOTS {
@@ -340,8 +348,16 @@ impl Keyspace {
     /// evict the best one that still exists.
     fn evict_pooled(&self, policy: Policy, pool: &mut Vec<Candidate>) -> Option<usize> {
         let volatile = policy.volatile_only();
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         self.sample_into(policy, pool);
+        if policy == Policy::AllkeysTinyLfu {
+            self.admit_newcomers(pool, watermark);
+            // Frequencies change while candidates wait in the pool: score them afresh.
+            for c in pool.iter_mut() {
+                c.score = tinylfu::rescore(c.score, self.evict.tinylfu.estimate(c.hash));
+            }
+            pool.sort_unstable_by_key(|c| c.score);
+        }
         while let Some(c) = pool.pop() {
             let mut shard = self.shards[c.slot as usize].lock();
             let ok = shard
@@ -357,7 +373,7 @@ impl Keyspace {
     /// Adds `maxmemory-samples` random eligible keys to the pool (sorted, best last).
     fn sample_into(&self, policy: Policy, pool: &mut Vec<Candidate>) {
         let volatile = policy.volatile_only();
-        let watermark = self.peer_watermark.load(Relaxed);
+        let watermark = self.acked_watermark.load(Relaxed);
         let decay = self.evict.decay_minutes();
         let now = crate::clock::unix_ms();
         let want = self.evict.samples.load(Relaxed) as usize;
@@ -367,6 +383,11 @@ impl Keyspace {
                     255 - super::access::lfu_count(n.access, now, decay) as u64
                 }
                 Policy::VolatileTtl => u64::MAX - n.entry.deadline().unwrap_or(u64::MAX),
+                Policy::AllkeysTinyLfu => tinylfu::score(
+                    self.evict.tinylfu.estimate(self.hash(&n.key)),
+                    super::access::idle_ms(n.access, now),
+                    false,
+                ),
                 _ => super::access::idle_ms(n.access, now),
             }
         };
@@ -394,25 +415,59 @@ impl Keyspace {
                 }
                 taken += 1;
                 let s = score(n);
-                if pool.len() >= POOL && s <= pool[0].score
-                    || pool.iter().any(|c| *c.key == n.key[..])
-                {
+                if pool.iter().any(|c| *c.key == n.key[..]) {
                     continue;
                 }
-                if pool.len() >= POOL {
-                    pool.remove(0);
-                }
-                let at = pool.partition_point(|c| c.score < s);
-                pool.insert(
-                    at,
-                    Candidate {
-                        score: s,
-                        slot: slot as u16,
-                        hash: self.hash(&n.key),
-                        key: Box::from(&n.key[..]),
-                    },
-                );
+                pool_insert(pool, s, || Candidate {
+                    score: s,
+                    slot: slot as u16,
+                    hash: self.hash(&n.key),
+                    key: Box::from(&n.key[..]),
+                });
             }
         }
     }
+}
+
+impl Keyspace {
+    /// `allkeys-tinylfu` admission: the keys created since the last eviction join the pool,
+    /// scored by their estimated frequency and ahead of residents of equal frequency, so a
+    /// newcomer read less often than the best resident victim is the one evicted.
+    fn admit_newcomers(&self, pool: &mut Vec<Candidate>, watermark: u64) {
+        let now = crate::clock::unix_ms();
+        for n in self.evict.tinylfu.take_newcomers() {
+            if pool.iter().any(|c| c.key == n.key) {
+                continue;
+            }
+            let shard = self.shards[n.slot as usize].lock();
+            let Some(node) = shard.find(n.hash, &n.key) else {
+                continue;
+            };
+            if !Self::evictable(node, false, watermark) {
+                continue;
+            }
+            let idle = super::access::idle_ms(node.access, now);
+            drop(shard);
+            let s = tinylfu::score(self.evict.tinylfu.estimate(n.hash), idle, true);
+            pool_insert(pool, s, || Candidate {
+                score: s,
+                slot: n.slot,
+                hash: n.hash,
+                key: n.key,
+            });
+        }
+    }
+}
+
+/// Puts a candidate scoring `score` in the pool (kept sorted, best victim last), dropping the
+/// worst when full; a candidate no better than the worst of a full pool is not built at all.
+fn pool_insert(pool: &mut Vec<Candidate>, score: u64, build: impl FnOnce() -> Candidate) {
+    if pool.len() >= POOL {
+        if score <= pool[0].score {
+            return;
+        }
+        pool.remove(0);
+    }
+    let at = pool.partition_point(|c| c.score < score);
+    pool.insert(at, build());
 }

@@ -39,6 +39,9 @@ impl Keyspace {
         let now = unix_ms();
         let watermark = self.collect_watermark(now);
         let mut st = CycleStats::default();
+        // Keys found expired, for the sinks (client-side caching); only while someone listens.
+        let recording = self.recording();
+        let mut gone: Vec<Box<[u8]>> = Vec::new();
         let mut cursor = self.expire_cursor.load(Relaxed);
         while st.examined < budget && st.slots < SLOTS {
             let slot = cursor % SLOTS;
@@ -64,7 +67,11 @@ impl Keyspace {
                 if dead && n.entry.max_stamp().time <= watermark {
                     *live -= n.counted as usize;
                     *volatile -= n.volatile as usize;
-                    expired += (n.counted && n.entry.is_expired(now)) as usize;
+                    let was_expired = n.counted && n.entry.is_expired(now);
+                    expired += was_expired as usize;
+                    if recording && was_expired {
+                        gone.push(Box::from(&n.key[..]));
+                    }
                     collected += 1;
                     return false;
                 }
@@ -76,6 +83,9 @@ impl Keyspace {
                         *volatile -= 1;
                     }
                     expired += 1;
+                    if recording {
+                        gone.push(Box::from(&n.key[..]));
+                    }
                 }
                 true
             });
@@ -84,6 +94,9 @@ impl Keyspace {
             }
             st.expired += expired;
             st.collected += collected;
+            drop(shard);
+            self.publish_dropped(&gone);
+            gone.clear();
         }
         self.expire_cursor.store(cursor % SLOTS, Relaxed);
         self.stats

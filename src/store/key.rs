@@ -90,6 +90,7 @@ impl<'t> KeyMut<'t> {
         if node.counted && node.entry.is_expired(now) {
             self.shard.recount(hash, key, now);
             self.ks.stats.expired_keys.fetch_add(1, Relaxed);
+            self.ks.publish_dropped(&[Box::from(key)]);
         }
         None
     }
@@ -123,6 +124,9 @@ impl<'t> KeyMut<'t> {
 
     /// The value for a read command: counts keyspace hits and misses.
     pub fn read(&mut self) -> Option<Cow<'_, [u8]>> {
+        if self.ks.evict.policy() == super::Policy::AllkeysTinyLfu {
+            self.ks.evict.tinylfu.record(self.hash);
+        }
         let stats = &self.ks.stats;
         let v = self.live().and_then(|e| e.value());
         if v.is_some() {
@@ -148,6 +152,11 @@ impl<'t> KeyMut<'t> {
 
     fn entry_mut(&mut self) -> &mut Entry {
         let ks = self.ks;
+        if ks.evict.policy() == super::Policy::AllkeysTinyLfu
+            && self.shard.find(self.hash, self.key).is_none()
+        {
+            ks.evict.tinylfu.newcomer(self.slot, self.hash, self.key);
+        }
         let access = super::access::fresh(ks.evict.policy().is_lfu(), self.now_ms);
         let epoch = ks.evict.sieve_epoch();
         &mut self
@@ -223,12 +232,20 @@ impl<'t> KeyMut<'t> {
         self.live().cloned()
     }
 
+    /// The entry as stored, tombstones and passed deadlines included, without touching it
+    /// (persistence copies it under the slot lock to record a local removal exactly).
+    pub fn stored(&self) -> Option<&Entry> {
+        self.shard.find(self.hash, self.key).map(|n| &n.entry)
+    }
+
     /// Takes the key's entry out of this node without deleting it anywhere else (the source
     /// side of a migration: the entry moves, it is not deleted). Not a write: no delta.
     pub fn take(&mut self) -> Option<Entry> {
         let node = self.shard.remove(self.hash, self.key)?;
         self.shard.touch(self.key);
         self.changed = false;
+        // Client-side caches of this node must let go of it: the new owner does not know them.
+        self.ks.publish_dropped(&[Box::from(self.key)]);
         Some(node.entry)
     }
 

@@ -11,11 +11,13 @@ mod access;
 mod digest;
 mod evict;
 mod expire;
+mod invalidate;
 mod key;
 pub mod lease;
 mod shard;
 mod sieve;
 pub mod slot;
+mod tinylfu;
 
 pub use access::{idle_ms, lfu_count, Policy};
 pub use evict::{used_memory, Eviction, EvictionSettings, OutOfMemory};
@@ -51,6 +53,12 @@ pub enum Origin {
 /// Receives every delta the keyspace produces, after the slot locks are released.
 pub trait DeltaSink: Send + Sync {
     fn publish(&self, deltas: Vec<Delta>, origin: Origin);
+
+    /// Keys that lost their value here without a delta: expired (lazily or actively) or
+    /// evicted. Both are local and never replicated; client-side caching must still hear of
+    /// them (`tracking`). Called after the slot lock is released, except for lazy expiry,
+    /// which is noticed under it.
+    fn dropped(&self, _keys: &[Box<[u8]>]) {}
 }
 
 /// Counters reported by INFO.
@@ -94,6 +102,10 @@ pub struct Keyspace {
     /// Stamp time up to which this node has received every delta from every peer, and every
     /// peer has acknowledged ours. `STANDALONE` (u64::MAX) when the node has no peers.
     peer_watermark: AtomicU64,
+    /// Stamp time up to which every peer has acknowledged our changes (outbound only); eviction
+    /// waits for it alone, so a flood arriving from a peer never blocks eviction. `STANDALONE`
+    /// without peers.
+    acked_watermark: AtomicU64,
     expire_cursor: AtomicUsize,
     /// `maxmemory` and its policy; eviction itself lives in `store::evict`.
     pub evict: Eviction,
@@ -117,6 +129,7 @@ impl Keyspace {
             stats: Stats::default(),
             tombstone_grace_ms: AtomicU64::new(5_000),
             peer_watermark: AtomicU64::new(u64::MAX),
+            acked_watermark: AtomicU64::new(u64::MAX),
             expire_cursor: AtomicUsize::new(0),
             evict: Eviction::default(),
         }
@@ -164,6 +177,16 @@ impl Keyspace {
         }
     }
 
+    /// Tells every sink that `keys` expired or were evicted (see [`DeltaSink::dropped`]).
+    pub(crate) fn publish_dropped(&self, keys: &[Box<[u8]>]) {
+        if keys.is_empty() || !self.recording() {
+            return;
+        }
+        for s in self.sinks.load().iter() {
+            s.dropped(keys);
+        }
+    }
+
     fn recording(&self) -> bool {
         self.has_sinks.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -191,7 +214,14 @@ impl Keyspace {
     /// peer has been delivered (see `peer_watermark`). Calling it puts the keyspace in
     /// replicated mode; [`Keyspace::STANDALONE`] returns it to standalone.
     pub fn set_peer_watermark(&self, ntp64: u64) {
-        self.peer_watermark.store(ntp64, Relaxed);
+        self.set_watermarks(ntp64, ntp64);
+    }
+
+    /// Both watermarks: `delivered` (both directions, gates tombstone collection) and `acked`
+    /// (every peer holds our changes up to it, gates eviction).
+    pub fn set_watermarks(&self, delivered: u64, acked: u64) {
+        self.peer_watermark.store(delivered, Relaxed);
+        self.acked_watermark.store(acked, Relaxed);
     }
 
     /// The watermark value of a node without peers.
