@@ -63,6 +63,10 @@
 #   TP_ROUNDS=3  TP_REQUESTS=100000 (P1)  TP_REQUESTS_PIPELINED=10*TP_REQUESTS  TP_TESTS="set incr"
 #   TP_PIPELINES="1 16"  CLIENTS=50  DATA_SIZE=32  KEYSPACE=100000
 #   SERVER_CPU=0 CLIENT_CPU=1  START_TIMEOUT=60  RUN_TIMEOUT=300
+#   PEER_CPU=          throughput only: when set, the 3-region demo's two peer nodes are moved to
+#                      this core after start (taskset -a -p), as peer regions run on other
+#                      machines in a deployment; the writer keeps SERVER_CPU to itself. Unset: every
+#                      node on SERVER_CPU (the peers' merges share the writer's core).
 #   MERIDIAN_BIN=path  REGION_LAG_BIN=path   (default: cargo build --release, honouring CARGO_TARGET_DIR)
 #   OUT_DIR=bench-results   report: OUT_DIR/regions-<timestamp>.md, raw: .jsonl beside it
 # Needs root for the rtt, zipf and converge parts (iptables; tc with DELAY_METHOD=netem).
@@ -102,6 +106,7 @@ DATA_SIZE="${DATA_SIZE:-32}"
 KEYSPACE="${KEYSPACE:-100000}"
 SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
+PEER_CPU="${PEER_CPU:-}"
 START_TIMEOUT="${START_TIMEOUT:-60}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-300}"
 REDIS_BENCHMARK="${REDIS_BENCHMARK:-redis-benchmark}"
@@ -551,6 +556,11 @@ part_throughput() {
         for regions in $order; do
             log "throughput round $round: demo --regions $regions --nodes 1"
             start_demo "$regions"
+            if [[ -n "$PEER_CPU" ]] && ((regions > 1)); then
+                local pid
+                for pid in "${NODE_PIDS[@]:1}"; do taskset -a -p -c "$PEER_CPU" "$pid" >/dev/null; done
+                log "peer nodes ${NODE_PIDS[*]:1} moved to cpu $PEER_CPU"
+            fi
             for p in $TP_PIPELINES; do
                 for test in $TP_TESTS; do
                     tp_one "$round" "$regions" "$p" "$test"
@@ -577,7 +587,7 @@ if [[ -d "$WORK/logs" ]]; then cp -r "$WORK/logs" "$OUT_DIR/regions-$STAMP-logs"
 {
     echo "# Cross-region replication — $STAMP"
     echo
-    echo "- \`$("$MERIDIAN_BIN" --version 2>/dev/null || echo meridian)\` at \`$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')\`; \`meridian demo --regions R --nodes 1\`, MERIDIAN_IO_THREADS=1, every node on core $SERVER_CPU, clients on core $CLIENT_CPU"
+    echo "- \`$("$MERIDIAN_BIN" --version 2>/dev/null || echo meridian)\` at \`$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')\`; \`meridian demo --regions R --nodes 1\`, MERIDIAN_IO_THREADS=1, every node on core $SERVER_CPU${PEER_CPU:+ (throughput: peer nodes on core $PEER_CPU)}, clients on core $CLIENT_CPU"
     echo "- CPU: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores; load average before / after: $LOAD_BEFORE / $LOAD_AFTER"
     echo "- knobs: PARTS=\"$PARTS\" LAG_RATES=\"$LAG_RATES\" LAG_SECONDS=$LAG_SECONDS RTT_MS=$RTT_MS RTT_RATES=\"$RTT_RATES\" ZIPF_WRITES=$ZIPF_WRITES ZIPF_KEYS=$ZIPF_KEYS ZIPF_SKEWS=\"$ZIPF_SKEWS\" CONV_KEYS=$CONV_KEYS CONV_SECONDS=$CONV_SECONDS CONV_OVERLAP=$CONV_OVERLAP TP_ROUNDS=$TP_ROUNDS TP_REQUESTS=$TP_REQUESTS TP_REQUESTS_PIPELINED=$TP_REQUESTS_PIPELINED"
     echo

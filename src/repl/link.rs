@@ -11,12 +11,12 @@
 //! - At most [`WINDOW`] batches are unacknowledged: a slow peer slows its link, never memory.
 //! - `acked` only grows; WAIT reads it.
 
+use super::changes::{Change, Changes};
 use super::scope::{ScopeState, Ship, COLD_DELAY};
 use super::wire::{self, Invalidation, KeyEntry, ReplMsg};
 use super::Transport;
 use crate::cluster::SlotSet;
 use crate::store::{Keyspace, SLOTS};
-use hashbrown::HashSet;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -52,8 +52,8 @@ pub enum LinkKind {
 const WATERMARK_MARGIN_MS: u64 = 1000;
 
 pub struct Outbox {
-    queue: VecDeque<Box<[u8]>>,
-    queued: HashSet<Box<[u8]>>,
+    /// Changed keys not yet in a batch, each once, with their deltas (`repl::changes`).
+    changes: Changes,
     /// Next slot of a full sync in progress, and the slots it still has to send.
     pub(super) resync: Option<usize>,
     pub(super) resync_slots: SlotSet,
@@ -89,7 +89,7 @@ struct InFlight {
     /// arrive out of order.
     upto: u64,
     acked: bool,
-    keys: Vec<Box<[u8]>>,
+    keys: Vec<Change>,
     /// Slots this batch synced in full (sent again if it is never acknowledged).
     synced: Vec<u16>,
     /// Stamp time (NTP64) below which every change is in this batch or an earlier one
@@ -147,8 +147,7 @@ impl Link {
             addr: Mutex::new(addr),
             slots: Mutex::new(slots.clone()),
             outbox: Mutex::new(Outbox {
-                queue: VecDeque::new(),
-                queued: HashSet::new(),
+                changes: Changes::default(),
                 resync: None,
                 resync_slots: SlotSet::default(),
                 seen: offset,
@@ -196,23 +195,16 @@ impl Link {
     /// `oldest` is the smallest newest-stamp time among them: a change stamped before what a
     /// batch may claim to cover (a forwarded merge, an import) holds the promise below it until
     /// it is acknowledged.
-    pub fn record<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, offset: u64, oldest: u64) {
+    pub fn record<'c>(&self, changes: impl Iterator<Item = &'c Change>, offset: u64, oldest: u64) {
         let scope = self.region_scope();
         let mut o = self.outbox.lock();
         let mut any = false;
         let mut urgent = false;
-        for k in keys {
+        for c in changes {
             any = true;
-            if !o.queued.contains(k) {
-                o.queued.insert(k.into());
-                // The priority lane: a hot key's change goes first (`repl::scope`).
-                if scope.as_ref().is_some_and(|s| s.urgent(k)) {
-                    o.queue.push_front(k.into());
-                    urgent = true;
-                } else {
-                    o.queue.push_back(k.into());
-                }
-            }
+            // The priority lane: a hot key's change goes first (`repl::scope`).
+            let hot = scope.as_ref().is_some_and(|s| s.urgent(&c.key));
+            urgent |= o.changes.push(c, hot) && hot;
         }
         if urgent {
             o.urgent = true;
@@ -240,7 +232,7 @@ impl Outbox {
 
     /// Whether no changed key waits to be batched.
     pub(super) fn queue_is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.changes.is_empty()
     }
 }
 
@@ -289,7 +281,7 @@ impl Link {
         o.repair.start(&slots);
         o.next_batch = 1;
         for b in std::mem::take(&mut o.inflight) {
-            requeue(&mut o, b.keys);
+            o.changes.requeue(b.keys);
         }
         drop(o);
         self.wake.notify_one();
@@ -360,7 +352,7 @@ impl Link {
     /// Unacknowledged keys (queued or in flight), for INFO lag.
     pub fn pending(&self) -> usize {
         let o = self.outbox.lock();
-        o.queue.len() + o.inflight.iter().map(|b| b.keys.len()).sum::<usize>()
+        o.changes.len() + o.inflight.iter().map(|b| b.keys.len()).sum::<usize>()
     }
 
     /// Builds the next batch, or `None` when there is nothing to say.
@@ -379,7 +371,7 @@ impl Link {
                 o.resync_slots.insert(s);
             }
             o.resync = o.resync_slots.first().map(usize::from);
-            requeue(&mut o, b.keys);
+            o.changes.requeue(b.keys);
             // Later batches claimed offsets that assumed this one would arrive: void the
             // claims; the batch that carries the re-queued keys makes its own.
             for later in o.inflight.iter_mut() {
@@ -395,9 +387,8 @@ impl Link {
         // 2. Changed keys first, then the next slots of a full sync, within the budget.
         let mut keys = Vec::new();
         while keys.len() < BATCH_KEYS {
-            let Some(k) = o.queue.pop_front() else { break };
-            o.queued.remove(&k);
-            keys.push(k);
+            let Some(c) = o.changes.pop() else { break };
+            keys.push(c);
         }
         let seen = o.seen;
         // Read after `seen`: every change published before this instant is at or below it.
@@ -419,25 +410,42 @@ impl Link {
         let mut entries: Vec<KeyEntry> = Vec::with_capacity(keys.len());
         let mut invalidations: Vec<Invalidation> = Vec::new();
         // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
-        let mut add = |key: Box<[u8]>, e: crate::crdt::Entry, bytes: &mut usize| match scope
-            .as_ref()
-            .map(|s| s.ship(&key, &e))
-        {
-            Some(Ship::Invalidate(stamp)) => {
-                *bytes += key.len() + 24;
-                invalidations.push(Invalidation { key, stamp });
-            }
-            _ => {
-                *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
-                entries.push(KeyEntry {
-                    key,
-                    entry: e.to_delta(),
-                });
+        let mut add = |key: Arc<[u8]>, e: crate::crdt::Entry, bytes: &mut usize| {
+            match scope.as_ref().map(|s| s.ship(&key, &e)) {
+                Some(Ship::Invalidate(stamp)) => {
+                    *bytes += key.len() + 24;
+                    invalidations.push(Invalidation {
+                        key: Box::from(&key[..]),
+                        stamp,
+                    });
+                    None
+                }
+                _ => {
+                    *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
+                    Some(KeyEntry {
+                        key,
+                        entry: Arc::new(e.to_delta()),
+                    })
+                }
             }
         };
-        for k in &keys {
-            if let Some(e) = ks.entry(k) {
-                add(k.clone(), e, &mut bytes);
+        for c in &keys {
+            match &c.delta {
+                // The store's delta, shared with the other links: no second lookup or copy.
+                // Under a `hot` scope the choice needs the whole entry.
+                Some(d) if scope.is_none() => {
+                    let value = d.register.as_ref().and_then(|r| r.value.as_deref());
+                    bytes += c.key.len() + value.map_or(0, |v| v.len()) + 64;
+                    entries.push(KeyEntry {
+                        key: c.key.clone(),
+                        entry: d.clone(),
+                    });
+                }
+                _ => {
+                    if let Some(e) = ks.entry(&c.key) {
+                        entries.extend(add(c.key.clone(), e, &mut bytes));
+                    }
+                }
             }
         }
         let mut synced = Vec::new();
@@ -448,7 +456,7 @@ impl Link {
             while slot < SLOTS && bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
-                        add(k, e, &mut bytes);
+                        entries.extend(add(k.into(), e, &mut bytes));
                         n += 1;
                     }
                     synced.push(slot as u16);
@@ -459,7 +467,7 @@ impl Link {
         let mut o = self.outbox.lock();
         if o.session != session {
             // A new session started while we read: this batch belongs to the old one.
-            requeue(&mut o, keys);
+            o.changes.requeue(keys);
             return None;
         }
         let promise = if o.resets == resets { promise } else { 0 };
@@ -471,7 +479,7 @@ impl Link {
         }
         o.resync = o.resync_slots.first().map(usize::from);
         // 3. The batch completes everything published up to `seen` only if nothing is left.
-        let complete = o.queue.is_empty() && o.resync.is_none() && !o.repair.busy();
+        let complete = o.changes.is_empty() && o.resync.is_none() && !o.repair.busy();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
         // An empty batch is worth sending for a new claim or the keep-alive only.
@@ -527,15 +535,6 @@ fn covered_now() -> u64 {
     crate::crdt::Stamp::ntp64_from_unix_ms(
         crate::clock::unix_ms().saturating_sub(WATERMARK_MARGIN_MS),
     )
-}
-
-fn requeue(o: &mut Outbox, keys: Vec<Box<[u8]>>) {
-    for k in keys {
-        if !o.queued.contains(&k) {
-            o.queued.insert(k.clone());
-            o.queue.push_back(k);
-        }
-    }
 }
 
 /// The link's task: ships batches until the link is dropped from the replicator.
@@ -601,7 +600,7 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
         // enough keys to fill a good batch, do not (`repl::pacing`).
         let wait = link.region_scope().is_some() && {
             let o = link.outbox.lock();
-            !o.urgent && !o.queue.is_empty() && o.queue.len() < super::pacing::BATCH_NOW
+            !o.urgent && !o.changes.is_empty() && o.changes.len() < super::pacing::BATCH_NOW
         };
         if wait {
             tokio::select! {
@@ -640,9 +639,16 @@ mod priority_tests {
         ] {
             let link =
                 Link::new(2, kind, String::new(), addr, slots.clone(), 0).with_scope(scope.clone());
-            link.record(keys.iter().copied(), 3, u64::MAX);
+            let changes: Vec<Change> = keys
+                .iter()
+                .map(|k| Change {
+                    key: (*k).into(),
+                    delta: None,
+                })
+                .collect();
+            link.record(changes.iter(), 3, u64::MAX);
             let o = link.outbox.lock();
-            let queued: Vec<&[u8]> = o.queue.iter().map(|k| &k[..]).collect();
+            let queued: Vec<&[u8]> = o.changes.keys().collect();
             assert_eq!(queued, want, "{kind:?}");
             assert_eq!(o.urgent, kind == LinkKind::Region);
         }

@@ -16,12 +16,14 @@
 //!    S starts a new session. Both ends of a primary/replica pair run a link, so a node that was
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
 
+pub mod changes;
 pub mod link;
 pub mod pacing;
 pub mod repair;
 pub mod scope;
 pub mod wire;
 
+use changes::Change;
 pub use link::{Link, LinkKind};
 
 use crate::cluster::SlotSet;
@@ -571,21 +573,30 @@ impl DeltaSink for Replicator {
             Origin::Peer(p) => links.get(&p).is_some_and(|l| l.kind == LinkKind::Region),
             _ => false,
         };
+        // One shared allocation per change for all links (`repl::changes`).
+        let changes: Vec<(u16, u64, Change)> = deltas
+            .into_iter()
+            .map(|d| {
+                let newest = d.entry.max_stamp().time;
+                let change = Change {
+                    key: d.key.into(),
+                    delta: Some(Arc::new(d.entry)),
+                };
+                (d.slot, newest, change)
+            })
+            .collect();
         for link in links.values() {
             let from_peer =
                 origin == Origin::Peer(link.peer) || (from_region && link.kind == LinkKind::Region);
             let slots = link.slots.lock();
             let carried = || {
-                deltas
+                changes
                     .iter()
-                    .filter(|d| !from_peer && slots.contains(d.slot))
+                    .filter(|c| !from_peer && slots.contains(c.0))
             };
             // Commands stamp afresh; forwarded merges and imports may carry old stamps.
-            let oldest = carried()
-                .map(|d| d.entry.max_stamp().time)
-                .min()
-                .unwrap_or(u64::MAX);
-            link.record(carried().map(|d| &d.key[..]), offset, oldest);
+            let oldest = carried().map(|c| c.1).min().unwrap_or(u64::MAX);
+            link.record(carried().map(|c| &c.2), offset, oldest);
             drop(slots);
             link.wake.notify_one();
         }

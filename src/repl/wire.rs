@@ -98,11 +98,29 @@ pub enum ReplMsg {
     },
 }
 
+/// One key's delta in a batch. Shared (`Arc`) with the outboxes of every link that sends it,
+/// so a change replicated to several regions is never copied per link; the encoding is that of
+/// a plain byte string and entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyEntry {
-    #[serde(with = "serde_bytes")]
-    pub key: Box<[u8]>,
-    pub entry: EntryDelta,
+    #[serde(with = "arc_bytes")]
+    pub key: std::sync::Arc<[u8]>,
+    pub entry: std::sync::Arc<EntryDelta>,
+}
+
+/// `Arc<[u8]>` as a msgpack byte string (what `serde_bytes` does for `Box<[u8]>`).
+mod arc_bytes {
+    use serde::{Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(key: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(&key[..], s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        let b: serde_bytes::ByteBuf = serde_bytes::deserialize(d)?;
+        Ok(b.into_vec().into())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,7 +285,7 @@ mod tests {
                     key: format!("key:{}", rng.gen_range(0..100_000))
                         .into_bytes()
                         .into(),
-                    entry: e.to_delta(),
+                    entry: e.to_delta().into(),
                 }
             })
             .collect();
@@ -298,7 +316,7 @@ mod tests {
         let entries: Vec<KeyEntry> = (0..1000)
             .map(|i| KeyEntry {
                 key: format!("user:session:{i:06}").into_bytes().into(),
-                entry: entry.clone(),
+                entry: entry.clone().into(),
             })
             .collect();
         let m = ReplMsg::Batch {

@@ -1,0 +1,169 @@
+//! The coalescing queue of one link's outbox: each changed key once, in order, with the delta
+//! the store built for it while the link keeps up.
+//!
+//! Why carry deltas: a batch used to re-read every queued key from the keyspace, once per link,
+//! by which time the key had usually left the CPU caches; on a writer replicating to two
+//! regions that lookup was the largest single cost of replication. The store already built a
+//! delta under the slot lock, so [`Replicator::publish`](super::Replicator) wraps it in an
+//! `Arc` once and every link queues the same allocation.
+//!
+//! Invariants:
+//! - A key is queued at most once (`queued` holds exactly the keys in `queue`): memory is
+//!   bounded by the keyspace, not by the write rate.
+//! - A queued delta is the join of every change of its key recorded since it was queued (and
+//!   of the deltas of a lost batch put back), so sending it loses nothing the peer lacks: the
+//!   peer acknowledged everything before. `None` means "read the key's entry at batch time",
+//!   which is always at least as much; a join with `None` is `None`.
+//! - Deltas are kept for at most [`DELTAS_MAX`] queued keys. Past that (a peer away or far
+//!   behind), new keys queue without their delta, so the outbox never holds a second copy of
+//!   the values of the whole keyspace.
+
+use crate::crdt::EntryDelta;
+use hashbrown::HashMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Queued keys beyond which changes are queued without their delta (read at batch time).
+pub const DELTAS_MAX: usize = 64 * 1024;
+
+/// One changed key, as published to the links and as carried by a batch in flight.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub key: Arc<[u8]>,
+    /// The store's delta of the change; `None`: the batch reads the key's current entry.
+    pub delta: Option<Arc<EntryDelta>>,
+}
+
+#[derive(Default)]
+pub struct Changes {
+    queue: VecDeque<Arc<[u8]>>,
+    queued: HashMap<Arc<[u8]>, Option<Arc<EntryDelta>>>,
+}
+
+impl Changes {
+    /// Queues a change (at the front for the priority lane). Returns whether the key was new to
+    /// the queue; a key already queued keeps its place and joins the delta.
+    pub fn push(&mut self, c: &Change, front: bool) -> bool {
+        if let Some(d) = self.queued.get_mut(&c.key) {
+            join_into(d, c.delta.as_ref());
+            return false;
+        }
+        let delta = c.delta.clone().filter(|_| self.queue.len() < DELTAS_MAX);
+        self.queued.insert(c.key.clone(), delta);
+        if front {
+            self.queue.push_front(c.key.clone());
+        } else {
+            self.queue.push_back(c.key.clone());
+        }
+        true
+    }
+
+    /// The oldest queued change.
+    pub fn pop(&mut self) -> Option<Change> {
+        let key = self.queue.pop_front()?;
+        let delta = self.queued.remove(&key).flatten();
+        Some(Change { key, delta })
+    }
+
+    /// Puts back the changes of a batch that was not acknowledged (at the back: they are older
+    /// than nothing the peer holds, and order between keys does not matter).
+    pub fn requeue(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            self.push(&c, false);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The queued keys in order (tests).
+    #[cfg(test)]
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.queue.iter().map(|k| &k[..])
+    }
+}
+
+/// `queued ⊔= new`, where `None` (read the entry) absorbs everything. A newer delta that
+/// covers every part of the queued one replaces it without a copy (the common case: a key
+/// written again with SET).
+fn join_into(queued: &mut Option<Arc<EntryDelta>>, new: Option<&Arc<EntryDelta>>) {
+    let (Some(q), Some(n)) = (queued.as_mut(), new) else {
+        *queued = None;
+        return;
+    };
+    if covers(n, q) {
+        *q = n.clone();
+    } else {
+        Arc::make_mut(q).join(n);
+    }
+}
+
+/// Whether `n ⊔ q = n`: every part of `q` is in `n` with a stamp at least as new.
+fn covers(n: &EntryDelta, q: &EntryDelta) -> bool {
+    let register = match (&q.register, &n.register) {
+        (None, _) => true,
+        (Some(q), Some(n)) => n.stamp >= q.stamp,
+        (Some(_), None) => false,
+    };
+    let expiry = match (&q.expiry, &n.expiry) {
+        (None, _) => true,
+        (Some(q), Some(n)) => n.stamp >= q.stamp,
+        (Some(_), None) => false,
+    };
+    register && expiry && q.contrib.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::{Entry, Stamp};
+
+    fn stamp(t: u64) -> Stamp {
+        Stamp { time: t, node: 1 }
+    }
+
+    fn change(key: &[u8], d: EntryDelta) -> Change {
+        Change {
+            key: key.into(),
+            delta: Some(Arc::new(d)),
+        }
+    }
+
+    #[test]
+    fn a_key_is_queued_once_and_its_deltas_join() {
+        let mut e = Entry::empty();
+        let set = e.write_register(Some(b"v1"[..].into()), stamp(10));
+        let incr = e.add_int(7, 5, stamp(11));
+        let set2 = e.write_register(Some(b"v2"[..].into()), stamp(12));
+        let mut q = Changes::default();
+        assert!(q.push(&change(b"k", set), false));
+        assert!(!q.push(&change(b"k", incr), false));
+        assert!(!q.push(&change(b"k", set2), false));
+        assert_eq!(q.len(), 1);
+        let got = q.pop().unwrap().delta.unwrap();
+        // The join carries what the full entry would: the last register and the counter.
+        let mut from_deltas = Entry::empty();
+        from_deltas.merge(&got);
+        assert_eq!(from_deltas.to_delta(), e.to_delta());
+        assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn none_absorbs_and_a_long_queue_stops_keeping_deltas() {
+        let mut q = Changes::default();
+        let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(1));
+        q.push(&change(b"k", d.clone()), false);
+        q.push(&Change { key: b"k"[..].into(), delta: None }, false);
+        assert!(q.pop().unwrap().delta.is_none());
+        for i in 0..DELTAS_MAX + 1 {
+            q.push(&change(format!("k{i}").as_bytes(), d.clone()), false);
+        }
+        let kept = std::iter::from_fn(|| q.pop()).filter(|c| c.delta.is_some()).count();
+        assert_eq!(kept, DELTAS_MAX);
+    }
+}
