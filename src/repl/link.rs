@@ -194,10 +194,23 @@ impl Link {
     /// Records published keys (already filtered by slot and origin) and the offset they reach.
     /// `oldest` is the smallest newest-stamp time among them: a change stamped before what a
     /// batch may claim to cover (a forwarded merge, an import) holds the promise below it until
-    /// it is acknowledged.
-    pub fn record<'c>(&self, changes: impl Iterator<Item = &'c Change>, offset: u64, oldest: u64) {
+    /// it is acknowledged. `now` and `covered` ([`covered_now`]) are read once per publish by
+    /// the caller, for all links.
+    ///
+    /// Returns whether the link's task must be woken: keys arrived in an empty queue, or none
+    /// arrived (a new offset to claim). Keys added to a queue that is not empty need no wake:
+    /// the task is building batches until the queue is empty, or waits for an ack (which wakes
+    /// it) or the cold delay; waking it for every write cost a futex call per write and link.
+    pub fn record<'c>(
+        &self,
+        changes: impl Iterator<Item = &'c Change>,
+        offset: u64,
+        oldest: u64,
+        (now, covered): (Instant, u64),
+    ) -> bool {
         let scope = self.region_scope();
         let mut o = self.outbox.lock();
+        let was_empty = o.changes.is_empty();
         let mut any = false;
         let mut urgent = false;
         for c in changes {
@@ -211,17 +224,18 @@ impl Link {
             self.urgent_wake.notify_one();
         }
         o.seen = o.seen.max(offset);
-        if any && oldest <= covered_now() {
+        if any && oldest <= covered {
             let (at, stamp) = o.hold.unwrap_or((0, u64::MAX));
             o.hold = Some((at.max(offset), stamp.min(oldest)));
         }
         if any
             && o.marks
                 .back()
-                .is_none_or(|m| m.1.elapsed() >= Duration::from_millis(1))
+                .is_none_or(|m| now.saturating_duration_since(m.1) >= Duration::from_millis(1))
         {
-            o.marks.push_back((offset, Instant::now()));
+            o.marks.push_back((offset, now));
         }
+        !any || was_empty || urgent
     }
 }
 
@@ -405,7 +419,8 @@ impl Link {
         let fresh = o.fresh;
         o.urgent = false;
         drop(o);
-        let scope = self.region_scope();
+        // Only a `hot` rule makes the choice per key; under `all` every key ships in full.
+        let scope = self.region_scope().filter(|s| !s.rules.all());
         let mut bytes = 0;
         let mut entries: Vec<KeyEntry> = Vec::with_capacity(keys.len());
         let mut invalidations: Vec<Invalidation> = Vec::new();
@@ -531,7 +546,7 @@ impl Link {
 
 /// The stamp time a batch built now may claim to cover: every change stamped at or below it
 /// was published before this instant (stamping precedes publishing by well under the margin).
-fn covered_now() -> u64 {
+pub(super) fn covered_now() -> u64 {
     crate::crdt::Stamp::ntp64_from_unix_ms(
         crate::clock::unix_ms().saturating_sub(WATERMARK_MARGIN_MS),
     )
@@ -646,7 +661,7 @@ mod priority_tests {
                     delta: None,
                 })
                 .collect();
-            link.record(changes.iter(), 3, u64::MAX);
+            link.record(changes.iter(), 3, u64::MAX, (Instant::now(), covered_now()));
             let o = link.outbox.lock();
             let queued: Vec<&[u8]> = o.changes.keys().collect();
             assert_eq!(queued, want, "{kind:?}");

@@ -573,6 +573,7 @@ impl DeltaSink for Replicator {
             Origin::Peer(p) => links.get(&p).is_some_and(|l| l.kind == LinkKind::Region),
             _ => false,
         };
+        let clocks = (std::time::Instant::now(), link::covered_now());
         // One shared allocation per change for all links (`repl::changes`).
         let changes: Vec<(u16, u64, Change)> = deltas
             .into_iter()
@@ -596,9 +597,11 @@ impl DeltaSink for Replicator {
             };
             // Commands stamp afresh; forwarded merges and imports may carry old stamps.
             let oldest = carried().map(|c| c.1).min().unwrap_or(u64::MAX);
-            link.record(carried().map(|c| &c.2), offset, oldest);
+            let wake = link.record(carried().map(|c| &c.2), offset, oldest, clocks);
             drop(slots);
-            link.wake.notify_one();
+            if wake {
+                link.wake.notify_one();
+            }
         }
     }
 }
