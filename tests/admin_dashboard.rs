@@ -7,14 +7,16 @@
 //! names another binary. Every process started here is killed when the test ends, also on
 //! panic, and every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpListener, UdpSocket};
+#[path = "common/demo.rs"]
+mod demo;
+
+use demo::{Demo, PortRange, Spec};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Kills the process when dropped (SIGTERM first, so the demo stops its nodes).
+/// Kills the process (Chromium) when dropped: SIGTERM first, so it can exit cleanly.
 struct Guard(Child);
 
 impl Drop for Guard {
@@ -29,23 +31,12 @@ impl Drop for Guard {
     }
 }
 
-/// A base port for a two-region demo: RESP `b` and `b + 100`, their admin ports (+1000, the
-/// `auto` rule) and mesh ports (+10000) all free.
-fn free_base() -> u16 {
-    let offset = (std::process::id() as u16).wrapping_mul(7919) % 190;
-    for k in 0..190 {
-        let base = 24000 + ((offset + k) % 190) * 10;
-        let ok = [base, base + 100].iter().all(|&p| {
-            TcpListener::bind(("127.0.0.1", p)).is_ok()
-                && TcpListener::bind(("127.0.0.1", p + 1000)).is_ok()
-                && UdpSocket::bind(("127.0.0.1", p + 10000)).is_ok()
-        });
-        if ok {
-            return base;
-        }
-    }
-    panic!("no free ports for the demo in 24000..25900");
-}
+/// Base ports of this binary's demo: RESP `b` and `b + 100`, `b` from 24000 in steps of 10
+/// (190 of them); [`demo::free_base`] also checks the admin (+1000) and mesh (+10000) ports.
+const PORTS: PortRange = PortRange {
+    first: 24000,
+    slots: 190,
+};
 
 fn chromium() -> String {
     let bin = std::env::var("MERIDIAN_CHROMIUM").unwrap_or_else(|_| "chromium".into());
@@ -106,51 +97,26 @@ fn run_chromium(bin: &str, profile: &Path, url: &str, extra: &[String]) -> Strin
 }
 
 /// Starts the demo; returns it with its `node` lines' (region, id) and the first admin URL.
-fn start_demo() -> (Guard, Vec<(String, String)>, String) {
-    let base = free_base();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["demo", "--regions", "2", "--nodes", "1"])
-        .args(["--base-port", &base.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start meridian demo");
-    let out = child.stdout.take().unwrap();
-    let demo = Guard(child);
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut nodes, mut admins) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the demo printed `ready` within 90 s");
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["ready"] => break,
-            ["node", region, id, _pid, _resp, _mesh, _role] => {
-                nodes.push((region.to_string(), id.to_string()))
-            }
-            ["admin", region, _resp, url] => admins.push((region.to_string(), url.to_string())),
-            _ => {}
-        }
-    }
+fn start_demo() -> (Demo, Vec<(String, String)>, String) {
+    let demo = Demo::start(&Spec::regions(2, PORTS));
+    let nodes: Vec<(String, String)> = demo
+        .nodes
+        .iter()
+        .map(|n| (n.region.clone(), n.id.clone()))
+        .collect();
+    let admins = &demo.admins;
     assert_eq!(nodes.len(), 2, "one node per region");
     assert_eq!(
         admins.len(),
         2,
         "every node printed its admin URL: {admins:?}"
     );
-    assert_eq!(admins[0].1, format!("http://127.0.0.1:{}/", base + 1000));
-    (demo, nodes, admins[0].1.clone())
+    assert_eq!(
+        admins[0].1,
+        format!("http://127.0.0.1:{}/", demo.base + 1000)
+    );
+    let url = admins[0].1.clone();
+    (demo, nodes, url)
 }
 
 #[test]

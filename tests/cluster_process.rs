@@ -9,16 +9,17 @@
 //! Every process a test starts is SIGKILLed when the test ends, also on panic; a failing test
 //! keeps the nodes' logs and prints where they are.
 
+#[path = "common/demo.rs"]
+mod demo;
+
+use demo::{require_python, run_bounded, run_python, sigkill, Demo, PortRange, Spec};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Commands, ErrorKind, RedisError, Value};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const SLOTS: usize = 16384;
@@ -40,234 +41,31 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `n` consecutive RESP ports whose TCP port and mesh UDP port (+10000) are both free.
-/// RESP ports come from 20000..22700, so mesh ports stay below the ephemeral range.
-fn free_ports(n: u16) -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let span = 2700 / 10;
-    let offset = (std::process::id() as u16).wrapping_mul(7919) % span;
-    for _ in 0..span {
-        let k = (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let base = 20000 + k * 10;
-        let all_free = (base..base + n).all(|p| {
-            TcpListener::bind(("0.0.0.0", p)).is_ok()
-                && UdpSocket::bind(("0.0.0.0", p + 10000)).is_ok()
-        });
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {n} free consecutive ports (TCP p and UDP p+10000) in 20000..22700");
-}
+/// Base ports of this binary's regions: 20000..22700, below the other process tests' ranges
+/// and, with the mesh ports (+10000), below the ephemeral range.
+const PORTS: PortRange = PortRange {
+    first: 20000,
+    slots: 270,
+};
 
-#[derive(Clone, Debug)]
-struct Node {
-    id: String,
-    pid: u32,
-    port: u16,
-    primary: bool,
-}
-
-/// A running `meridian demo` region plus any node processes the test started itself.
-/// Drop SIGKILLs all of them: nodes first (a killed node stays a zombie of the demo until the
-/// demo dies, so its pid cannot have been reused), then the demo.
-struct Region {
-    demo: Child,
-    nodes: Vec<Node>,
-    extra: Vec<Child>,
-    dir: PathBuf,
-    base: u16,
-}
-
-impl Region {
-    /// `meridian demo --regions 1 --nodes n --replicas k`; waits (bounded) for `ready`.
-    /// `spare` ports after the nodes' are kept free for nodes the test adds.
-    /// `node_args` go to every node (after `--`).
-    fn start(n: u16, replicas: u16, spare: u16, node_args: &[&str]) -> Region {
-        let mut last_err = String::new();
-        for _attempt in 0..3 {
-            let base = free_ports(n + spare);
-            match Region::try_start(n, replicas, base, node_args) {
-                Ok(r) => return r,
-                Err(e) => last_err = e,
-            }
-        }
-        panic!("meridian demo did not start three times; last: {last_err}");
-    }
-
-    fn try_start(n: u16, replicas: u16, base: u16, node_args: &[&str]) -> Result<Region, String> {
-        let mut demo = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["demo", "--regions", "1"])
-            .args(["--nodes", &n.to_string()])
-            .args(["--replicas", &replicas.to_string()])
-            .args(["--base-port", &base.to_string()])
-            .arg("--")
-            .args(node_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start meridian demo");
-        let dir = std::env::temp_dir().join(format!("meridian-demo-{}", demo.id()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let out = demo.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Drain stderr so the demo never blocks on it; keep it for error messages.
-        let err_text = Arc::new(Mutex::new(String::new()));
-        {
-            let err_text = err_text.clone();
-            let mut err = demo.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    err_text
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let mut region = Region {
-            demo,
-            nodes: Vec::new(),
-            extra: Vec::new(),
-            dir,
-            base,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-                Ok(line) if line == "ready" => break,
-                Ok(line) => {
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    if f.len() == 7 && f[0] == "node" {
-                        let port = f[4].rsplit_once(':').unwrap().1.parse().unwrap();
-                        region.nodes.push(Node {
-                            id: f[2].to_string(),
-                            pid: f[3].parse().unwrap(),
-                            port,
-                            primary: f[6] == "primary",
-                        });
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(100));
-                    let err = err_text.lock().unwrap().clone();
-                    return Err(format!("demo on base port {base} not ready: {err}"));
-                }
-            }
-        }
-        assert_eq!(
-            region.nodes.len(),
-            n as usize,
-            "one `node` line per node before `ready`"
-        );
-        Ok(region)
-    }
-
-    /// Node processes of the demo that are no longer running (a zombie: the demo reaps its
-    /// nodes only when it stops), with the reason from their log's last line about a signal.
-    /// Used in failure messages to tell a node that was stopped from outside from a Meridian bug.
-    fn gone(&self) -> String {
-        let mut out = Vec::new();
-        for n in &self.nodes {
-            let state = std::fs::read_to_string(format!("/proc/{}/stat", n.pid))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .and_then(|r| r.split_whitespace().next())
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "gone".into());
-            if state == "Z" || state == "gone" {
-                let log =
-                    std::fs::read_to_string(self.dir.join(format!("region-1-{}.log", n.port)))
-                        .unwrap_or_default();
-                let signal = log
-                    .lines()
-                    .find(|l| l.contains("signal received"))
-                    .unwrap_or("")
-                    .to_string();
-                out.push(format!(
-                    "node {} (pid {}) not running; {signal}",
-                    n.port, n.pid
-                ));
-            }
-        }
-        if out.is_empty() {
-            "all demo nodes running".into()
-        } else {
-            out.join("; ")
-        }
-    }
-
-    fn node_by_port(&self, port: u16) -> &Node {
-        self.nodes
-            .iter()
-            .find(|n| n.port == port)
-            .expect("known port")
-    }
-
-    fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|n| n.port).collect()
-    }
-
-    /// Starts a node process with `argv` (argv[0] is the binary); its output goes to a log in
-    /// the demo directory. The process is killed when the region is dropped.
-    fn spawn_node(&mut self, argv: &[String], port: u16) {
-        let log = std::fs::File::create(self.dir.join(format!("test-started-{port}.log"))).unwrap();
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start a node");
-        self.extra.push(child);
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        for n in &self.nodes {
-            sigkill(n.pid);
-        }
-        for c in &mut self.extra {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = self.demo.kill();
-        let _ = self.demo.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "node logs kept in {} (base port {})",
-                self.dir.display(),
-                self.base
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn sigkill(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-s", "KILL", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
+/// `meridian demo --regions 1 --nodes n --replicas k`, ready (see [`Demo::start`]).
+/// `spare` ports after the nodes' are kept free for nodes the test adds.
+/// `node_args` go to every node (after `--`).
+fn start_region(n: u16, replicas: u16, spare: u16, node_args: &[&str]) -> Demo {
+    let region = Demo::start(&Spec {
+        regions: 1,
+        nodes: n,
+        replicas,
+        spare,
+        node_args,
+        ports: PORTS,
+    });
+    assert_eq!(
+        region.nodes.len(),
+        n as usize,
+        "one `node` line per node before `ready`"
+    );
+    region
 }
 
 /// The exact command line of a running process (NUL-separated in /proc).
@@ -426,39 +224,15 @@ fn redis_cli(args: &[&str], timeout: Duration) -> (bool, String) {
         std::path::Path::new(REDIS_CLI).exists(),
         "{REDIS_CLI} is missing: run .ci/run (it installs redis-tools)"
     );
-    let mut child = Command::new(REDIS_CLI)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start redis-cli");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = r.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = out.join().unwrap() + &err.join().unwrap();
-            panic!(
-                "redis-cli {args:?} did not finish within {timeout:?}; output:\n{}",
-                tail(&text, 60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status.success(), out.join().unwrap() + &err.join().unwrap())
+    let run = run_bounded(Command::new(REDIS_CLI).args(args), timeout);
+    let text = run.stdout + &run.stderr;
+    match run.status {
+        Some(status) => (status.success(), text),
+        None => panic!(
+            "redis-cli {args:?} did not finish within {timeout:?}; output:\n{}",
+            tail(&text, 60)
+        ),
+    }
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -570,7 +344,7 @@ struct Killed {
 
 /// 6 nodes, 1 replica each; a writer over all slots; 200 WAIT-acknowledged keys on primary P;
 /// SIGKILL P; time until a SET in P's slots succeeds again through a cluster client.
-fn kill_primary_under_load(region: &Region, rt: &tokio::runtime::Runtime) -> Killed {
+fn kill_primary_under_load(region: &Demo, rt: &tokio::runtime::Runtime) -> Killed {
     let ports = region.ports();
     // P: the current owner of slot 0.
     let ranges = cluster_slots(ports[0]).unwrap();
@@ -722,7 +496,7 @@ fn kill_primary_under_load(region: &Region, rt: &tokio::runtime::Runtime) -> Kil
 #[test]
 fn sigkill_primary_under_write_load_promotes_a_replica_within_bounds() {
     let _serial = serial();
-    let region = Region::start(6, 1, 0, &[]);
+    let region = start_region(6, 1, 0, &[]);
     let rt = runtime();
     let k = kill_primary_under_load(&region, &rt);
 
@@ -797,7 +571,7 @@ fn sigkill_primary_under_write_load_promotes_a_replica_within_bounds() {
 #[test]
 fn returning_old_primary_rejoins_as_replica_and_converges() {
     let _serial = serial();
-    let mut region = Region::start(6, 1, 0, &[]);
+    let mut region = start_region(6, 1, 0, &[]);
     let rt = runtime();
     let k = kill_primary_under_load(&region, &rt);
     println!("(failover took {} ms)", k.promotion.as_millis());
@@ -870,7 +644,7 @@ fn returning_old_primary_rejoins_as_replica_and_converges() {
 #[test]
 fn cluster_failover_switches_roles_without_losing_writes() {
     let _serial = serial();
-    let region = Region::start(6, 1, 0, PATIENT);
+    let region = start_region(6, 1, 0, PATIENT);
     let rt = runtime();
     let ports = region.ports();
     let p = region.nodes.iter().find(|n| n.primary).unwrap().clone();
@@ -1039,56 +813,13 @@ fn cluster_failover_switches_roles_without_losing_writes() {
 #[test]
 fn redis_py_cluster_reads_and_writes_across_all_slots() {
     let _serial = serial();
-    let have = Command::new("python3")
-        .args(["-c", "import redis.cluster"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        have,
-        "python3 with the `redis` package is required: run .ci/run (or `pip install redis`)"
-    );
-    let region = Region::start(6, 1, 0, PATIENT);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/cluster_smoke.py");
-    let mut child = Command::new("python3")
-        .arg("-u")
-        .arg(&script)
-        .args(["127.0.0.1", &region.nodes[0].port.to_string(), "3"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(400);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (out, err) = (out_t.join().unwrap(), err_t.join().unwrap());
-            panic!("cluster_smoke.py did not finish within 400 s:\n{out}\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (out, err) = (out_t.join().unwrap(), err_t.join().unwrap());
-    println!("{out}");
-    assert!(
-        status.success(),
-        "cluster_smoke.py failed ({status}):\n{out}\n{err}"
+    require_python("redis.cluster", "the `redis` package");
+    let region = start_region(6, 1, 0, PATIENT);
+    let port = region.nodes[0].port.to_string();
+    run_python(
+        "cluster_smoke.py",
+        &["127.0.0.1", &port, "3"],
+        Duration::from_secs(400),
     );
 }
 
@@ -1112,7 +843,7 @@ fn ambiguous(e: &RedisError) -> bool {
 #[test]
 fn reshard_with_redis_cli_under_counter_load_keeps_exact_sums() {
     let _serial = serial();
-    let region = Region::start(3, 0, 0, PATIENT);
+    let region = start_region(3, 0, 0, PATIENT);
     let rt = runtime();
     let ports = region.ports();
     let entry = ports[0];
@@ -1303,7 +1034,7 @@ fn reshard_with_redis_cli_under_counter_load_keeps_exact_sums() {
 #[test]
 fn add_node_and_rebalance_with_redis_cli() {
     let _serial = serial();
-    let mut region = Region::start(3, 0, 1, PATIENT);
+    let mut region = start_region(3, 0, 1, PATIENT);
     let rt = runtime();
     let ports = region.ports();
     let entry = ports[0];

@@ -12,136 +12,21 @@
 //!
 //! Every process the test starts is SIGKILLed when it ends, also on panic.
 
+#[path = "common/demo.rs"]
+mod demo;
+
+use demo::{Demo, PortRange, Spec};
 use redis::Commands;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A base port `b` such that region 1 (`b`) and region 2 (`b + 100`) have free TCP ports and
-/// free mesh UDP ports (+10000). Ports come from 23000..25700, away from other process tests.
-fn free_base() -> u16 {
-    let free = |p: u16| {
-        TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p + 10000)).is_ok()
-    };
-    let offset = (std::process::id() as u16).wrapping_mul(7919) % 250;
-    for k in 0..250 {
-        let base = 23000 + ((offset + k) % 250) * 10;
-        if free(base) && free(base + 100) {
-            return base;
-        }
-    }
-    panic!("no free port pair in 23000..25700");
-}
-
-/// The demo process and its nodes (RESP ports by region); Drop kills them all.
-struct Demo {
-    demo: Child,
-    pids: Vec<u32>,
-    ports: Vec<u16>,
-    dir: PathBuf,
-}
-
-impl Demo {
-    fn start(node_args: &[&str]) -> Demo {
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Demo::try_start(free_base(), node_args) {
-                Ok(d) => return d,
-                Err(e) => last = e,
-            }
-        }
-        panic!("meridian demo did not start three times; last: {last}");
-    }
-
-    fn try_start(base: u16, node_args: &[&str]) -> Result<Demo, String> {
-        let mut demo = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["demo", "--regions", "2", "--nodes", "1"])
-            .args(["--base-port", &base.to_string(), "--"])
-            .args(node_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start meridian demo");
-        let dir = std::env::temp_dir().join(format!("meridian-demo-{}", demo.id()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let out = demo.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let errors = Arc::new(Mutex::new(String::new()));
-        let mut err = demo.stderr.take().unwrap();
-        let sink = errors.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut d = Demo {
-            demo,
-            pids: Vec::new(),
-            ports: Vec::new(),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) if line == "ready" => break,
-                Ok(line) => {
-                    // node <region> <node-id> <pid> <resp> <mesh> <role>
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    if f.len() == 7 && f[0] == "node" {
-                        d.pids.push(f[3].parse().unwrap());
-                        d.ports
-                            .push(f[4].rsplit_once(':').unwrap().1.parse().unwrap());
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(100));
-                    return Err(format!(
-                        "demo on base port {base} not ready: {}",
-                        errors.lock().unwrap()
-                    ));
-                }
-            }
-        }
-        assert_eq!(d.ports.len(), 2, "one node per region");
-        Ok(d)
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        for pid in &self.pids {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = self.demo.kill();
-        let _ = self.demo.wait();
-        if std::thread::panicking() {
-            eprintln!("node logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
+/// Base ports of this binary's demo: region 1 on `b` and region 2 on `b + 100`, with `b` in
+/// 23000..25500, away from the other process tests' ranges.
+const PORTS: PortRange = PortRange {
+    first: 23000,
+    slots: 250,
+};
 
 fn connect(port: u16) -> redis::Connection {
     let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
@@ -176,8 +61,10 @@ const ACK_WINDOW: Duration = Duration::from_millis(1500);
 fn merges_from_a_peer_flood_stay_within_maxmemory_and_keep_every_increment() {
     // The default tombstone grace: before the delivery-promise fix, eviction and the expiry
     // cycle made the receiver drop flood deltas as "stale" and this test lost writes.
-    let demo = Demo::start(&[]);
-    let (sender, receiver) = (demo.ports[0], demo.ports[1]);
+    let demo = Demo::start(&Spec::regions(2, PORTS));
+    let ports = demo.ports();
+    assert_eq!(ports.len(), 2, "one node per region");
+    let (sender, receiver) = (ports[0], ports[1]);
     let mut rcon = connect(receiver);
     let idle = info_u64(&mut rcon, "memory", "used_memory");
     let limit = idle + ROOM;

@@ -5,6 +5,8 @@
 //! two regions of `meridian demo --regions 2`.
 
 mod common;
+#[path = "common/demo.rs"]
+mod demo;
 #[path = "common/regions.rs"]
 mod regions;
 #[path = "common/relay.rs"]
@@ -13,6 +15,7 @@ mod relay;
 mod tracking_helpers;
 
 use common::{call, expect_all, start, Raw};
+use demo::{require_python, run_python, Demo, PortRange, Spec};
 use std::time::Duration;
 use tracking_helpers::{expect_str, push, resp3};
 
@@ -148,85 +151,25 @@ async fn a_write_in_region_a_invalidates_a_cache_in_region_b() {
     world.shutdown().await;
 }
 
-/// A `meridian` process (and, for a demo, the node processes it started) SIGKILLed when
-/// dropped, also when the test panics.
-struct Proc {
-    child: std::process::Child,
-    /// Node pids a demo printed: killed first, so none outlives its demo.
-    nodes: Vec<u32>,
-}
+/// A `meridian` node process, SIGKILLed when dropped, also when the test panics.
+struct Proc(std::process::Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        for pid in &self.nodes {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
+/// redis-py's client-side cache (`redis.cache`) came with redis-py 5.1.
 fn have_redis_py_cache() {
-    let have = std::process::Command::new("python3")
-        .args(["-c", "import redis.cache"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        have,
-        "python3 with redis-py >= 5.1 (redis.cache) is required: run .ci/run (or `pip install redis`)"
-    );
+    require_python("redis.cache", "redis-py >= 5.1 (redis.cache)");
 }
 
 /// Runs `tests/py/tracking_cache.py` with `args` (bounded: 120 s); panics with its output
 /// unless it succeeds.
 fn run_tracking_cache_py(args: &[String]) -> String {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    use std::time::Instant;
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/tracking_cache.py");
-    let mut child = Command::new("python3")
-        .arg("-u")
-        .arg(&script)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tracking_cache.py did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (out, err) = (out_t.join().unwrap(), err_t.join().unwrap());
-    println!("{out}");
-    assert!(
-        status.success(),
-        "tracking_cache.py failed ({status}):\n{out}\n{err}"
-    );
+    let out = run_python("tracking_cache.py", args, Duration::from_secs(120));
     assert!(out.contains("OK"), "{out}");
     out
 }
@@ -243,16 +186,15 @@ fn redis_py_client_side_cache_against_a_node_process() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         l.local_addr().unwrap().port()
     };
-    let _node = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_meridian"))
+    let _node = Proc(
+        Command::new(env!("CARGO_BIN_EXE_meridian"))
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start meridian"),
-        nodes: Vec::new(),
-    };
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -268,62 +210,14 @@ fn redis_py_client_side_cache_against_a_node_process() {
 /// region 1: the invalidations come from cross-region replication.
 #[test]
 fn redis_py_cache_in_one_region_sees_writes_made_in_another() {
-    use std::io::BufRead;
-    use std::net::{TcpListener, UdpSocket};
-    use std::process::{Command, Stdio};
-    use std::time::Instant;
     have_redis_py_cache();
-    // Region r listens on base + 100·r (mesh: +10000); a base whose four ports are free.
-    let offset = (std::process::id() as u16).wrapping_mul(7919) % 190;
-    let base = (0..190)
-        .map(|k| 23_000 + ((offset + k) % 190) * 10)
-        .find(|&b| {
-            [b, b + 100].iter().all(|&p| {
-                TcpListener::bind(("127.0.0.1", p)).is_ok()
-                    && UdpSocket::bind(("127.0.0.1", p + 10_000)).is_ok()
-            })
-        })
-        .expect("free ports for the demo");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["demo", "--regions", "2", "--nodes", "1"])
-        .args(["--base-port", &base.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start meridian demo");
-    let stdout = child.stdout.take().unwrap();
-    let mut demo = Proc {
-        child,
-        nodes: Vec::new(),
+    // Region r listens on base + 100·r; bases from 23000 in steps of 10 (190 of them).
+    let range = PortRange {
+        first: 23_000,
+        slots: 190,
     };
-    // `node <region> <id> <pid> <resp> <mesh> <role>` per node, then `ready` (bounded).
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut ports = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("demo did not print `ready` within 60 s");
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.first() == Some(&"node") && f.len() >= 6 {
-            demo.nodes.push(f[3].parse().expect("pid"));
-            let addr: std::net::SocketAddr = f[4].parse().expect("resp address");
-            ports.push(addr.port());
-        }
-        if line == "ready" {
-            break;
-        }
-    }
+    let demo = Demo::start(&Spec::regions(2, range));
+    let ports = demo.ports();
     assert_eq!(ports.len(), 2, "one node per region");
     let out = run_tracking_cache_py(&[
         "127.0.0.1".into(),

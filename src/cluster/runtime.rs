@@ -3,27 +3,21 @@
 //! Wiring (one task each, all stopped by [`Runtime::shutdown`]):
 //! - `cluster-inbound`: mesh traffic by class — datagrams to membership, gossip frames into the
 //!   slot map, replication frames to the replicator;
-//! - `cluster-control`: every [`TICK`] or when the map changed — publish this node's record,
-//!   apply membership events (liveness), run the failover rules, and derive the replication
-//!   links from the roles.
+//! - `cluster-control` (`Control`): every [`TICK`] or when the map changed — apply
+//!   membership events (liveness) and run the failover rules (both in `failover`), publish this
+//!   node's record and derive the replication links from the roles (both in `publish`).
 //!
-//! Failover rules, evaluated by every node about itself (each converges because records only
-//! move to larger versions and claims to larger epochs, see `topology`):
-//! 1. A replica whose primary is down while owning slots waits `rank × RANK_DELAY` (rank 0 = the
-//!    online replica with the largest replication offset, ties to the lower ID), then claims the
-//!    primary's slots with `current_epoch + 1` and becomes primary.
-//! 2. A primary that claims slots another node owns (it lost them to a larger epoch) stops
-//!    claiming them; if it has none left it becomes a replica of their new owner, and its
-//!    replication link merges what only it held into the new primary.
-//! 3. A replica follows its primary's shard: if the primary became a replica of Q, or owns nothing
-//!    while its claimed slots belong to Q, it follows Q.
+//! [`start_node`] builds all of it from the node's settings.
+
+mod failover;
+mod publish;
 
 use super::membership::{Member, MemberEvent, Membership, MembershipConfig};
-use super::topology::{Health, NodeInfo, Role};
-use super::{Cluster, FailoverMode};
+use super::topology::{NodeInfo, Role};
+use super::Cluster;
 use crate::clock::unix_ms;
 use crate::mesh::{Inbound, Mesh};
-use crate::repl::{self, LinkKind, LinkSpec, Replicator};
+use crate::repl::{self, LinkKind, Replicator};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -35,11 +29,15 @@ use tokio::task::JoinSet;
 
 /// Mesh frame class byte of slot-map gossip.
 pub const CLASS_GOSSIP: u8 = 1;
+/// How often the control loop runs when nothing wakes it earlier.
 const TICK: Duration = Duration::from_millis(100);
+/// A node re-sends its record at least this often, changed or not: a node that missed a frame
+/// (or joined late) catches up within one period, and the record carries the latest
+/// replication offset that failover ranks replicas by.
 const GOSSIP_EVERY: Duration = Duration::from_millis(500);
-const RANK_DELAY: Duration = Duration::from_millis(500);
-const DOWN_CONFIRM: Duration = Duration::from_millis(400);
 
+/// What nodes gossip: records only ever replace older versions of themselves (`topology`,
+/// invariant 1), so a frame may arrive late, twice or out of order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum GossipFrame {
     /// A node's own record.
@@ -132,6 +130,7 @@ impl Runtime {
             node_timeout,
             started: Instant::now(),
             failing_since: None,
+            // Due at once: the first pass publishes this node's record.
             last_gossip: Instant::now() - GOSSIP_EVERY,
             members: HashMap::new(),
             pending_down: HashMap::new(),
@@ -219,25 +218,31 @@ async fn inbound_loop(
 /// What identifies a wanted link: the replicator is told again only when these change.
 type LinkKey = (u64, LinkKind, SocketAddr, Vec<(u16, u16)>);
 
+/// The state of the control loop; only its own task touches it.
 struct Control {
     cluster: Arc<Cluster>,
     repl: Arc<Replicator>,
     mesh: Mesh,
     membership: Membership,
     node_timeout: Duration,
+    /// When the runtime started: nodes that never showed up are judged only after a while.
     started: Instant,
     /// When this replica first saw its primary down.
     failing_since: Option<Instant>,
+    /// When this node's record last went out (see `GOSSIP_EVERY`).
     last_gossip: Instant,
     /// Members known to membership: id → mesh address.
     members: HashMap<u64, SocketAddr>,
     /// Members reported down, and since when. SWIM reports a member that renewed its identity
     /// (after a false suspicion) as down then up again; only a member still down after
-    /// [`DOWN_CONFIRM`] is marked failed, so such a flap never triggers a failover.
+    /// `DOWN_CONFIRM` (see `failover`) is marked failed, so such a flap never triggers a
+    /// failover.
     pending_down: HashMap<u64, Instant>,
 }
 
 impl Control {
+    /// The loop, until `stop` changes. Each pass re-evaluates everything from the current
+    /// state, so waking it early (map changed, member event) only makes it react sooner.
     async fn run(
         mut self,
         mut events: mpsc::Receiver<MemberEvent>,
@@ -279,273 +284,6 @@ impl Control {
             }
         }
         tracing::debug!(task = "cluster-control", "stopping");
-    }
-
-    fn on_member(&mut self, ev: MemberEvent) {
-        match ev {
-            MemberEvent::Up(m) => {
-                self.members.insert(m.id, m.addr);
-                self.pending_down.remove(&m.id);
-                self.set_health(m.id, Health::Online);
-            }
-            MemberEvent::Down(m) => {
-                self.pending_down.entry(m.id).or_insert_with(Instant::now);
-            }
-        }
-    }
-
-    /// Members down for longer than [`DOWN_CONFIRM`] (and not back) are marked failed.
-    fn confirm_downs(&mut self) {
-        let confirmed: Vec<u64> = self
-            .pending_down
-            .iter()
-            .filter(|(_, since)| since.elapsed() >= DOWN_CONFIRM)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in confirmed {
-            self.pending_down.remove(&id);
-            if !self.membership.is_alive(id) {
-                self.set_health(id, Health::Fail);
-            }
-        }
-    }
-
-    fn set_health(&mut self, id: u64, health: Health) {
-        if self.cluster.update(|t| t.set_health(id, health)) {
-            tracing::info!(node = %super::node_name(id), ?health, "node liveness changed");
-            self.cluster.changed.notify_one();
-        }
-    }
-
-    /// Nodes of the configured layout that never showed up count as failed after a while.
-    fn health_of_silent_nodes(&mut self) {
-        if self.started.elapsed() < self.node_timeout * 3 {
-            return;
-        }
-        let silent: Vec<u64> = self
-            .cluster
-            .topology()
-            .nodes
-            .values()
-            .filter(|v| v.info.version == 0 && v.health == Health::Online)
-            .map(|v| v.info.id)
-            .filter(|id| !self.members.contains_key(id))
-            .collect();
-        for id in silent {
-            self.cluster.update(|t| t.set_health(id, Health::Fail));
-        }
-    }
-
-    /// Sends this node's record (with its current replication offset) to every known node;
-    /// returns the version sent.
-    fn gossip(&mut self) -> u64 {
-        self.last_gossip = Instant::now();
-        let offset = {
-            let t = self.cluster.topology();
-            match t.me().role {
-                Role::Primary => self.repl.offset(),
-                Role::Replica { of } => self.repl.applied_from(of),
-            }
-        };
-        let info = self
-            .cluster
-            .update(|t| t.update_me(unix_ms(), |me| me.repl_offset = offset));
-        let version = info.version;
-        let Some(frame) = GossipFrame::V1(info).encode() else {
-            return version;
-        };
-        let mut targets: Vec<SocketAddr> = self.members.values().copied().collect();
-        let t = self.cluster.topology();
-        for v in t.nodes.values().filter(|v| v.info.id != t.myself) {
-            targets.push(v.info.mesh);
-        }
-        targets.sort();
-        targets.dedup();
-        self.cluster
-            .messages_sent
-            .fetch_add(targets.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        for to in targets {
-            self.send(to, frame.clone());
-        }
-        // The other regions get every record of ours (see `regions`).
-        let remote = self.cluster.regions.targets();
-        if !remote.is_empty() {
-            // Version 0 = a placeholder guessed from `cluster-nodes`, not a published record:
-            // it lacks the node's `region-announce-addr`, so the other regions would dial an
-            // address they may not reach. The node's own record follows within a gossip round.
-            let records: Vec<NodeInfo> = t
-                .nodes
-                .values()
-                .filter(|v| v.info.version > 0)
-                .map(|v| v.info.clone())
-                .collect();
-            if let Some(frame) = GossipFrame::Region(records).encode() {
-                for to in remote {
-                    self.send(to, frame.clone());
-                }
-            }
-        }
-        version
-    }
-
-    /// Sends a frame without waiting (a slow or unreachable peer must not stall the loop).
-    fn send(&self, to: SocketAddr, frame: Bytes) {
-        let mesh = self.mesh.clone();
-        tokio::spawn(async move {
-            let _ = mesh.send_frame(to, frame).await;
-        });
-    }
-
-    /// Rule 1 (and CLUSTER FAILOVER).
-    fn failover(&mut self) {
-        let t = self.cluster.topology();
-        let Role::Replica { of } = t.me().role else {
-            self.failing_since = None;
-            return;
-        };
-        let manual = self.cluster.take_failover();
-        // Membership says down, and the primary's replication link has been silent too (it
-        // sends keep-alives): under CPU starvation SWIM probes can time out while the primary
-        // is alive and streaming; its link is the second opinion that prevents a false failover.
-        let primary_down = t.node(of).is_some_and(|p| p.health == Health::Fail)
-            && !self.repl.heard_within(of, self.node_timeout);
-        let primary_slots = t.owned_by(of);
-        if manual.is_none() && (!primary_down || primary_slots.is_empty()) {
-            self.failing_since = None;
-            return;
-        }
-        if let Some(mode) = manual {
-            if mode == FailoverMode::Default {
-                // Catch up first, so the switch loses no write (bounded wait).
-                let target = t.node(of).map_or(0, |p| p.info.repl_offset);
-                if self.repl.applied_from(of) < target {
-                    self.cluster.request_failover(mode);
-                    return;
-                }
-            }
-        } else {
-            let since = *self.failing_since.get_or_insert_with(Instant::now);
-            let mut rivals: Vec<(u64, u64)> = t
-                .replicas_of(of)
-                .iter()
-                .filter(|v| v.health == Health::Online)
-                .map(|v| (u64::MAX - v.info.repl_offset, v.info.id))
-                .collect();
-            rivals.sort();
-            let rank = rivals.iter().position(|r| r.1 == t.myself).unwrap_or(0) as u32;
-            if since.elapsed() < RANK_DELAY * rank {
-                return;
-            }
-        }
-        drop(t);
-        let promoted = self.cluster.update(|t| {
-            let epoch = t.current_epoch + 1;
-            let slots = t.owned_by(of);
-            t.update_me(unix_ms(), |me| {
-                me.role = Role::Primary;
-                me.config_epoch = epoch;
-                me.slots = slots;
-            })
-        });
-        tracing::warn!(
-            epoch = promoted.config_epoch,
-            slots = promoted.slots.len(),
-            primary = %super::node_name(of),
-            "promoted to primary"
-        );
-        self.failing_since = None;
-    }
-
-    /// Rules 2 and 3.
-    fn follow(&mut self) {
-        let t = self.cluster.topology();
-        let me = t.me().clone();
-        let new_role = match me.role {
-            Role::Primary => {
-                let lost = t.superseded(me.id);
-                if lost.is_empty() {
-                    return;
-                }
-                let owner = t.owner_id(lost[0]);
-                let keep = me.slots.len() - lost.len();
-                drop(t);
-                self.cluster.update(|t| {
-                    t.update_me(unix_ms(), |m| {
-                        for s in &lost {
-                            m.slots.remove(*s);
-                        }
-                        if keep == 0 && owner != 0 {
-                            m.role = Role::Replica { of: owner };
-                        }
-                    })
-                });
-                tracing::warn!(lost = lost.len(), new_owner = %super::node_name(owner), "slots taken over by a larger epoch");
-                return;
-            }
-            Role::Replica { of } => match t.node(of).map(|p| &p.info) {
-                Some(p) => match p.role {
-                    Role::Replica { of: q } if q != me.id => Some(q),
-                    Role::Primary if t.owned_by(of).is_empty() => p
-                        .slots
-                        .iter()
-                        .next()
-                        .map(|s| t.owner_id(s))
-                        .filter(|&q| q != 0 && q != of && q != me.id),
-                    _ => None,
-                },
-                None => None,
-            },
-        };
-        drop(t);
-        if let Some(q) = new_role {
-            self.cluster
-                .update(|t| t.update_me(unix_ms(), |m| m.role = Role::Replica { of: q }));
-            tracing::info!(primary = %super::node_name(q), "following a new primary");
-        }
-    }
-
-    /// Links implied by roles: a primary to each of its replicas and to the owner of each of
-    /// its slots in every other region; a replica to its primary. Links inside the region carry
-    /// every slot of the shard's primary.
-    fn wanted_links(&self) -> Vec<LinkSpec> {
-        let t = self.cluster.topology();
-        match t.me().role {
-            Role::Primary => {
-                let slots = t.owned_by(t.myself);
-                let mut links: Vec<LinkSpec> = t
-                    .replicas_of(t.myself)
-                    .iter()
-                    .map(|r| LinkSpec {
-                        peer: r.info.id,
-                        kind: LinkKind::Replica,
-                        group: String::new(),
-                        addr: r.info.mesh,
-                        slots: slots.clone(),
-                    })
-                    .collect();
-                links.extend(self.cluster.regions.owners_of(&slots).into_iter().map(|o| {
-                    LinkSpec {
-                        peer: o.id,
-                        kind: LinkKind::Region,
-                        group: o.region,
-                        addr: o.mesh,
-                        slots: o.slots,
-                    }
-                }));
-                links
-            }
-            Role::Replica { of } => t
-                .node(of)
-                .map(|p| LinkSpec {
-                    peer: of,
-                    kind: LinkKind::Primary,
-                    group: String::new(),
-                    addr: p.info.mesh,
-                    slots: t.owned_by(of),
-                })
-                .into_iter()
-                .collect(),
-        }
     }
 }
 
