@@ -158,12 +158,20 @@ mod tests {
         let mut q = Changes::default();
         let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(1));
         q.push(&change(b"k", d.clone()), false);
-        q.push(&Change { key: b"k"[..].into(), delta: None }, false);
+        q.push(
+            &Change {
+                key: b"k"[..].into(),
+                delta: None,
+            },
+            false,
+        );
         assert!(q.pop().unwrap().delta.is_none());
         for i in 0..DELTAS_MAX + 1 {
             q.push(&change(format!("k{i}").as_bytes(), d.clone()), false);
         }
-        let kept = std::iter::from_fn(|| q.pop()).filter(|c| c.delta.is_some()).count();
+        let kept = std::iter::from_fn(|| q.pop())
+            .filter(|c| c.delta.is_some())
+            .count();
         assert_eq!(kept, DELTAS_MAX);
     }
 }

@@ -1,0 +1,197 @@
+//! The receiving side of replication: decoding frames from the mesh, merging batches (with the
+//! sender's delivery promise), acknowledging them, answering digest questions and applying
+//! invalidations. Replies go back on the address of our own link to the sender.
+//!
+//! Invariant: a batch is acknowledged only after every entry in it was merged (or refused as a
+//! stale duplicate within the sender's promise), so an ack means "held here".
+
+use super::*;
+
+impl Replicator {
+    /// Handles one replication frame from the mesh.
+    pub async fn on_frame(&self, frame: &[u8]) {
+        let (msg, promise, invalidations) = match wire::decode_with(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping a bad replication frame");
+                return;
+            }
+        };
+        let from = match &msg {
+            ReplMsg::Batch { from, .. }
+            | ReplMsg::Ack { from, .. }
+            | ReplMsg::Digests { from, .. }
+            | ReplMsg::DigestDiff { from, .. } => *from,
+        };
+        // Silence longer than a keep-alive period then a frame: the peer is back (a partition
+        // healed), which its link may want to know (see `pacing`).
+        let was_silent = {
+            let mut heard = self.heard.lock();
+            let h = heard.entry(from).or_insert(Inbound {
+                last: std::time::Instant::now(),
+                batches: 0,
+                bytes: 0,
+                skew_alarms: 0,
+                last_skew: None,
+            });
+            let was_silent = h.last.elapsed() > Duration::from_secs(1);
+            h.last = std::time::Instant::now();
+            if matches!(msg, ReplMsg::Batch { .. }) {
+                h.batches += 1;
+                h.bytes += frame.len() as u64;
+            }
+            was_silent
+        };
+        if was_silent {
+            if let Some(link) = self.links.read().get(&from) {
+                link.heard_from_peer();
+            }
+        }
+        match msg {
+            ReplMsg::Batch {
+                from,
+                session,
+                fresh,
+                batch,
+                upto,
+                entries,
+            } => {
+                // 3. Merge, then acknowledge.
+                let ks = self.ks();
+                self.batches_received.fetch_add(1, Relaxed);
+                self.entries_received
+                    .fetch_add(entries.len() as u64, Relaxed);
+                // The promise speaks for this batch's entries only within a session we know
+                // (or the one this batch starts): it was computed by that session's sender.
+                let known = fresh
+                    || self
+                        .inbound
+                        .lock()
+                        .get(&from)
+                        .is_some_and(|s| s.0 == session);
+                let delivered_below = if known { promise } else { 0 };
+                let mut alarms = 0;
+                for e in entries.iter().filter(|e| !self.invalidated(e)) {
+                    alarms += ks
+                        .merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below)
+                        .1
+                        .is_some() as u64;
+                }
+                if alarms > 0 {
+                    if let Some(h) = self.heard.lock().get_mut(&from) {
+                        h.skew_alarms += alarms;
+                        h.last_skew = Some(std::time::Instant::now());
+                    }
+                }
+                self.apply_invalidations(&invalidations);
+                // Merges are never refused (that would lose a peer's writes), but they count
+                // against maxmemory like local writes: evict for them now, under the policy.
+                // Under `noeviction` the next local write gets the OOM error instead.
+                let _ = ks.ensure_memory();
+                let need_resync = {
+                    let mut inbound = self.inbound.lock();
+                    let s = inbound.entry(from).or_insert((0, 0));
+                    if fresh {
+                        *s = (session, 0);
+                    }
+                    if s.0 == session && upto > 0 {
+                        s.1 = s.1.max(upto);
+                    }
+                    s.0 != session
+                };
+                if !need_resync {
+                    self.note_promise(from, session, batch, promise);
+                }
+                let ack = ReplMsg::Ack {
+                    from: self.me,
+                    session,
+                    batch,
+                    upto,
+                    need_resync,
+                };
+                let addr = self.links.read().get(&from).map(|l| *l.addr.lock());
+                match (addr, wire::encode(ack, 0)) {
+                    (Some(addr), Ok(frame)) => {
+                        // Sent from its own task: this runs on the node's inbound loop, which
+                        // also carries membership datagrams, and a send to a peer that just
+                        // became unreachable waits for a dial (up to the mesh's handshake
+                        // timeout). Awaited here, a partition of another region stalled the
+                        // loop for that long per queued batch, the region's own membership
+                        // datagrams were dropped meanwhile, and its nodes judged each other
+                        // down (found by the compose demo, regions/demo.sh).
+                        let transport = self.transport.clone();
+                        let mut acks = self.acks.lock();
+                        while acks.try_join_next().is_some() {}
+                        acks.spawn(async move {
+                            if let Err(e) = transport.send(addr, frame).await {
+                                tracing::debug!(task = "repl-ack", error = %e, "cannot send a replication ack");
+                            }
+                        });
+                    }
+                    (None, _) => {
+                        tracing::debug!(peer = %format_args!("{from:x}"), "batch from a node we have no link to")
+                    }
+                    (_, Err(e)) => tracing::error!(error = %e, "cannot encode an ack"),
+                }
+            }
+            ReplMsg::Ack {
+                from,
+                session,
+                batch,
+                upto: _,
+                need_resync,
+            } => {
+                let Some(link) = self.links.read().get(&from).cloned() else {
+                    return;
+                };
+                if need_resync {
+                    link.lost_session(session);
+                } else {
+                    link.on_ack(session, batch);
+                }
+            }
+            ReplMsg::Digests {
+                from,
+                session,
+                ask,
+                ranges,
+            } => {
+                let differ = repair::compare(self.ks(), &ranges);
+                let reply = ReplMsg::DigestDiff {
+                    from: self.me,
+                    session,
+                    ask,
+                    differ,
+                };
+                self.reply(from, reply).await;
+            }
+            ReplMsg::DigestDiff {
+                from,
+                session,
+                ask,
+                differ,
+            } => {
+                if let Some(link) = self.links.read().get(&from).cloned() {
+                    link.on_digest_diff(session, ask, &differ);
+                }
+            }
+        }
+    }
+
+    /// Sends a reply (not a batch) to `to` on the address of our link to it.
+    async fn reply(&self, to: u64, msg: ReplMsg) {
+        let addr = self.links.read().get(&to).map(|l| *l.addr.lock());
+        let Some(addr) = addr else {
+            tracing::debug!(peer = %format_args!("{to:x}"), "message from a node we have no link to");
+            return;
+        };
+        match wire::encode(msg, 0) {
+            Ok(frame) => {
+                if let Err(e) = self.transport.send(addr, frame).await {
+                    tracing::debug!(error = %e, "cannot send a replication reply");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a replication reply"),
+        }
+    }
+}
