@@ -3,7 +3,7 @@
 //! Value of a key (DESIGN.md §2): the register bytes; or, when some actor has contributions the
 //! register write did not observe and the register is numeric (or absent), the register plus the
 //! unobserved sums. Merge: larger stamp for the register (with its observed totals) and for the
-//! expiry; per-actor max for contributions.
+//! expiry; per actor, the later (epoch, totals) for contributions (`crdt::counter`).
 //!
 //! Invariant kept by every constructor, mutator and merge: for every actor, the contributions
 //! cover the register's observed totals (a register write ships the contributions it observed in

@@ -7,7 +7,8 @@
 //!
 //! Semantics (DESIGN.md §2): a key holds one [`Entry`] made of
 //! 1. a last-writer-wins register (bytes or tombstone) with the counter totals it observed,
-//! 2. per-actor monotonic counter contributions,
+//! 2. per-actor monotonic counter contributions, each counted within an epoch the actor opens
+//!    when it holds none of its own for the key (so collecting a key never rewinds them),
 //! 3. a last-writer-wins expiry.
 
 mod counter;
@@ -15,6 +16,6 @@ mod entry;
 pub mod number;
 mod stamp;
 
-pub use counter::{Contributions, Totals};
+pub use counter::{Contribution, Contributions, Totals};
 pub use entry::{Conflicts, Entry, EntryDelta, Expiry, Register};
 pub use stamp::{NodeId, Stamp};

@@ -1,8 +1,14 @@
 //! The counter side of an [`Entry`]: per-actor contributions, the totals the register write
 //! observed, the increments that grow them, and the value a reader sees from both.
+//!
+//! An increment by an actor that holds no contribution of its own in the entry opens a new
+//! epoch for that actor at the op's stamp (see `crdt::counter`): the key is new here, or this
+//! node collected its entry, or never held it. A node that evicted a key it counted in merges
+//! its totals back from the eviction floor before it writes again (`store::evict`), so eviction
+//! never opens an epoch.
 
 use super::{Entry, EntryDelta};
-use crate::crdt::counter::{Contributions, Totals, Unobserved};
+use crate::crdt::counter::{Contribution, Contributions, Unobserved};
 use crate::crdt::number::{format_float, format_i128, parse_f64, parse_i64};
 use crate::crdt::stamp::{NodeId, Stamp};
 use std::borrow::Cow;
@@ -90,36 +96,49 @@ impl Entry {
     /// Adding zero changes nothing and produces an empty delta (see [`Contributions::add_int`]).
     pub fn add_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> EntryDelta {
         self.apply_int(actor, by, stamp)
-            .map_or_else(EntryDelta::default, |t| self.contrib_delta(actor, t))
+            .map_or_else(EntryDelta::default, |c| self.contrib_delta(c))
     }
 
     /// Adds a finite float to `actor`'s contributions.
     /// Adding zero (or -0.0) changes nothing and produces an empty delta.
     pub fn add_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> EntryDelta {
         self.apply_float(actor, by, stamp)
-            .map_or_else(EntryDelta::default, |t| self.contrib_delta(actor, t))
+            .map_or_else(EntryDelta::default, |c| self.contrib_delta(c))
     }
 
-    /// [`Entry::add_int`] without building the delta; returns the actor's new totals.
-    pub fn apply_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> Option<Totals> {
-        (by != 0).then(|| self.bump(stamp, |c| c.add_int(actor, by)))
+    /// [`Entry::add_int`] without building the delta; returns the actor's new contribution.
+    pub fn apply_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> Option<Contribution> {
+        if by == 0 {
+            return None;
+        }
+        self.bump(stamp, |c| c.add_int(actor, by, stamp.time))
     }
 
-    /// [`Entry::add_float`] without building the delta; returns the actor's new totals.
-    pub fn apply_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> Option<Totals> {
-        (by != 0.0).then(|| self.bump(stamp, |c| c.add_float(actor, by)))
+    /// [`Entry::add_float`] without building the delta; returns the actor's new contribution.
+    pub fn apply_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> Option<Contribution> {
+        if by == 0.0 {
+            return None;
+        }
+        self.bump(stamp, |c| c.add_float(actor, by, stamp.time))
     }
 
-    fn bump(&mut self, stamp: Stamp, op: impl FnOnce(&mut Contributions) -> Totals) -> Totals {
+    /// Runs a non-zero contribution op, which opens an epoch at the op's stamp time if the actor
+    /// has no contribution here, and records the op's stamp.
+    fn bump(
+        &mut self,
+        stamp: Stamp,
+        op: impl FnOnce(&mut Contributions) -> Option<Contribution>,
+    ) -> Option<Contribution> {
         let c = self.counters_mut();
-        let t = op(&mut c.contrib);
+        let mine = op(&mut c.contrib);
         c.stamp = c.stamp.max(stamp);
-        t
+        mine
     }
 
-    fn contrib_delta(&self, actor: NodeId, t: Totals) -> EntryDelta {
+    /// The delta of a contribution op: the actor's whole contribution (epoch and totals).
+    fn contrib_delta(&self, c: Contribution) -> EntryDelta {
         EntryDelta {
-            contrib: Contributions::from_one(actor, t),
+            contrib: Contributions::from_one(c),
             contrib_stamp: self.counters.as_ref().map_or(Stamp::ZERO, |c| c.stamp),
             ..Default::default()
         }
@@ -194,6 +213,33 @@ mod tests {
             e, before,
             "a zero increment leaves no all-zero actor behind"
         );
+    }
+
+    /// The demo's bug (docs/operations.md, "Found by the demo"): actor 1 counted 1, a DEL
+    /// observed it, actor 1's node collected the tombstone and counted again. A replica still
+    /// holding the tombstone must show the new increment.
+    #[test]
+    fn an_increment_after_collection_is_unobserved_by_the_old_tombstone() {
+        let mut a = Entry::empty();
+        let first = a.add_int(1, 1, s(1, 1));
+        let mut b = Entry::from_delta(&first);
+        let del = b.write_register(None, s(2, 2));
+        a.merge(&del);
+        assert_eq!(a.value(), None);
+        // Actor 1's node collects its entry; its next INCR opens a new epoch.
+        let mut a = Entry::empty();
+        let again = a.add_int(1, 1, s(3, 1));
+        assert_eq!(a.value().unwrap().as_ref(), b"1");
+        b.merge(&again);
+        assert_eq!(b.value().unwrap().as_ref(), b"1", "{b:?}");
+        let (c, _, _) = b.contributions().unwrap();
+        assert_eq!(c.get(1).map(|c| (c.epoch, c.totals.int_inc)), Some((3, 1)));
+        // Holding a contribution of its own again, actor 1 continues that epoch.
+        let more = a.add_int(1, 2, s(4, 1));
+        let (c, _, _) = a.contributions().unwrap();
+        assert_eq!(c.get(1).map(|c| (c.epoch, c.totals.int_inc)), Some((3, 3)));
+        b.merge(&more);
+        assert_eq!(b.value().unwrap().as_ref(), b"3");
     }
 
     use proptest::prelude::*;
