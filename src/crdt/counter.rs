@@ -334,6 +334,13 @@ mod tests {
     }
 
     #[test]
+    fn an_epoch_costs_no_memory() {
+        // It fills the padding between the actor ID and the 16-byte aligned totals.
+        assert_eq!(std::mem::size_of::<Contribution>(), 64);
+        assert_eq!(std::mem::size_of::<(NodeId, Totals)>(), 64);
+    }
+
+    #[test]
     fn totals_written_before_epochs_decode_with_epoch_zero() {
         let legacy: Vec<(NodeId, Totals)> = vec![(
             7,

@@ -3,6 +3,12 @@
 //! The first byte of every mesh frame names its traffic class ([`CLASS_REPL`] here); the rest
 //! is one [`ReplFrame`]. New fields go into a new variant (`V2`), never into `V1`, so nodes of
 //! different versions can tell what they cannot read instead of misreading it.
+//!
+//! One field went inside the entries instead: each actor's counter contribution carries its
+//! epoch (`crdt::counter`) as a trailing element, `[actor, totals, epoch]`, defaulting to 0. Every
+//! variant decodes frames from nodes built before it (their totals count in epoch 0); a node
+//! built before it cannot decode a frame carrying epochs (an array-length error, never a
+//! misread) and drops it with a warning. Upgrade every node of a deployment together.
 
 use crate::crdt::EntryDelta;
 use serde::{Deserialize, Serialize};
