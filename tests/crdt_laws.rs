@@ -151,9 +151,8 @@ struct Sim {
     /// Per replica, the newest stamp time of an entry it collected (0: none): a delta no newer
     /// than it, reaching the replica while it holds nothing, is a late duplicate and dropped.
     collected_below: Vec<u64>,
-    /// Indices of the steps that collected, and increments made by a replica after it collected.
+    /// Indices of the steps that collected.
     collected_at: Vec<usize>,
-    counted_after_collection: usize,
 }
 
 /// Whether `Step::Collect` collects, or is skipped: the same history without collection, given
@@ -240,7 +239,6 @@ fn run_as(nodes: &[u64], steps: &[Step], mode: Mode<'_>) -> Result<Sim, TestCase
         seen: vec![Vec::new(); n],
         collected_below: vec![0; n],
         collected_at: Vec::new(),
-        counted_after_collection: 0,
     };
     // Replicas that ever collected (in `Mode::Keep` too, so both runs skip the same writes).
     let mut collector = vec![false; n];
@@ -252,9 +250,6 @@ fn run_as(nodes: &[u64], steps: &[Step], mode: Mode<'_>) -> Result<Sim, TestCase
                 ..
             } if collector[at] => {}
             Step::Local { at, ref op, dt } => {
-                if collector[at] && matches!(op, Op::AddInt(_) | Op::AddFloat(_)) {
-                    sim.counted_after_collection += 1;
-                }
                 clocks[at] += dt;
                 let stamp = Stamp::new(clocks[at], nodes[at]);
                 let before = sim.states[at].clone();
