@@ -276,8 +276,8 @@ fn run_as(nodes: &[u64], steps: &[Step], mode: Mode<'_>) -> Result<Sim, TestCase
             }
             Step::Gossip => {
                 let all = converged(&sim).to_delta();
-                for at in 0..n {
-                    clocks[at] = clocks[at].max(all.max_stamp().time);
+                for (at, clock) in clocks.iter_mut().enumerate() {
+                    *clock = (*clock).max(all.max_stamp().time);
                     deliver(&mut sim, at, all.clone())?;
                 }
             }
