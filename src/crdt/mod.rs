@@ -3,7 +3,7 @@
 //! Nothing here does I/O, reads a clock or knows about tokio. Every type is a join-semilattice:
 //! `merge` is commutative, associative and idempotent, and every mutator returns the delta it
 //! produced, such that joining that delta into the state before the op gives the state after it.
-//! The property tests in `tests/crdt_laws.rs` prove these laws.
+//! The property tests in `tests/crdt_laws/` prove these laws.
 //!
 //! Semantics (DESIGN.md §2): a key holds one [`Entry`] made of
 //! 1. a last-writer-wins register (bytes or tombstone) with the counter totals it observed,
