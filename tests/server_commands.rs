@@ -359,6 +359,11 @@ async fn meridian_explain_shows_why_a_key_has_its_value() {
     assert_eq!(text(field(&contrib[0], "actor")), node);
     assert_eq!(text(field(&contrib[0], "int_inc")), "5");
     assert_eq!(text(field(&contrib[0], "int_dec")), "0");
+    // The epoch the totals count in: opened by this INCR, the node's first on the key.
+    let epoch = field(&contrib[0], "epoch");
+    assert_eq!(text(field(epoch, "node")), node);
+    let epoch_ms: i64 = text(field(epoch, "unix_ms")).parse().unwrap();
+    assert!(epoch_ms >= ms && (now - epoch_ms).abs() < 5_000);
     // A later SET observes the increment; the register stamp moves forward.
     let _: () = q!(c, "SET", "k", "1").unwrap();
     let e2: Value = q!(c, "MERIDIAN", "EXPLAIN", "k").unwrap();
@@ -370,6 +375,7 @@ async fn meridian_explain_shows_why_a_key_has_its_value() {
         panic!("{e2:?}")
     };
     assert_eq!(text(field(&observed[0], "int_inc")), "5");
+    assert_eq!(field(&observed[0], "epoch"), epoch);
     assert_eq!(text(field(&e2, "value")), "1");
     // Expiry: the deadline PEXPIRETIME reports.
     assert_eq!(field(field(&e2, "expiry"), "deadline_ms"), &Value::Nil);

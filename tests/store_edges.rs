@@ -134,3 +134,68 @@ fn incrby_zero_creates_a_missing_key_and_is_silent_on_an_existing_one() {
     );
     assert_eq!(read(&r1, "z"), Some(b"5".to_vec()));
 }
+
+/// The demo's counter bug (docs/operations.md, "Found by the demo"). Region a's actor counts
+/// 1; region b deletes the key, observing it; a collects the tombstone while c, whose collector
+/// lags, still holds it. a counts again: the key is new on a, which answers 1. c must answer 1
+/// too, whether it gets a's delta or a's full entry (what replication ships). Before counters
+/// had epochs, a's totals restarted at 1, which c's tombstone had already observed: c answered
+/// nil.
+#[test]
+fn an_increment_after_tombstone_collection_shows_where_the_tombstone_is_still_held() {
+    let (a, oa) = region(1);
+    let (b, ob) = region(2);
+    let (c, _) = region(3);
+    let (d, _) = region(4);
+    a.set_tombstone_grace_ms(50);
+    c.set_tombstone_grace_ms(600_000);
+    d.set_tombstone_grace_ms(600_000);
+    let full = |from: &Keyspace| from.entry(b"k").expect("held").to_delta();
+    a.lock(["k"]).key(b"k").add_int(1);
+    for r in [&b, &c, &d] {
+        r.merge(b"k", &full(&a));
+    }
+    assert!(b.lock(["k"]).key(b"k").delete());
+    for r in [&a, &c, &d] {
+        r.merge(b"k", &full(&b));
+    }
+    for r in [&a, &b, &c, &d] {
+        assert_eq!(read(r, "k"), None);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        a.expire_cycle(usize::MAX).collected,
+        1,
+        "a collects the tombstone"
+    );
+    assert_eq!(c.expire_cycle(usize::MAX).collected, 0, "c still holds it");
+    assert!(a.entry(b"k").is_none());
+    oa.0.lock().unwrap().clear();
+    ob.0.lock().unwrap().clear();
+    a.lock(["k"]).key(b"k").add_int(1);
+    assert_eq!(read(&a, "k"), Some(b"1".to_vec()));
+    let delta: Vec<Delta> = oa.0.lock().unwrap().drain(..).collect();
+    assert_eq!(delta.len(), 1);
+    c.merge(b"k", &delta[0].entry);
+    d.merge(b"k", &full(&a));
+    b.merge(b"k", &full(&a));
+    for (name, r) in [
+        ("c, from the delta", &c),
+        ("d, from the entry", &d),
+        ("b", &b),
+    ] {
+        assert_eq!(
+            read(r, "k"),
+            Some(b"1".to_vec()),
+            "{name}: {:?}",
+            r.entry(b"k")
+        );
+    }
+    // Counting on continues the new epoch everywhere; a DEL observes it all.
+    a.lock(["k"]).key(b"k").add_int(2);
+    c.merge(b"k", &full(&a));
+    assert_eq!(read(&c, "k"), Some(b"3".to_vec()));
+    assert!(c.lock(["k"]).key(b"k").delete());
+    a.merge(b"k", &full(&c));
+    assert_eq!((read(&a, "k"), read(&c, "k")), (None, None));
+}

@@ -1,9 +1,9 @@
 //! Conflict introspection (DESIGN.md §7): `MERIDIAN EXPLAIN key` shows why a key has its value.
 //!
 //! The reply is a map: the value a reader sees and whether the key is live; the register (bytes
-//! or tombstone, its stamp and origin node); the counter contributions per actor with the totals
-//! the register write observed; and the expiry deadline with the stamp that set it. With it an
-//! operator can tell, after a partition heals, which write won and why.
+//! or tombstone, its stamp and origin node); the counter contributions per actor (epoch and
+//! totals) with those the register write observed; and the expiry deadline with the stamp that
+//! set it. With it an operator can tell, after a partition heals, which write won and why.
 
 use super::table::dispatch_sub;
 use super::{CmdResult, Ctx};
@@ -33,12 +33,17 @@ fn stamp(out: &mut Out, s: Stamp) {
     out.bulk(format!("{:x}", s.node).as_bytes());
 }
 
+/// Per actor: its ID, the epoch its totals count in (the stamp of the op that opened it, at the
+/// bottom stamp for totals written before epochs existed), and the totals.
 fn contributions(out: &mut Out, c: &Contributions) {
     out.array(c.len());
-    for (actor, t) in c.iter() {
-        out.map(5);
+    for c in c.iter() {
+        let (actor, t) = (c.actor, &c.totals);
+        out.map(6);
         out.bulk(b"actor");
         out.bulk(format!("{actor:x}").as_bytes());
+        out.bulk(b"epoch");
+        stamp(out, Stamp::new(c.epoch, actor));
         out.bulk(b"int_inc");
         out.bulk(t.int_inc.to_string().as_bytes());
         out.bulk(b"int_dec");

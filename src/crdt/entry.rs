@@ -3,17 +3,21 @@
 //! Value of a key (DESIGN.md §2): the register bytes; or, when some actor has contributions the
 //! register write did not observe and the register is numeric (or absent), the register plus the
 //! unobserved sums. Merge: larger stamp for the register (with its observed totals) and for the
-//! expiry; per-actor max for contributions.
+//! expiry; per actor, the later (epoch, totals) for contributions (`crdt::counter`).
 //!
 //! Invariant kept by every constructor, mutator and merge: for every actor, the contributions
 //! cover the register's observed totals (a register write ships the contributions it observed in
 //! the same delta), so "unobserved" is never negative.
+//!
+//! This file holds the entry, its register and expiry, and merging; the counter side
+//! (contributions, increments, the value a reader sees) is in `entry/counting.rs`.
 
-use super::counter::{Contributions, Totals, Unobserved};
-use super::number::{format_float, format_i128, parse_f64, parse_i64};
-use super::stamp::{NodeId, Stamp};
+mod counting;
+
+use super::counter::Contributions;
+use super::stamp::Stamp;
+use counting::Counters;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 
 /// A last-writer-wins register: bytes or a tombstone, the write's stamp, and the counter totals
 /// the write observed (and therefore overrides).
@@ -75,15 +79,6 @@ impl EntryDelta {
         let e = self.expiry.map_or(Stamp::ZERO, |e| e.stamp);
         r.max(e).max(self.contrib_stamp)
     }
-}
-
-/// Counter state, boxed because most keys never see an INCR.
-#[derive(Clone, Debug, PartialEq)]
-struct Counters {
-    contrib: Contributions,
-    /// Totals observed by the current register write (part of the register).
-    observed: Contributions,
-    stamp: Stamp,
 }
 
 /// Register bytes up to this size are stored inside the entry (no allocation, no extra cache
@@ -177,57 +172,10 @@ impl Entry {
         self.deadline_ms != 0 && now_ms > self.deadline_ms
     }
 
-    pub fn contributions(&self) -> Option<(&Contributions, &Contributions, Stamp)> {
-        self.counters
-            .as_ref()
-            .map(|c| (&c.contrib, &c.observed, c.stamp))
-    }
-
     /// The largest stamp of any part: nothing older than this can change the entry.
     pub fn max_stamp(&self) -> Stamp {
         let c = self.counters.as_ref().map_or(Stamp::ZERO, |c| c.stamp);
         self.stamp.max(self.expiry_stamp()).max(c)
-    }
-
-    fn unobserved(&self) -> Unobserved {
-        match &self.counters {
-            Some(c) => c.contrib.unobserved(&c.observed),
-            None => Unobserved::default(),
-        }
-    }
-
-    /// The value a reader sees, ignoring expiry (see the module doc). `None` = no value.
-    pub fn value(&self) -> Option<Cow<'_, [u8]>> {
-        let base = self.register_value();
-        if self.counters.is_none() {
-            return base.map(Cow::Borrowed);
-        }
-        let u = self.unobserved();
-        if !u.any {
-            return base.map(Cow::Borrowed);
-        }
-        if !u.has_float {
-            let b = match base {
-                None => 0i128,
-                Some(b) => match parse_i64(b) {
-                    Some(v) => v as i128,
-                    None => return Some(Cow::Borrowed(b)),
-                },
-            };
-            return Some(Cow::Owned(
-                format_i128(b.saturating_add(u.int)).into_bytes(),
-            ));
-        }
-        let b = match base {
-            None => 0.0,
-            Some(b) => match parse_f64(b) {
-                Some(v) => v,
-                None => return Some(Cow::Borrowed(b)),
-            },
-        };
-        Some(Cow::Owned(
-            format_float(b + u.int as f64 + u.float).into_bytes(),
-        ))
     }
 
     /// True when the key has a value now.
@@ -299,75 +247,6 @@ impl Entry {
             expiry: Some(self.expiry()),
             ..Default::default()
         }
-    }
-
-    /// Adds an integer (negative = decrement) to `actor`'s contributions.
-    /// Adding zero changes nothing and produces an empty delta (see [`Contributions::add_int`]).
-    pub fn add_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> EntryDelta {
-        self.apply_int(actor, by, stamp)
-            .map_or_else(EntryDelta::default, |t| self.contrib_delta(actor, t))
-    }
-
-    /// Adds a finite float to `actor`'s contributions.
-    /// Adding zero (or -0.0) changes nothing and produces an empty delta.
-    pub fn add_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> EntryDelta {
-        self.apply_float(actor, by, stamp)
-            .map_or_else(EntryDelta::default, |t| self.contrib_delta(actor, t))
-    }
-
-    /// [`Entry::add_int`] without building the delta; returns the actor's new totals.
-    pub fn apply_int(&mut self, actor: NodeId, by: i64, stamp: Stamp) -> Option<Totals> {
-        (by != 0).then(|| self.bump(stamp, |c| c.add_int(actor, by)))
-    }
-
-    /// [`Entry::add_float`] without building the delta; returns the actor's new totals.
-    pub fn apply_float(&mut self, actor: NodeId, by: f64, stamp: Stamp) -> Option<Totals> {
-        (by != 0.0).then(|| self.bump(stamp, |c| c.add_float(actor, by)))
-    }
-
-    fn bump(&mut self, stamp: Stamp, op: impl FnOnce(&mut Contributions) -> Totals) -> Totals {
-        let c = self.counters_mut();
-        let t = op(&mut c.contrib);
-        c.stamp = c.stamp.max(stamp);
-        t
-    }
-
-    fn contrib_delta(&self, actor: NodeId, t: Totals) -> EntryDelta {
-        EntryDelta {
-            contrib: Contributions::from_one(actor, t),
-            contrib_stamp: self.counters.as_ref().map_or(Stamp::ZERO, |c| c.stamp),
-            ..Default::default()
-        }
-    }
-
-    /// The value as a Redis integer without formatting it (INCR's hot path): `Ok(None)` when
-    /// there is no value, `Err(())` when the value is not an integer in i64 range. Always the
-    /// same answer as parsing [`Entry::value`].
-    #[allow(clippy::result_unit_err)]
-    pub fn integer(&self) -> Result<Option<i64>, ()> {
-        let u = self.unobserved();
-        if u.has_float {
-            return self.value().map(|v| parse_i64(&v).ok_or(())).transpose();
-        }
-        let base = match self.register_value() {
-            None => None,
-            Some(b) => Some(parse_i64(b).ok_or(())?),
-        };
-        if !u.any {
-            return Ok(base);
-        }
-        let sum = (base.unwrap_or(0) as i128).saturating_add(u.int);
-        i64::try_from(sum).map(Some).map_err(|_| ())
-    }
-
-    fn counters_mut(&mut self) -> &mut Counters {
-        self.counters.get_or_insert_with(|| {
-            Box::new(Counters {
-                contrib: Contributions::new(),
-                observed: Contributions::new(),
-                stamp: Stamp::ZERO,
-            })
-        })
     }
 
     fn register(&self) -> Register {
@@ -466,8 +345,10 @@ impl Entry {
             stamp(&mut m, c.stamp);
             for (list, tag) in [(&c.contrib, 1), (&c.observed, 2)] {
                 m.word(tag);
-                for (actor, t) in list.iter() {
-                    m.word(*actor);
+                for c in list.iter() {
+                    let t = &c.totals;
+                    m.word(c.actor);
+                    m.word(c.epoch);
                     for v in [t.int_inc, t.int_dec] {
                         m.word(v as u64);
                         m.word((v >> 64) as u64);
@@ -506,58 +387,6 @@ mod tests {
     }
 
     #[test]
-    fn set_then_incr_reads_sum() {
-        let mut e = Entry::empty();
-        e.write_register(Some(b"10".to_vec().into()), s(1, 1));
-        e.add_int(1, 5, s(2, 1));
-        assert_eq!(e.value().unwrap().as_ref(), b"15");
-        e.write_register(Some(b"x".to_vec().into()), s(3, 1));
-        assert_eq!(
-            e.value().unwrap().as_ref(),
-            b"x",
-            "a SET observes every increment"
-        );
-    }
-
-    #[test]
-    fn delete_then_concurrent_incr_keeps_increment() {
-        let mut a = Entry::empty();
-        let d0 = a.add_int(1, 3, s(1, 1));
-        let mut b = Entry::from_delta(&d0);
-        let del = a.write_register(None, s(2, 1));
-        let inc = b.add_int(2, 4, s(2, 2));
-        a.merge(&inc);
-        b.merge(&del);
-        assert_eq!(a, b);
-        assert_eq!(a.value().unwrap().as_ref(), b"4");
-    }
-
-    #[test]
-    fn non_integer_register_hides_increments() {
-        let mut e = Entry::empty();
-        e.write_register(Some(b"abc".to_vec().into()), s(1, 1));
-        let mut other = Entry::empty();
-        let inc = other.add_int(2, 1, s(1, 2));
-        e.merge(&inc);
-        assert_eq!(e.value().unwrap().as_ref(), b"abc");
-    }
-
-    #[test]
-    fn adding_zero_changes_nothing() {
-        let mut e = Entry::empty();
-        assert_eq!(e.add_int(1, 0, s(1, 1)), EntryDelta::default());
-        assert_eq!(e.add_float(1, -0.0, s(2, 1)), EntryDelta::default());
-        assert_eq!(e, Entry::empty());
-        e.add_int(1, 2, s(3, 1));
-        let before = e.clone();
-        e.add_int(2, 0, s(4, 1));
-        assert_eq!(
-            e, before,
-            "a zero increment leaves no all-zero actor behind"
-        );
-    }
-
-    #[test]
     fn expiry_is_last_writer_wins() {
         let mut e = Entry::empty();
         e.write_register(Some(b"v".to_vec().into()), s(1, 1));
@@ -567,37 +396,5 @@ mod tests {
         e.merge(&early);
         assert_eq!(e.deadline(), Some(100));
         assert!(e.is_expired(101) && !e.is_expired(100));
-    }
-
-    use proptest::prelude::*;
-
-    proptest::proptest! {
-        /// INCR's fast path agrees with parsing the formatted value, whatever the state.
-        #[test]
-        fn integer_agrees_with_value(
-            reg in proptest::option::of(proptest::prop_oneof![
-                (-1000i64..1000).prop_map(|n| n.to_string()),
-                proptest::strategy::Just(i64::MAX.to_string()),
-                proptest::strategy::Just("abc".to_string()),
-                proptest::strategy::Just("1.5".to_string()),
-            ]),
-            ops in proptest::collection::vec((1u64..4, -1_000_000i64..1_000_000, proptest::bool::ANY), 0..6),
-            big in proptest::bool::ANY,
-        ) {
-            let mut e = Entry::empty();
-            let mut t = 1;
-            for (actor, by, float) in &ops {
-                t += 1;
-                if *float { e.add_float(*actor, *by as f64 / 8.0, s(t, *actor)); } else { e.add_int(*actor, *by, s(t, *actor)); }
-            }
-            t += 1;
-            e.write_register(reg.map(|r| r.into_bytes().into_boxed_slice()), s(t, 9));
-            for (actor, by, _) in &ops {
-                t += 1;
-                e.add_int(*actor, if big { i64::MAX } else { *by }, s(t, *actor));
-            }
-            let expected = e.value().map(|v| crate::crdt::number::parse_i64(&v).ok_or(())).transpose();
-            prop_assert_eq!(e.integer(), expected);
-        }
     }
 }

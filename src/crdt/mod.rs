@@ -3,11 +3,12 @@
 //! Nothing here does I/O, reads a clock or knows about tokio. Every type is a join-semilattice:
 //! `merge` is commutative, associative and idempotent, and every mutator returns the delta it
 //! produced, such that joining that delta into the state before the op gives the state after it.
-//! The property tests in `tests/crdt_laws.rs` prove these laws.
+//! The property tests in `tests/crdt_laws/` prove these laws.
 //!
 //! Semantics (DESIGN.md §2): a key holds one [`Entry`] made of
 //! 1. a last-writer-wins register (bytes or tombstone) with the counter totals it observed,
-//! 2. per-actor monotonic counter contributions,
+//! 2. per-actor monotonic counter contributions, each counted within an epoch the actor opens
+//!    when it holds none of its own for the key (so collecting a key never rewinds them),
 //! 3. a last-writer-wins expiry.
 
 mod counter;
@@ -16,6 +17,6 @@ mod entry;
 pub mod number;
 mod stamp;
 
-pub use counter::{Contributions, Totals};
+pub use counter::{Contribution, Contributions, Totals};
 pub use entry::{Conflicts, Entry, EntryDelta, Expiry, Register};
 pub use stamp::{NodeId, Stamp};

@@ -8,7 +8,8 @@
 //!    `(1, key bytes)` for a *local removal* ("forget"): the key left this node without being
 //!    deleted anywhere (MIGRATE moved it away), so replay must drop it rather than merge. The
 //!    first element's type (bytes or integer) tells the two apart; a log with no removals is
-//!    byte-identical to the format before removals existed.
+//!    byte-identical to the format before removals existed. Counter contributions end with
+//!    their epoch (`crdt::counter`); records written before epochs load with epoch 0.
 //!
 //! Reading classifies what follows a good record:
 //! - nothing: the end;

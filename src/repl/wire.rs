@@ -9,6 +9,12 @@
 //! drops such a frame as undecodable (logged), and the asking link falls back to sending the
 //! slots in full after three unanswered questions. Deflated batches cannot be read by such a
 //! node at all: upgrade every node of a deployment before relying on mixed versions.
+//!
+//! One field went inside the entries instead: each actor's counter contribution carries its
+//! epoch (`crdt::counter`) as a trailing element, `[actor, totals, epoch]`, defaulting to 0. Every
+//! variant decodes frames from nodes built before it (their totals count in epoch 0); a node
+//! built before it cannot decode a frame carrying epochs (an array-length error, never a
+//! misread) and drops it with a warning. Upgrade every node of a deployment together.
 
 use crate::crdt::EntryDelta;
 use serde::{Deserialize, Serialize};

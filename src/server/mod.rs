@@ -102,6 +102,20 @@ pub async fn spawn_with(
     // 2b. Persistence: load the snapshot and replay the log before anyone else sees the
     // keyspace; its sink goes in first, so replication's comes after it.
     let persist = Persist::open(&s.persist, &keyspace).map_err(ServerError::Persist)?;
+    if s.node_id.is_some()
+        && s.cluster.enabled
+        && persist.loaded.snapshot_keys + persist.loaded.log_records == 0
+    {
+        // The actor may have counted in a previous life whose totals only peers hold: an INCR
+        // before the resync brings a key back opens a new epoch that replaces them
+        // (docs/persistence.md, "Limits").
+        tracing::warn!(
+            node = %format_args!("{node_id:x}"),
+            "node-id is fixed and nothing was loaded: counter totals this actor made before a \
+             restart can be lost if its keys are incremented before the resync brings them back; \
+             leave node-id unset (a new actor per start) or keep the data directory"
+        );
+    }
     // 3. Listeners first: a cluster node announces the port it really got.
     if s.bind.is_empty() {
         return Err(ServerError::NoBind);

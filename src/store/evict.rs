@@ -15,16 +15,17 @@
 //! - with peers, only entries whose every stamp is at or below the delivery watermark are
 //!   evicted, and the stale-drop bound is raised to it, so a late duplicate of an older write
 //!   cannot bring an overwritten or deleted value back;
-//! - this node's counter totals of an evicted key are kept as a floor and restored when the key
-//!   reappears here, so its next increment continues from them instead of restarting at 0 and
-//!   being masked by the totals replicas hold (merges take the per-actor max).
+//! - this node's counter contribution of an evicted key (its epoch and totals) is kept as a floor
+//!   and restored when the key reappears here, so its next increment continues from it. Without
+//!   it the node would hold no contribution of its own and open a new epoch, whose totals would
+//!   replace, everywhere, the ones replicas hold for it (`crdt::counter`).
 
 use super::access::{Policy, Tracking};
 use super::shard::{Node, Shard};
 use super::sieve::Sieve;
 use super::tinylfu::{self, TinyLfu};
 use super::{Keyspace, SLOTS};
-use crate::crdt::{Contributions, Entry, EntryDelta, NodeId};
+use crate::crdt::{Entry, EntryDelta, NodeId};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -183,12 +184,12 @@ impl Floors {
         self.0.contains_key(key)
     }
 
-    /// Remembers `actor`'s totals in an evicted entry, if it has any.
+    /// Remembers `actor`'s contribution (epoch and totals) in an evicted entry, if it has any.
     fn keep(floors: &mut Option<Box<Floors>>, key: &[u8], actor: NodeId, entry: &Entry) {
         let Some((contrib, _, stamp)) = entry.contributions() else {
             return;
         };
-        let mine = Contributions::from_one(actor, contrib.get(actor));
+        let mine = contrib.only(actor);
         if mine.is_empty() {
             return;
         }

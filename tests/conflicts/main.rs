@@ -9,6 +9,7 @@
 //!   DEL, counters, floats, whole-value string ops, TTLs, three-way writes, causality,
 //!   no resurrection, duplicated and reordered deltas);
 //! - `skew`: a region whose clock is 2 s fast;
+//! - `collected`: a counter counted again after some regions collected its tombstone;
 //! - `durability`: counters through restart and failover, failover during a partition;
 //! - `random`: seeded random operations under random partitions.
 
@@ -19,6 +20,7 @@ mod regions;
 #[path = "../common/relay.rs"]
 mod relay;
 
+mod collected;
 mod durability;
 mod long_partition;
 mod random;
