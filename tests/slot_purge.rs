@@ -7,6 +7,10 @@
 //! A and its replica hold them. The slot then moves to B with `CLUSTER SETSLOT NODE` alone: A's
 //! copies stay behind, as deltas do that a remote region keeps sending to an old owner. C learns
 //! the new owner and syncs the slot to B.
+//!
+//! Then an aborted import: MIGRATE takes a key of another slot of A to B, and both nodes close
+//! the slot with `SETSLOT STABLE`. B holds the only copy of that key in a slot it never owned:
+//! it must keep it (Redis only deletes the keys of slots that were the node's).
 
 mod common;
 
@@ -304,7 +308,52 @@ async fn a_node_removes_the_keys_of_a_slot_its_shard_lost_for_good() {
     );
     assert_eq!(count_in_slot(&mut b, slot).await, held);
 
-    // 5. A restart replays A's log: the removals hold.
+    // 5. An aborted import leaves the only copy of a key on B, in a slot B never owned: kept.
+    let tag2 = (0..)
+        .map(|n| format!("u{n}"))
+        .find(|t| {
+            let s = key_slot(t.as_bytes());
+            s < 8192 && s != slot && s != key_slot(keep.as_bytes())
+        })
+        .unwrap();
+    let (slot2, orphan) = (key_slot(tag2.as_bytes()), format!("{{{tag2}}}:orphan"));
+    let () = q!(a, "SET", &orphan, "only-on-b").unwrap();
+    let r: String = q!(b, "CLUSTER", "SETSLOT", slot2, "IMPORTING", &a_name).unwrap();
+    assert_eq!(r, "OK");
+    let r: String = q!(a, "CLUSTER", "SETSLOT", slot2, "MIGRATING", &b_name).unwrap();
+    assert_eq!(r, "OK");
+    let b_addr = w.node(0, 1).addr;
+    let r: String = q!(
+        a,
+        "MIGRATE",
+        b_addr.ip().to_string(),
+        b_addr.port(),
+        "",
+        0,
+        5000,
+        "KEYS",
+        &orphan
+    )
+    .unwrap();
+    assert_eq!(r, "OK");
+    for con in [&mut b, &mut a] {
+        let r: String = q!(*con, "CLUSTER", "SETSLOT", slot2, "STABLE").unwrap();
+        assert_eq!(r, "OK");
+    }
+    assert_eq!(
+        count_in_slot(&mut a, slot2).await,
+        0,
+        "MIGRATE took it out of A"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        count_in_slot(&mut b, slot2).await,
+        1,
+        "B kept the only copy of a key in a slot it never owned"
+    );
+    assert_eq!(cluster_info(&mut b, "cluster_stale_keys_purged").await, 0);
+
+    // 6. A restart replays A's log: the removals hold.
     w.restart(0, 0).await;
     let mut a = w.con(0, 0).await;
     assert_eq!(

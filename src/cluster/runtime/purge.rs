@@ -17,7 +17,13 @@
 //!
 //! **When.** An entry of slot `s` is removed once all of these hold:
 //! 1. the owner of `s` in this node's map is not this node's shard (itself, or the primary it
-//!    follows), and not nobody: a slot without an owner is in limbo and keeps its data;
+//!    follows), and not nobody: a slot without an owner is in limbo and keeps its data. And `s`
+//!    *was* the shard's: its owner at some pass since this node started (the layout read at
+//!    start counts), not counting passes while this node was importing `s`. Redis too deletes
+//!    only the keys of slots that were the node's. Keys in a slot that never was are left
+//!    alone: an aborted import (`SETSLOT STABLE` after MIGRATE took keys out of the source)
+//!    leaves the only copy of those keys on the importing node, for `redis-cli --cluster fix`
+//!    to move to the owner;
 //! 2. that owner is a primary whose own published record claims `s` (not a `SETSLOT NODE` hint,
 //!    not a placeholder from the layout) and that this node sees online: while the owner is
 //!    failed and no replica took over, an operator may still give the slot back;
@@ -63,7 +69,7 @@
 
 use super::Control;
 use crate::cluster::node_name;
-use crate::cluster::topology::{Health, Role, Topology};
+use crate::cluster::topology::{Health, Role, SlotSet, Topology};
 use crate::store::SLOTS;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -83,6 +89,8 @@ pub(super) struct Purge {
     /// Slots holding entries that belong to another shard: the owner seen, since when, and how
     /// many entries were removed so far.
     stale: BTreeMap<u16, Stale>,
+    /// Slots this node's shard owned at some pass, outside an import by this node (condition 1).
+    owned: SlotSet,
     last_scan: Option<Instant>,
     /// The last pass used its whole budget: run again at the next tick.
     busy: bool,
@@ -93,6 +101,22 @@ struct Stale {
     owner: u64,
     since: Instant,
     purged: u64,
+}
+
+impl Purge {
+    /// Every pass: remembers the slots this node's shard owns, and forgets those this node is
+    /// importing (condition 1).
+    fn note_owned(&mut self, t: &Topology) {
+        let Some(shard) = my_shard(t) else {
+            return;
+        };
+        for slot in t.owned_by(shard).iter() {
+            self.owned.insert(slot);
+        }
+        for &slot in t.importing.keys() {
+            self.owned.remove(slot);
+        }
+    }
 }
 
 /// The primary of this node's shard: itself, or the primary it follows (`None` while that
@@ -127,6 +151,7 @@ impl Control {
     /// One pass: find the slots this node's shard lost that still hold entries, and remove up
     /// to [`PURGE_BATCH`] entries of those lost for longer than the grace.
     pub(super) fn purge_stale(&mut self) {
+        self.purge.note_owned(&self.cluster.topology());
         let now = Instant::now();
         let due = self.purge.busy
             || self
@@ -143,6 +168,9 @@ impl Control {
             let t = self.cluster.topology();
             if let Some(shard) = my_shard(&t) {
                 for slot in 0..SLOTS as u16 {
+                    if !self.purge.owned.contains(slot) {
+                        continue;
+                    }
                     let n = self.keyspace.slot_len(slot);
                     if n == 0 {
                         continue;
@@ -212,7 +240,7 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::topology::{NodeInfo, SlotSet};
+    use crate::cluster::topology::NodeInfo;
 
     fn info(id: u64, version: u64, epoch: u64, role: Role, ranges: &[(u16, u16)]) -> NodeInfo {
         NodeInfo {
@@ -260,6 +288,27 @@ mod tests {
         assert_eq!(t.owner_id(300), 2);
         assert_eq!(lost_to(&t, 1, 300), None, "a hint is not a claim");
         t.upsert(info(4, 0, 0, Role::Primary, &[(400, 499)]), 0);
+        // Only slots that were the shard's count, and not those this node imported.
+        let mut p = Purge::default();
+        let mut t = Topology::new(info(1, 5, 0, Role::Primary, &[(0, 99)]), 0);
+        p.note_owned(&t);
+        t.importing.insert(500, 2);
+        t.update_me(9, |m| m.slots.remove(60));
+        t.upsert(info(2, 5, 1, Role::Primary, &[(60, 60), (500, 500)]), 0);
+        p.note_owned(&t);
+        assert!(p.owned.contains(60) && p.owned.contains(10));
+        assert!(!p.owned.contains(500), "importing, never ours");
+        t.importing.remove(&500);
+        t.update_me(10, |m| m.slots.insert(500));
+        t.update_me(11, |m| m.config_epoch = 2);
+        p.note_owned(&t);
+        assert!(p.owned.contains(500));
+        t.importing.insert(500, 2);
+        p.note_owned(&t);
+        assert!(
+            !p.owned.contains(500),
+            "an import makes a slot not ours again"
+        );
         assert_eq!(
             lost_to(&t, 1, 450),
             None,
