@@ -54,7 +54,7 @@
 //! `failover`); a node that steps down to a replica of the new owner purges nothing, since
 //! the slots are its primary's.
 //!
-//! A copy here can still be the last one in *this region* in two cases, both older than this
+//! A copy here can still be the last one in *this region* in three cases, all older than this
 //! purge (the copy was never served here either) and listed in docs/regions.md:
 //! - the region that sent it evicted the key after we acknowledged it (eviction waits for the
 //!   acks): a cache miss there too; its own counter totals are kept there as a floor;
@@ -63,6 +63,8 @@
 //!   node) and that reached the other regions only after their full sync to the new owner.
 //!   Regions do not relay, so the new owner gets it when the key is written again. Rule 5 makes
 //!   sure the other regions hold it before we drop it.
+//! - an operator gave the slot away without migrating its keys, and no other region holds
+//!   them: the keys are gone, as in Redis (they were already out of every client's reach).
 //!
 //! A purged key's counter totals of this node are not kept as a floor (unlike eviction): they
 //! live on in the entry at the new owner and come back with it if the slot returns here.
