@@ -122,6 +122,8 @@ fn cluster(node: &Node) {
     gauge("meridian_cluster_known_nodes", "Nodes of this region this node knows", none, topo.nodes.len() as f64);
     let primary = matches!(topo.me().role, crate::cluster::Role::Primary);
     gauge("meridian_cluster_primary", "1 when this node is a primary, 0 for a replica", none, primary as u8 as f64);
+    gauge("meridian_cluster_stale_keys", "Entries held in slots this node's shard no longer owns (removed after a grace)", none, c.stale_keys.load(Relaxed) as f64);
+    counter("meridian_cluster_stale_keys_purged_total", "Entries removed from slots this node's shard no longer owns (local, never replicated)", none, c.stale_keys_purged.load(Relaxed));
     if !c.has_repl() {
         return;
     }

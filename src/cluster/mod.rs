@@ -96,6 +96,10 @@ pub struct Cluster {
     /// Gossip frames sent and received (CLUSTER INFO `cluster_stats_messages_*`).
     pub messages_sent: std::sync::atomic::AtomicU64,
     pub messages_received: std::sync::atomic::AtomicU64,
+    /// Entries held in slots this node's shard does not own, as of the runtime's last scan,
+    /// and entries it removed from them (`runtime::purge`; INFO `cluster_stale_keys*`).
+    pub stale_keys: std::sync::atomic::AtomicU64,
+    pub stale_keys_purged: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -114,6 +118,8 @@ impl Cluster {
                 .collect(),
             messages_sent: Default::default(),
             messages_received: Default::default(),
+            stale_keys: Default::default(),
+            stale_keys_purged: Default::default(),
         }
     }
 

@@ -5,19 +5,23 @@
 //!   slot map, replication frames to the replicator;
 //! - `cluster-control` (`Control`): every [`TICK`] or when the map changed — apply
 //!   membership events (liveness) and run the failover rules (both in `failover`), publish this
-//!   node's record and derive the replication links from the roles (both in `publish`).
+//!   node's record and derive the replication links from the roles (both in `publish`), and
+//!   remove, a bounded batch at a time, the entries of slots this node's shard lost (`purge`).
 //!
 //! [`start_node`] builds all of it from the node's settings.
 
 mod failover;
 mod publish;
+mod purge;
 
 use super::membership::{Member, MemberEvent, Membership, MembershipConfig};
 use super::topology::{NodeInfo, Role};
 use super::Cluster;
 use crate::clock::unix_ms;
 use crate::mesh::{Inbound, Mesh};
+use crate::persist::Persist;
 use crate::repl::{self, LinkKind, Replicator};
+use crate::store::Keyspace;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -93,13 +97,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Starts the runtime of `cluster` on an already bound `mesh`.
+    /// Starts the runtime of `cluster` on an already bound `mesh`. `keyspace` and `persist`
+    /// are the node's: the runtime removes the entries of slots its shard lost (`purge`).
     pub fn start(
         cluster: Arc<Cluster>,
         mesh: Mesh,
         inbound: mpsc::Receiver<Inbound>,
         node_timeout: Duration,
         seeds: Vec<SocketAddr>,
+        keyspace: Arc<Keyspace>,
+        persist: Option<Arc<Persist>>,
     ) -> Runtime {
         let repl = cluster.repl().clone();
         // Peers reach us at the announced address (it differs from the bound one behind NAT
@@ -134,6 +141,9 @@ impl Runtime {
             last_gossip: Instant::now() - GOSSIP_EVERY,
             members: HashMap::new(),
             pending_down: HashMap::new(),
+            keyspace,
+            persist,
+            purge: purge::Purge::default(),
         };
         tasks.spawn(control.run(events, stop_rx));
         Runtime {
@@ -238,6 +248,10 @@ struct Control {
     /// `DOWN_CONFIRM` (see `failover`) is marked failed, so such a flap never triggers a
     /// failover.
     pending_down: HashMap<u64, Instant>,
+    /// The node's keyspace and persistence, for the purge of lost slots.
+    keyspace: Arc<Keyspace>,
+    persist: Option<Arc<Persist>>,
+    purge: purge::Purge,
 }
 
 impl Control {
@@ -267,6 +281,7 @@ impl Control {
             self.health_of_silent_nodes();
             self.failover();
             self.follow();
+            self.purge_stale();
             // Our own record changed (here, or by an admin command): tell everyone now.
             let version = self.cluster.topology().me().version;
             if version != gossiped_version || self.last_gossip.elapsed() >= GOSSIP_EVERY {
@@ -302,7 +317,8 @@ pub enum StartError {
 /// layout, the mesh endpoint, the replicator as the keyspace's delta sink, and the runtime.
 pub async fn start_node(
     s: &crate::config::Settings,
-    keyspace: &Arc<crate::store::Keyspace>,
+    keyspace: &Arc<Keyspace>,
+    persist: Option<Arc<Persist>>,
     resp_port: u16,
 ) -> Result<(Arc<Cluster>, Runtime), StartError> {
     use super::layout;
@@ -413,6 +429,8 @@ pub async fn start_node(
         inbound,
         Duration::from_millis(c.node_timeout_ms),
         seeds,
+        keyspace.clone(),
+        persist,
     );
     tracing::info!(node = %super::node_name(id), %resp, mesh = %mesh_addr, seeds = seed_count, "cluster node started");
     Ok((cluster, runtime))

@@ -228,6 +228,16 @@ fn render(node: &Node, section: &str, t: &mut String) {
         "cluster" => {
             let enabled = node.cluster.is_some() as u8;
             let _ = write!(t, "# Cluster\r\ncluster_enabled:{enabled}\r\n");
+            // Entries of slots this node's shard lost: held, and removed so far
+            // (`cluster::runtime::purge`).
+            if let Some(c) = node.cluster.as_deref() {
+                let _ = write!(
+                    t,
+                    "cluster_stale_keys:{}\r\ncluster_stale_keys_purged:{}\r\n",
+                    c.stale_keys.load(Relaxed),
+                    c.stale_keys_purged.load(Relaxed),
+                );
+            }
         }
         "regions" => super::regions::info(node, t),
         "hotkeys" => super::hotkeys::info(node, t),

@@ -1,5 +1,6 @@
 //! Local removals in the log: a key that left this node without being deleted anywhere (the
-//! source side of MIGRATE) must not come back from the log or the snapshot after a restart.
+//! source side of MIGRATE, or an entry of a slot this node's shard lost, removed by
+//! `cluster::runtime::purge`) must not come back from the log or the snapshot after a restart.
 //!
 //! Why a record of its own: a migration is not a write, so it yields no delta (a tombstone
 //! would be replicated and delete the key in every region). Without a record, replay merges the
@@ -21,9 +22,10 @@ use super::{record, Persist};
 use std::sync::atomic::Ordering::Relaxed;
 
 impl Persist {
-    /// Records that `keys` moved away from this node (see the module doc). A no-op without a
-    /// log: the next snapshot walks the keyspace, where the keys no longer are.
-    pub fn forget_moved(&self, keys: &[Vec<u8>]) {
+    /// Records that `keys` moved away from this node (see the module doc): MIGRATE's source, or
+    /// the removal of a slot this node's shard lost (`cluster::runtime::purge`). A no-op without
+    /// a log: the next snapshot walks the keyspace, where the keys no longer are.
+    pub fn forget_moved<K: AsRef<[u8]>>(&self, keys: &[K]) {
         let Some(ks) = self.keyspace.upgrade() else {
             return;
         };
@@ -34,6 +36,7 @@ impl Persist {
         };
         let mut buf = Vec::new();
         for key in keys {
+            let key = key.as_ref();
             buf.clear();
             let mut txn = ks.lock_key(key);
             let km = txn.key(key);

@@ -144,9 +144,14 @@ pub async fn spawn_with(
     let (cluster, runtime) = match (cluster, s.cluster.enabled) {
         (Some(c), _) => (Some(c), None),
         (None, true) => {
-            let (c, rt) = crate::cluster::runtime::start_node(&s, &keyspace, addrs[0].port())
-                .await
-                .map_err(ServerError::Cluster)?;
+            let (c, rt) = crate::cluster::runtime::start_node(
+                &s,
+                &keyspace,
+                Some(persist.clone()),
+                addrs[0].port(),
+            )
+            .await
+            .map_err(ServerError::Cluster)?;
             (Some(c), Some(rt))
         }
         (None, false) => (None, None),

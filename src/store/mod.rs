@@ -383,6 +383,40 @@ impl Keyspace {
             .collect()
     }
 
+    /// Entries held in one slot, tombstones included (one lock, no walk).
+    pub fn slot_len(&self, slot: u16) -> usize {
+        self.shards[slot as usize].lock().table.len()
+    }
+
+    /// Stamp time (NTP64) up to which every peer has acknowledged this node's changes
+    /// ([`Keyspace::STANDALONE`] without peers): eviction's bound, see `set_watermarks`.
+    pub fn acked_watermark(&self) -> u64 {
+        self.acked_watermark.load(Relaxed)
+    }
+
+    /// Takes up to `max` entries of `slot` out of this node, tombstones included, without
+    /// deleting them anywhere else: the local removal of keys in a slot this node no longer
+    /// serves (`cluster::runtime::purge`). Like eviction, only entries whose every stamp is at
+    /// or below `watermark` go (every peer holds them); any entry when it is
+    /// [`Keyspace::STANDALONE`]. No delta; WATCH and client-side caching see the keys change,
+    /// as with MIGRATE. Returns the keys taken and the entries left in the slot.
+    pub fn purge_slot(&self, slot: u16, max: usize, watermark: u64) -> (Vec<Box<[u8]>>, usize) {
+        let mut txn = self.lock_slots(&[slot]);
+        let keys: Vec<Box<[u8]>> = txn.guards[0]
+            .1
+            .table
+            .iter()
+            .filter(|n| watermark == Self::STANDALONE || n.entry.max_stamp().time <= watermark)
+            .take(max)
+            .map(|n| Box::from(&n.key[..]))
+            .collect();
+        for k in &keys {
+            txn.key(k).take();
+        }
+        let left = txn.guards[0].1.table.len();
+        (keys, left)
+    }
+
     /// Number of keys with a value (like Redis, expired keys count until found expired).
     pub fn dbsize(&self) -> usize {
         self.shards.iter().map(|s| s.lock().live).sum()
@@ -539,5 +573,57 @@ impl Drop for Txn<'_> {
             self.ks
                 .publish(std::mem::take(&mut self.deltas), Origin::Local);
         }
+    }
+}
+
+#[cfg(test)]
+mod purge_tests {
+    use super::*;
+    use crate::clock::Hlc;
+    use std::time::Duration;
+
+    /// Counts what the keyspace publishes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl DeltaSink for Count {
+        fn publish(&self, deltas: Vec<Delta>, _origin: Origin) {
+            self.0.fetch_add(deltas.len(), Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_slot_purge_is_local_bounded_and_waits_for_the_watermark() {
+        let sink = Arc::new(Count::default());
+        let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
+        ks.add_sink(sink.clone());
+        for k in [&b"{s}a"[..], b"{s}b", b"{s}c", b"elsewhere"] {
+            ks.lock([k]).key(k).set_bytes(b"v", Ttl::Clear);
+        }
+        ks.lock([b"{s}c"]).key(b"{s}c").delete();
+        let slot = key_slot(b"{s}");
+        assert_ne!(slot, key_slot(b"elsewhere"));
+        assert_eq!(
+            (ks.slot_len(slot), ks.dbsize()),
+            (3, 3),
+            "a tombstone is held, not live"
+        );
+        let published = sink.0.load(Relaxed);
+        let newest = ks
+            .slot_entries(slot)
+            .iter()
+            .map(|(_, e)| e.max_stamp().time)
+            .max()
+            .unwrap();
+        // Entries newer than what every peer acknowledged stay.
+        assert_eq!(ks.purge_slot(slot, 10, newest - 1).0.len(), 2);
+        assert_eq!(ks.slot_len(slot), 1);
+        // Bounded: one per call here; tombstones go too.
+        let (taken, left) = ks.purge_slot(slot, 1, newest);
+        assert_eq!((taken.len(), left), (1, 0));
+        assert_eq!(ks.purge_slot(slot, 1, Keyspace::STANDALONE), (vec![], 0));
+        assert_eq!(ks.dbsize(), 1, "the other slot is untouched");
+        assert!(ks.entry(b"elsewhere").is_some());
+        assert_eq!(sink.0.load(Relaxed), published, "a purge is not a write");
     }
 }
