@@ -117,8 +117,7 @@ fn covers(n: &EntryDelta, q: &EntryDelta) -> bool {
     };
     // Counters: every actor's contribution in `q` is reached by `n`'s (an INCR again).
     let counters = n.contrib_stamp >= q.contrib_stamp
-        && q
-            .contrib
+        && q.contrib
             .iter()
             .all(|qc| n.contrib.get(qc.actor).is_some_and(|nc| nc.covers(qc)));
     register && expiry && counters

@@ -126,8 +126,6 @@ pub struct Link {
     pub stop: Notify,
     /// The node's hot set and `repl-scope` rules (region links only; see `repl::scope`).
     pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,
-    /// Wakes a link waiting out the cold delay when a hot key's change arrives.
-    urgent_wake: Notify,
     /// Keys this link reported as invalidations instead of full state.
     pub invalidations_sent: AtomicU64,
 }
@@ -176,7 +174,6 @@ impl Link {
             last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
             scope: Default::default(),
-            urgent_wake: Notify::new(),
             invalidations_sent: AtomicU64::new(0),
         }
     }
@@ -224,7 +221,6 @@ impl Link {
         }
         if urgent {
             o.urgent = true;
-            self.urgent_wake.notify_one();
         }
         o.seen = o.seen.max(offset);
         if any && oldest <= covered {
@@ -432,16 +428,26 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = link.stop.notified() => return,
         }
-        // A few cold changes on a region link wait a moment to share a batch; hot ones, and
-        // enough keys to fill a good batch, do not (`repl::pacing`).
-        let wait = link.region_scope().is_some() && {
+        // A few changes on a region link wait a moment to share a batch (`repl::pacing`):
+        // cold ones COLD_DELAY, hot ones only what is left of COLD_DELAY since the last batch.
+        // So a link sends at most one small batch per COLD_DELAY: under a skewed workload most
+        // writes are to hot keys, and letting each of them leave at once sent a batch per few
+        // writes (1.28x the payload in WAN bytes at 10k writes/s, against 0.93x).
+        let delay = if link.region_scope().is_some() {
             let o = link.outbox.lock();
-            !o.urgent && !o.changes.is_empty() && o.changes.len() < super::pacing::BATCH_NOW
+            if o.changes.is_empty() || o.changes.len() >= super::pacing::BATCH_NOW {
+                Duration::ZERO
+            } else if o.urgent {
+                COLD_DELAY.saturating_sub(link.last_batch.lock().elapsed())
+            } else {
+                COLD_DELAY
+            }
+        } else {
+            Duration::ZERO
         };
-        if wait {
+        if !delay.is_zero() {
             tokio::select! {
-                _ = tokio::time::sleep(COLD_DELAY) => {}
-                _ = link.urgent_wake.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = link.stop.notified() => return,
             }
         }

@@ -389,6 +389,9 @@ impl DeltaSink for Replicator {
             Origin::Peer(p) => links.get(&p).is_some_and(|l| l.kind == LinkKind::Region),
             _ => false,
         };
+        if links.is_empty() {
+            return;
+        }
         let clocks = (std::time::Instant::now(), link::covered_now());
         // One shared allocation per change for all links (`repl::changes`).
         let changes: Vec<(u16, u64, Change)> = deltas

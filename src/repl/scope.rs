@@ -2,8 +2,8 @@
 //! scope and hot keys").
 //!
 //! - Priority: a change of a hot key (this node's `hot::HotKeys` hot set) goes to the front of
-//!   a region link's outbox and wakes the link at once; cold changes wait up to
-//!   [`COLD_DELAY`] so a burst of them coalesces into one batch.
+//!   a region link's outbox and waits only for the rest of [`COLD_DELAY`] since the link's last
+//!   batch; cold changes wait [`COLD_DELAY`] so a burst of them coalesces into one batch.
 //! - Scope: for a key whose `repl-scope` rule says `hot`, a region link ships its full state
 //!   only while the key is hot here. A cold key ships an [`Invalidation`] instead: the key and
 //!   the newest stamp of our entry, no value. Counter entries (any contributions) always ship in
