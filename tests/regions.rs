@@ -13,103 +13,25 @@
 
 mod common;
 
-use common::cluster::{free_ports, shared_pki, ClusterNode, NodeSpec};
 use common::info_field;
+use common::world::World;
 use std::time::Duration;
 
 type Con = redis::aio::MultiplexedConnection;
 
-/// Regions started side by side; `nodes[r][i]` is node `i` of region `r` (primaries first).
-struct World {
-    specs: Vec<Vec<NodeSpec>>,
-    nodes: Vec<Vec<Option<ClusterNode>>>,
-}
+/// Flags per region for [`start`]: `(nodes, replicas, extra flags of every node)`.
+type Layout<'a> = (usize, usize, &'a [(&'a str, &'a str)]);
 
-impl World {
-    /// Starts one region per `(nodes, replicas, extra flags)`; every node gets the mesh address
-    /// of the first node of each other region as `region-peers`.
-    async fn start(layout: &[(usize, usize, &[(&str, &str)])]) -> World {
-        let pki = shared_pki();
-        let ports: Vec<Vec<(u16, u16)>> = layout.iter().map(|l| free_ports(l.0)).collect();
-        let mut specs = Vec::new();
-        for (r, (&(_, replicas, extra), ports_r)) in layout.iter().zip(&ports).enumerate() {
-            let list = ports_r
-                .iter()
-                .map(|(p, m)| format!("127.0.0.1:{p}@{m}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let peers = ports
-                .iter()
-                .enumerate()
-                .filter(|(o, _)| *o != r)
-                .map(|(_, p)| format!("127.0.0.1:{}", p[0].1))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let mut extra: Vec<(String, String)> = extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            extra.push(("region-peers".into(), peers));
-            specs.push(
-                ports_r
-                    .iter()
-                    .map(|&(resp_port, mesh_port)| NodeSpec {
-                        resp_port,
-                        mesh_port,
-                        region: format!("r{r}"),
-                        cluster_nodes: list.clone(),
-                        replicas,
-                        tls_dir: pki.clone(),
-                        extra: extra.clone(),
-                    })
-                    .collect::<Vec<_>>(),
-            );
-        }
-        let mut nodes = Vec::new();
-        for region in &specs {
-            let mut v = Vec::new();
-            for s in region {
-                v.push(Some(ClusterNode::start(s).await));
-            }
-            nodes.push(v);
-        }
-        World { specs, nodes }
-    }
-
-    fn node(&self, r: usize, i: usize) -> &ClusterNode {
-        self.nodes[r][i].as_ref().expect("node is running")
-    }
-
-    async fn con(&self, r: usize, i: usize) -> Con {
-        self.node(r, i).con().await
-    }
-
-    async fn stop(&mut self, r: usize, i: usize) {
-        self.nodes[r][i].take().expect("running").shutdown().await;
-    }
-
-    async fn restart(&mut self, r: usize, i: usize) {
-        self.nodes[r][i] = Some(ClusterNode::start(&self.specs[r][i]).await);
-    }
-
-    /// Waits (bounded) until node (r, i) sees every other region up with links.
-    async fn wait_linked(&self, r: usize, i: usize, regions: usize) {
-        let addr = self.node(r, i).addr;
-        let ok = common::eventually(Duration::from_secs(20), || async move {
-            let mut c = common::client(addr).await;
-            let info: String = q!(c, "INFO", "regions").unwrap_or_default();
-            info.contains(&format!("peer_regions:{}\r\n", regions - 1))
-                && info.matches("state=up").count() == regions - 1
-        })
-        .await;
-        assert!(ok, "node {r}/{i} never saw the other regions up");
-    }
-
-    async fn shutdown(self) {
-        for n in self.nodes.into_iter().flatten().flatten() {
-            n.shutdown().await;
-        }
-    }
+async fn start(layout: &[Layout<'_>]) -> World {
+    let shape: Vec<(usize, usize)> = layout.iter().map(|l| (l.0, l.1)).collect();
+    World::start(&shape, |r, _| {
+        layout[r]
+            .2
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+    .await
 }
 
 async fn regions_info(con: &mut Con) -> String {
@@ -126,11 +48,11 @@ fn peer_field(info: &str, region: &str, f: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_with_different_slot_splits_exchange_every_key() {
     // r0: two primaries (slots split in two); r1: one node owning every slot.
-    let w = World::start(&[(2, 0, &[]), (1, 0, &[])]).await;
+    let w = start(&[(2, 0, &[]), (1, 0, &[])]).await;
     for i in 0..2 {
-        w.wait_linked(0, i, 2).await;
+        w.wait_linked(0, i).await;
     }
-    w.wait_linked(1, 0, 2).await;
+    w.wait_linked(1, 0).await;
     let mut b = w.con(1, 0).await;
     let info = regions_info(&mut b).await;
     assert_eq!(
@@ -198,8 +120,8 @@ async fn waitregions_answers_like_wait_and_refuses_bad_input() {
     );
     standalone.shutdown().await;
 
-    let w = World::start(&[(1, 0, &[]), (1, 0, &[])]).await;
-    w.wait_linked(0, 0, 2).await;
+    let w = start(&[(1, 0, &[]), (1, 0, &[])]).await;
+    w.wait_linked(0, 0).await;
     let mut a = w.con(0, 0).await;
     let e = common::err(&mut a, &["MERIDIAN.WAITREGIONS", "1", "-1"]).await;
     assert_eq!(e, "ERR timeout is negative");
@@ -233,9 +155,9 @@ async fn waitregions_answers_like_wait_and_refuses_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_in_a_remote_region_moves_the_link_to_the_promoted_replica() {
     // r0: one node; r1: a primary and its replica.
-    let mut w = World::start(&[(1, 0, &[]), (2, 1, &[])]).await;
-    w.wait_linked(0, 0, 2).await;
-    w.wait_linked(1, 0, 2).await;
+    let mut w = start(&[(1, 0, &[]), (2, 1, &[])]).await;
+    w.wait_linked(0, 0).await;
+    w.wait_linked(1, 0).await;
     let mut a = w.con(0, 0).await;
     let () = q!(a, "SET", "before", "1").unwrap();
     let acked: i64 = q!(a, "MERIDIAN.WAITREGIONS", 1, 5000).unwrap();
@@ -271,8 +193,8 @@ async fn a_failover_in_a_remote_region_moves_the_link_to_the_promoted_replica() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_wait_until_every_region_has_acknowledged_them() {
     let grace: &[(&str, &str)] = &[("tombstone-grace", "100"), ("hz", "50")];
-    let mut w = World::start(&[(1, 0, grace), (1, 0, grace)]).await;
-    w.wait_linked(0, 0, 2).await;
+    let mut w = start(&[(1, 0, grace), (1, 0, grace)]).await;
+    w.wait_linked(0, 0).await;
     let mut a = w.con(0, 0).await;
     for i in 0..20 {
         let () = q!(a, "SET", format!("k{i}"), "v").unwrap();
@@ -300,7 +222,7 @@ async fn tombstones_wait_until_every_region_has_acknowledged_them() {
         "collection must pause while r1 is away: {info}"
     );
     // r1 comes back empty; the link starts over, r1 acknowledges, the tombstones go.
-    w.restart(1, 0).await;
+    w.start_again(1, 0).await;
     let addr = w.node(0, 0).addr;
     let collected = common::eventually(Duration::from_secs(20), || async move {
         let mut c = common::client(addr).await;
@@ -320,9 +242,9 @@ async fn tombstones_wait_until_every_region_has_acknowledged_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_with_a_fast_clock_raises_an_alarm_and_causality_still_holds() {
     let fast: &[(&str, &str)] = &[("debug-clock-offset", "2000")];
-    let w = World::start(&[(1, 0, fast), (1, 0, &[])]).await;
-    w.wait_linked(0, 0, 2).await;
-    w.wait_linked(1, 0, 2).await;
+    let w = start(&[(1, 0, fast), (1, 0, &[])]).await;
+    w.wait_linked(0, 0).await;
+    w.wait_linked(1, 0).await;
     let mut a = w.con(0, 0).await;
     let mut b = w.con(1, 0).await;
     let () = q!(a, "SET", "k", "from-fast-region").unwrap();

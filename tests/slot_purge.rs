@@ -14,10 +14,9 @@
 
 mod common;
 
-use common::cluster::{
-    free_ports, key_slot, parse_nodes, scratch_dir, shared_pki, ClusterNode, NodeSpec,
-};
+use common::cluster::{key_slot, parse_nodes, scratch_dir};
 use common::info_field;
+use common::world::World;
 use std::time::{Duration, Instant};
 
 type Con = redis::aio::MultiplexedConnection;
@@ -25,96 +24,18 @@ type Con = redis::aio::MultiplexedConnection;
 /// How long anything this test waits for may take.
 const LIMIT: Duration = Duration::from_secs(30);
 
-struct World {
-    specs: Vec<Vec<NodeSpec>>,
-    nodes: Vec<Vec<Option<ClusterNode>>>,
-}
-
-impl World {
-    /// Starts the regions `(nodes, replicas)`; every node logs to its own data directory and
-    /// knows the first node of every other region.
-    async fn start(layout: &[(usize, usize)]) -> World {
-        let pki = shared_pki();
-        let ports: Vec<Vec<(u16, u16)>> = layout.iter().map(|l| free_ports(l.0)).collect();
-        let mut specs = Vec::new();
-        for (r, (&(_, replicas), ports_r)) in layout.iter().zip(&ports).enumerate() {
-            let list = ports_r
-                .iter()
-                .map(|(p, m)| format!("127.0.0.1:{p}@{m}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let peers = ports
-                .iter()
-                .enumerate()
-                .filter(|(o, _)| *o != r)
-                .map(|(_, p)| format!("127.0.0.1:{}", p[0].1))
-                .collect::<Vec<_>>()
-                .join(" ");
-            specs.push(
-                ports_r
-                    .iter()
-                    .map(|&(resp_port, mesh_port)| NodeSpec {
-                        resp_port,
-                        mesh_port,
-                        region: format!("r{r}"),
-                        cluster_nodes: list.clone(),
-                        replicas,
-                        tls_dir: pki.clone(),
-                        extra: vec![
-                            ("region-peers".into(), peers.clone()),
-                            ("appendonly".into(), "yes".into()),
-                            (
-                                "dir".into(),
-                                scratch_dir("slot-purge").to_string_lossy().into_owned(),
-                            ),
-                        ],
-                    })
-                    .collect::<Vec<_>>(),
-            );
-        }
-        let mut nodes = Vec::new();
-        for region in &specs {
-            let mut v = Vec::new();
-            for s in region {
-                v.push(Some(ClusterNode::start(s).await));
-            }
-            nodes.push(v);
-        }
-        World { specs, nodes }
-    }
-
-    fn node(&self, r: usize, i: usize) -> &ClusterNode {
-        self.nodes[r][i].as_ref().expect("node is running")
-    }
-
-    async fn con(&self, r: usize, i: usize) -> Con {
-        self.node(r, i).con().await
-    }
-
-    async fn restart(&mut self, r: usize, i: usize) {
-        self.nodes[r][i].take().expect("running").shutdown().await;
-        self.nodes[r][i] = Some(ClusterNode::start(&self.specs[r][i]).await);
-    }
-
-    /// Waits until node (r, i) sees the other region up.
-    async fn wait_linked(&self, r: usize, i: usize) {
-        let c = self.con(r, i).await;
-        let ok = until(|| {
-            let mut c = c.clone();
-            async move {
-                let info: String = q!(c, "INFO", "regions").unwrap_or_default();
-                info.contains("peer_regions:1\r\n") && info.matches("state=up").count() == 1
-            }
-        })
-        .await;
-        assert!(ok, "node {r}/{i} never saw the other region up");
-    }
-
-    async fn shutdown(self) {
-        for n in self.nodes.into_iter().flatten().flatten() {
-            n.shutdown().await;
-        }
-    }
+/// Regions `(nodes, replicas)` whose nodes log to their own data directories.
+async fn start(layout: &[(usize, usize)]) -> World {
+    World::start(layout, |_, _| {
+        vec![
+            ("appendonly".into(), "yes".into()),
+            (
+                "dir".into(),
+                scratch_dir("slot-purge").to_string_lossy().into_owned(),
+            ),
+        ]
+    })
+    .await
 }
 
 /// Polls `f` every 100 ms until it holds or [`LIMIT`] passes.
@@ -179,7 +100,7 @@ async fn holds_all(con: &mut Con, want: &[(String, String)]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_removes_the_keys_of_a_slot_its_shard_lost_for_good() {
     let _serial = common::cluster::serial().lock_owned().await;
-    let mut w = World::start(&[(4, 1), (1, 0)]).await;
+    let mut w = start(&[(4, 1), (1, 0)]).await;
     for i in 0..4 {
         w.wait_linked(0, i).await;
     }
@@ -354,7 +275,8 @@ async fn a_node_removes_the_keys_of_a_slot_its_shard_lost_for_good() {
     assert_eq!(cluster_info(&mut b, "cluster_stale_keys_purged").await, 0);
 
     // 6. A restart replays A's log: the removals hold.
-    w.restart(0, 0).await;
+    w.stop(0, 0).await;
+    w.start_again(0, 0).await;
     let mut a = w.con(0, 0).await;
     assert_eq!(
         count_in_slot(&mut a, slot).await,

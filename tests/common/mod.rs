@@ -354,3 +354,4 @@ where
     }
 }
 pub mod cluster;
+pub mod world;
