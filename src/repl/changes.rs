@@ -19,6 +19,7 @@
 //!   the values of the whole keyspace.
 
 use crate::crdt::EntryDelta;
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,12 +45,16 @@ impl Changes {
     /// Queues a change (at the front for the priority lane). Returns whether the key was new to
     /// the queue; a key already queued keeps its place and joins the delta.
     pub fn push(&mut self, c: &Change, front: bool) -> bool {
-        if let Some(d) = self.queued.get_mut(&c.key) {
-            join_into(d, c.delta.as_ref());
-            return false;
+        // One hash of the key per link and change (this runs for every write).
+        match self.queued.entry(c.key.clone()) {
+            Entry::Occupied(mut queued) => {
+                join_into(queued.get_mut(), c.delta.as_ref());
+                return false;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(c.delta.clone().filter(|_| self.queue.len() < DELTAS_MAX));
+            }
         }
-        let delta = c.delta.clone().filter(|_| self.queue.len() < DELTAS_MAX);
-        self.queued.insert(c.key.clone(), delta);
         if front {
             self.queue.push_front(c.key.clone());
         } else {
@@ -65,8 +70,8 @@ impl Changes {
         Some(Change { key, delta })
     }
 
-    /// Puts back the changes of a batch that was not acknowledged (at the back: they are older
-    /// than nothing the peer holds, and order between keys does not matter).
+    /// Puts back the changes of a batch that was not acknowledged, at the back (order between
+    /// keys does not matter; a key queued again since joins the two deltas).
     pub fn requeue(&mut self, changes: Vec<Change>) {
         for c in changes {
             self.push(&c, false);
