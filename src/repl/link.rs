@@ -279,11 +279,11 @@ impl Link {
             .min(self.upstream.load(Relaxed))
     }
 
-    /// Starts a new session with a full sync (a new peer, or one that lost its state).
+    /// Starts a new session with a repair round (a new peer, or one that lost its state).
     pub fn restart_session(&self) {
         let slots = self.slots.lock().clone();
         let mut o = self.outbox.lock();
-        // The full sync sends old stamps again: nothing is promised until it is acknowledged.
+        // The repair sends old stamps again: nothing is promised until it is acknowledged.
         self.watermark.store(0, Relaxed);
         o.resets += 1;
         o.session = rand::random::<u64>() | 1;

@@ -251,7 +251,7 @@ impl Replicator {
         self.ks().set_watermarks(self.watermark(), acked);
     }
 
-    /// Makes the set of links equal to `want`: new links start a session with a full sync,
+    /// Makes the set of links equal to `want`: new links start a session with a repair round,
     /// links no longer wanted stop, kept links take the new address and slots.
     pub fn set_links(self: &Arc<Self>, want: Vec<LinkSpec>) {
         let mut links = self.links.write();

@@ -77,7 +77,8 @@ pub enum ReplMsg {
         entries: Vec<KeyEntry>,
     },
     /// The receiver merged `batch`. `need_resync`: it does not know `session` (it restarted
-    /// since the session began), so the sender must start over with a full sync.
+    /// since the session began), so the sender must start over with a new session, repaired by
+    /// digests.
     Ack {
         from: u64,
         session: u64,

@@ -46,7 +46,8 @@
 //!
 //! **Why no cross-region data is lost.** What another region sent us, its slot owner wrote or
 //! merged first and still holds. When it learns the new owner, its link to the new owner gains
-//! `s` and syncs `s` in full from its keyspace (`repl::link::Link::set_slots`); a change it
+//! `s` and repairs `s` from its keyspace (`repl::link::Link::set_slots`: digests compared, the
+//! slot sent in full if it differs); a change it
 //! makes after that is recorded for the link that carries `s` then, the new owner's. So the new
 //! owner receives everything each other region holds, whatever our copy. Within the region the
 //! new owner got what the shard held through MIGRATE (whole entries, merged), or, after a
@@ -60,7 +61,7 @@
 //!   acks): a cache miss there too; its own counter totals are kept there as a floor;
 //! - a write accepted here while we owned `s` that MIGRATE did not move (a key a merge created
 //!   after the last `GETKEYSINSLOT`, then written by a client before `SETSLOT NODE` reached this
-//!   node) and that reached the other regions only after their full sync to the new owner.
+//!   node) and that reached the other regions only after their repair of the new owner.
 //!   Regions do not relay, so the new owner gets it when the key is written again. Rule 5 makes
 //!   sure the other regions hold it before we drop it.
 //! - an operator gave the slot away without migrating its keys, and no other region holds
