@@ -22,23 +22,54 @@ use crate::crdt::EntryDelta;
 use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Queued keys beyond which changes are queued without their delta (read at batch time).
 pub const DELTAS_MAX: usize = 64 * 1024;
+
+/// Capacity an emptied queue keeps: a link that keeps up queues a millisecond of writes.
+const KEEP_CAPACITY: usize = 4096;
 
 /// One changed key, as published to the links and as carried by a batch in flight.
 #[derive(Clone, Debug)]
 pub struct Change {
     pub key: Arc<[u8]>,
     /// The store's delta of the change; `None`: the batch reads the key's current entry.
-    pub delta: Option<Arc<EntryDelta>>,
+    pub delta: Option<Arc<Shared>>,
+}
+
+/// A delta as all links share it, with its wire encoding (`wire::entry_bytes`), made by the
+/// first batch that carries it and copied by the others. A join makes a new `Shared`, so an
+/// encoding always belongs to the delta beside it.
+#[derive(Debug)]
+pub struct Shared {
+    pub delta: Arc<EntryDelta>,
+    wire: OnceLock<Box<[u8]>>,
+}
+
+impl Shared {
+    pub fn new(delta: Arc<EntryDelta>) -> Arc<Self> {
+        Arc::new(Shared {
+            delta,
+            wire: OnceLock::new(),
+        })
+    }
+
+    /// The encoding of this delta as `key`'s batch entry (always the same key: the change's).
+    pub fn wire(&self, key: &[u8]) -> Result<&[u8], super::wire::WireError> {
+        if let Some(w) = self.wire.get() {
+            return Ok(w);
+        }
+        let mut out = Vec::with_capacity(key.len() + 64);
+        super::wire::entry_bytes(key, &self.delta, &mut out)?;
+        Ok(self.wire.get_or_init(|| out.into_boxed_slice()))
+    }
 }
 
 #[derive(Default)]
 pub struct Changes {
     queue: VecDeque<Arc<[u8]>>,
-    queued: HashMap<Arc<[u8]>, Option<Arc<EntryDelta>>>,
+    queued: HashMap<Arc<[u8]>, Option<Arc<Shared>>>,
 }
 
 impl Changes {
@@ -67,6 +98,12 @@ impl Changes {
     pub fn pop(&mut self) -> Option<Change> {
         let key = self.queue.pop_front()?;
         let delta = self.queued.remove(&key).flatten();
+        if self.queue.is_empty() && self.queued.capacity() > KEEP_CAPACITY {
+            // A backlog (a partition, a burst) grew the table; sparse, every probe of it
+            // would miss the CPU caches from then on.
+            self.queued.shrink_to(KEEP_CAPACITY);
+            self.queue.shrink_to(KEEP_CAPACITY);
+        }
         Some(Change { key, delta })
     }
 
@@ -96,15 +133,17 @@ impl Changes {
 /// `queued ⊔= new`, where `None` (read the entry) absorbs everything. A newer delta that
 /// covers every part of the queued one replaces it without a copy (the common cases: a key
 /// written again with SET, or counted again by the same actor).
-fn join_into(queued: &mut Option<Arc<EntryDelta>>, new: Option<&Arc<EntryDelta>>) {
+fn join_into(queued: &mut Option<Arc<Shared>>, new: Option<&Arc<Shared>>) {
     let (Some(q), Some(n)) = (queued.as_mut(), new) else {
         *queued = None;
         return;
     };
-    if covers(n, q) {
+    if covers(&n.delta, &q.delta) {
         *q = n.clone();
     } else {
-        Arc::make_mut(q).join(n);
+        let mut joined = q.delta.clone();
+        Arc::make_mut(&mut joined).join(&n.delta);
+        *q = Shared::new(joined);
     }
 }
 
@@ -140,7 +179,7 @@ mod tests {
     fn change(key: &[u8], d: EntryDelta) -> Change {
         Change {
             key: key.into(),
-            delta: Some(Arc::new(d)),
+            delta: Some(Shared::new(Arc::new(d))),
         }
     }
 
@@ -158,7 +197,7 @@ mod tests {
         let got = q.pop().unwrap().delta.unwrap();
         // The join carries what the full entry would: the last register and the counter.
         let mut from_deltas = Entry::empty();
-        from_deltas.merge(&got);
+        from_deltas.merge(&got.delta);
         assert_eq!(from_deltas.to_delta(), e.to_delta());
         assert!(q.pop().is_none());
     }
@@ -166,11 +205,11 @@ mod tests {
     #[test]
     fn a_covering_delta_replaces_the_queued_one_without_a_copy() {
         let mut e = Entry::empty();
-        let first = Arc::new(e.add_int(7, 1, stamp(10)));
-        let second = Arc::new(e.add_int(7, 1, stamp(11)));
+        let first = Shared::new(Arc::new(e.add_int(7, 1, stamp(10))));
+        let second = Shared::new(Arc::new(e.add_int(7, 1, stamp(11))));
         let other_link = first.clone();
         let mut q = Changes::default();
-        let c = |d: &Arc<EntryDelta>| Change {
+        let c = |d: &Arc<Shared>| Change {
             key: b"n"[..].into(),
             delta: Some(d.clone()),
         };
@@ -178,14 +217,17 @@ mod tests {
         q.push(&c(&second), false);
         let got = q.pop().unwrap().delta.unwrap();
         assert!(Arc::ptr_eq(&got, &second));
-        assert_eq!(*other_link, *first, "the other link's delta is untouched");
+        assert_eq!(
+            *other_link.delta, *first.delta,
+            "the other link's delta is untouched"
+        );
         // Another actor's count is not covered: the queued delta is joined (copied).
-        let third = Arc::new(e.add_int(8, 1, stamp(12)));
+        let third = Shared::new(Arc::new(e.add_int(8, 1, stamp(12))));
         q.push(&c(&second), false);
         q.push(&c(&third), false);
         let joined = q.pop().unwrap().delta.unwrap();
         assert!(!Arc::ptr_eq(&joined, &third));
-        assert_eq!(joined.contrib.len(), 2);
+        assert_eq!(joined.delta.contrib.len(), 2);
     }
 
     #[test]

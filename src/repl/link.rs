@@ -15,7 +15,7 @@ mod batch;
 
 use super::changes::{Change, Changes};
 use super::scope::{ScopeState, Ship, COLD_DELAY};
-use super::wire::{self, Invalidation, KeyEntry, ReplMsg};
+use super::wire::{self, Invalidation, ReplMsg, WireError};
 use super::Transport;
 use crate::cluster::SlotSet;
 use crate::store::{Keyspace, SLOTS};
@@ -201,22 +201,25 @@ impl Link {
     /// arrived (a new offset to claim). Keys added to a queue that is not empty need no wake:
     /// the task is building batches until the queue is empty, or waits for an ack (which wakes
     /// it) or the cold delay; waking it for every write cost a futex call per write and link.
+    ///
+    /// Each change comes with whether its key is hot (`ScopeState::urgent`, asked once per
+    /// change for all links): on a region link a hot key's change takes the priority lane.
     pub fn record<'c>(
         &self,
-        changes: impl Iterator<Item = &'c Change>,
+        changes: impl Iterator<Item = (&'c Change, bool)>,
         offset: u64,
         oldest: u64,
         (now, covered): (Instant, u64),
     ) -> bool {
-        let scope = self.region_scope();
+        let region = self.kind == LinkKind::Region;
         let mut o = self.outbox.lock();
         let was_empty = o.changes.is_empty();
         let mut any = false;
         let mut urgent = false;
-        for c in changes {
+        for (c, hot) in changes {
             any = true;
             // The priority lane: a hot key's change goes first (`repl::scope`).
-            let hot = scope.as_ref().is_some_and(|s| s.urgent(&c.key));
+            let hot = hot && region;
             urgent |= o.changes.push(c, hot) && hot;
         }
         if urgent {
@@ -488,7 +491,9 @@ mod priority_tests {
                     delta: None,
                 })
                 .collect();
-            link.record(changes.iter(), 3, u64::MAX, (Instant::now(), covered_now()));
+            let state = scope.load_full().expect("installed");
+            let flagged = changes.iter().map(|c| (c, state.urgent(&c.key)));
+            link.record(flagged, 3, u64::MAX, (Instant::now(), covered_now()));
             let o = link.outbox.lock();
             let queued: Vec<&[u8]> = o.changes.keys().collect();
             assert_eq!(queued, want, "{kind:?}");

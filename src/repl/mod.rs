@@ -380,6 +380,11 @@ impl Replicator {
 }
 
 impl DeltaSink for Replicator {
+    /// A pipelined read's writes reach the outboxes in one call (`store::held`).
+    fn batched(&self) -> bool {
+        true
+    }
+
     /// Step 1: record each changed key in the outbox of every link that carries its slot.
     fn publish(&self, deltas: Vec<Delta>, origin: Origin) {
         let links = self.links.read();
@@ -393,16 +398,23 @@ impl DeltaSink for Replicator {
             return;
         }
         let clocks = (std::time::Instant::now(), link::covered_now());
+        // Hot keys take region links' priority lane; asked once per change, for all links.
+        let scope = links
+            .values()
+            .any(|l| l.kind == LinkKind::Region)
+            .then(|| self.scope.load_full())
+            .flatten();
         // One shared allocation per change for all links (`repl::changes`).
-        let changes: Vec<(u16, u64, Change)> = deltas
+        let changes: Vec<(u16, u64, Change, bool)> = deltas
             .into_iter()
             .map(|d| {
                 let newest = d.entry.max_stamp().time;
+                let hot = scope.as_ref().is_some_and(|s| s.urgent(&d.key));
                 let change = Change {
-                    key: d.key.into(),
-                    delta: Some(Arc::new(d.entry)),
+                    key: d.key,
+                    delta: Some(changes::Shared::new(d.entry)),
                 };
-                (d.slot, newest, change)
+                (d.slot, newest, change, hot)
             })
             .collect();
         for link in links.values() {
@@ -412,7 +424,7 @@ impl DeltaSink for Replicator {
             let carried = || changes.iter().filter(|c| !from_peer && slots.contains(c.0));
             // Commands stamp afresh; forwarded merges and imports may carry old stamps.
             let oldest = carried().map(|c| c.1).min().unwrap_or(u64::MAX);
-            let wake = link.record(carried().map(|c| &c.2), offset, oldest, clocks);
+            let wake = link.record(carried().map(|c| (&c.2, c.3)), offset, oldest, clocks);
             drop(slots);
             if wake {
                 link.wake.notify_one();

@@ -33,6 +33,9 @@ const COMPRESS_FROM: usize = 96;
 /// batches (a saturated link) compress well with LZ4 at a fraction of deflate's CPU.
 const DEFLATE_UPTO: usize = 16 << 10;
 
+mod splice;
+pub use splice::{encode_batch, entry_bytes};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplFrame {
     V1(ReplMsg),
@@ -146,6 +149,8 @@ pub enum WireError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("unencodable replication frame: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    #[error("a batch frame cannot be assembled from encoded entries")]
+    Splice,
 }
 
 /// Encodes a message; bodies of [`COMPRESS_FROM`] bytes or more are compressed (deflate up to
@@ -161,7 +166,13 @@ pub fn encode_with(
     invalidations: Vec<Invalidation>,
 ) -> Result<bytes::Bytes, WireError> {
     let mut buf = vec![CLASS_REPL];
-    let frame = if invalidations.is_empty() {
+    rmp_serde::encode::write(&mut buf, &frame(msg, delivered_below, invalidations))?;
+    Ok(pack(buf))
+}
+
+/// The frame of a message: V2, or V3 when there are invalidations.
+fn frame(msg: ReplMsg, delivered_below: u64, invalidations: Vec<Invalidation>) -> ReplFrame {
+    if invalidations.is_empty() {
         ReplFrame::V2 {
             msg,
             delivered_below,
@@ -172,8 +183,12 @@ pub fn encode_with(
             delivered_below,
             invalidations,
         }
-    };
-    rmp_serde::encode::write(&mut buf, &frame)?;
+    }
+}
+
+/// Compresses an encoded frame (class byte and msgpack body) when that pays: deflate up to
+/// [`DEFLATE_UPTO`], LZ4 beyond, when it saves at least an eighth.
+fn pack(buf: Vec<u8>) -> bytes::Bytes {
     if buf.len() > COMPRESS_FROM && buf.len() <= DEFLATE_UPTO {
         let packed = miniz_oxide::deflate::compress_to_vec(&buf[1..], 1);
         if packed.len() + 5 < buf.len() - buf.len() / 8 {
@@ -181,7 +196,7 @@ pub fn encode_with(
             out.push(CLASS_REPL_DEFLATE);
             out.extend_from_slice(&((buf.len() - 1) as u32).to_le_bytes());
             out.extend_from_slice(&packed);
-            return Ok(out.into());
+            return out.into();
         }
     } else if buf.len() > DEFLATE_UPTO {
         let packed = lz4_flex::block::compress_prepend_size(&buf[1..]);
@@ -189,10 +204,10 @@ pub fn encode_with(
             let mut out = Vec::with_capacity(packed.len() + 1);
             out.push(CLASS_REPL_LZ4);
             out.extend_from_slice(&packed);
-            return Ok(out.into());
+            return out.into();
         }
     }
-    Ok(buf.into())
+    buf.into()
 }
 
 /// Decodes a frame into its message and delivery promise; checks the claimed size of a

@@ -133,6 +133,8 @@ async fn run(
         };
         let mut pos = 0;
         let mut failed = None;
+        // The read's writes reach replication together (`store::held`); never across an await.
+        let mut held = Some(node.keyspace.hold_publish());
         while pos < inbuf.len() {
             let parsed = match parse_command(&inbuf[pos..], &limits, &mut spans) {
                 Ok(Some(p)) => p,
@@ -158,8 +160,10 @@ async fn run(
             pos += parsed.consumed;
             if let Some(wait) = client.blocked.take() {
                 node.tracking.end_batch(handle.id);
+                drop(held.take());
                 let reply = wait.await;
                 reply(&mut out);
+                held = Some(node.keyspace.hold_publish());
             }
             mailbox.drain_into(&mut out.buf);
             if client.close_after_reply {
@@ -175,6 +179,7 @@ async fn run(
                 return Close::OutputBuffer;
             }
         }
+        drop(held);
         inbuf.advance(pos);
         // BCAST announcements of this batch's writes, grouped (our own come after our replies).
         node.tracking.end_batch(handle.id);

@@ -364,7 +364,7 @@ impl Drop for KeyMut<'_> {
             out.push(Delta {
                 slot: self.slot,
                 key: self.key.into(),
-                entry,
+                entry: std::sync::Arc::new(entry),
             });
         }
     }

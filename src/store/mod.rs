@@ -12,6 +12,7 @@ mod bulk;
 mod digest;
 mod evict;
 mod expire;
+mod held;
 mod invalidate;
 mod key;
 pub mod lease;
@@ -23,6 +24,7 @@ mod tinylfu;
 pub use access::{idle_ms, lfu_count, Policy};
 pub use evict::{used_memory, Eviction, EvictionSettings, OutOfMemory};
 pub use expire::CycleStats;
+pub use held::HeldPublish;
 pub use key::{KeyMut, Ttl};
 pub use slot::{key_slot, SLOTS};
 
@@ -38,8 +40,10 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Delta {
     pub slot: u16,
-    pub key: Box<[u8]>,
-    pub entry: EntryDelta,
+    /// Shared, like the entry: persistence, every replication link and an in-flight batch
+    /// each hold the same allocation.
+    pub key: Arc<[u8]>,
+    pub entry: Arc<EntryDelta>,
 }
 
 /// Where a change came from: replication must not send a peer's changes back to it.
@@ -60,6 +64,12 @@ pub trait DeltaSink: Send + Sync {
     /// them (`tracking`). Called after the slot lock is released, except for lazy expiry,
     /// which is noticed under it.
     fn dropped(&self, _keys: &[Box<[u8]>]) {}
+
+    /// True: local writes made inside a [`Keyspace::hold_publish`] scope reach this sink
+    /// together when the scope ends (`store::held`), instead of one command at a time.
+    fn batched(&self) -> bool {
+        false
+    }
 }
 
 /// Counters reported by INFO.
@@ -167,14 +177,24 @@ impl Keyspace {
         installed
     }
 
-    /// Hands deltas to every sink (a copy each but the last).
+    /// Hands deltas to every sink (a copy each but the last), except that batched sinks get
+    /// them at the end of an open [`Keyspace::hold_publish`] scope.
     fn publish(&self, mut deltas: Vec<Delta>, origin: Origin) {
         let sinks = self.sinks.load();
-        if let Some((last, rest)) = sinks.split_last() {
-            for s in rest {
+        let hold = sinks.iter().any(|s| s.batched()) && self.holding(origin);
+        let now = |s: &&Arc<dyn DeltaSink>| !(hold && s.batched());
+        let mut left = sinks.iter().filter(now).count();
+        let held = left < sinks.len();
+        for s in sinks.iter().filter(now) {
+            left -= 1;
+            if left == 0 && !held {
+                s.publish(std::mem::take(&mut deltas), origin);
+            } else {
                 s.publish(deltas.clone(), origin);
             }
-            last.publish(std::mem::take(&mut deltas), origin);
+        }
+        if held {
+            self.hold(&mut deltas);
         }
     }
 
@@ -350,7 +370,7 @@ impl Keyspace {
             let delta = Delta {
                 slot,
                 key: key.into(),
-                entry: delta.clone(),
+                entry: Arc::new(delta.clone()),
             };
             self.publish(vec![delta], origin);
         }

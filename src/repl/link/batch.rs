@@ -63,46 +63,51 @@ impl Link {
         // Only a `hot` rule makes the choice per key; under `all` every key ships in full.
         let scope = self.region_scope().filter(|s| !s.rules.all());
         let mut bytes = 0;
-        let mut entries: Vec<KeyEntry> = Vec::with_capacity(keys.len());
+        // The batch's entries, encoded (`wire::splice`): a shared delta's encoding is made
+        // once for every link that ships it.
+        let mut body: Vec<u8> = Vec::with_capacity(keys.len() * 96);
+        let mut count = 0;
+        let mut encoded: Result<(), WireError> = Ok(());
         let mut invalidations: Vec<Invalidation> = Vec::new();
         // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
-        let mut add = |key: Arc<[u8]>, e: crate::crdt::Entry, bytes: &mut usize| match scope
-            .as_ref()
-            .map(|s| s.ship(&key, &e))
-        {
-            Some(Ship::Invalidate(stamp)) => {
-                *bytes += key.len() + 24;
-                invalidations.push(Invalidation {
-                    key: Box::from(&key[..]),
-                    stamp,
-                });
-                None
-            }
-            _ => {
-                *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
-                Some(KeyEntry {
-                    key,
-                    entry: Arc::new(e.to_delta()),
-                })
-            }
-        };
+        let mut add =
+            |key: &[u8], e: crate::crdt::Entry, bytes: &mut usize, body: &mut Vec<u8>| match scope
+                .as_ref()
+                .map(|s| s.ship(key, &e))
+            {
+                Some(Ship::Invalidate(stamp)) => {
+                    *bytes += key.len() + 24;
+                    invalidations.push(Invalidation {
+                        key: Box::from(key),
+                        stamp,
+                    });
+                    Ok(0)
+                }
+                _ => {
+                    *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
+                    wire::entry_bytes(key, &e.to_delta(), body).map(|()| 1)
+                }
+            };
         for c in &keys {
-            match &c.delta {
+            let done = match &c.delta {
                 // The store's delta, shared with the other links: no second lookup or copy.
                 // Under a `hot` scope the choice needs the whole entry.
                 Some(d) if scope.is_none() => {
-                    let value = d.register.as_ref().and_then(|r| r.value.as_deref());
+                    let value = d.delta.register.as_ref().and_then(|r| r.value.as_deref());
                     bytes += c.key.len() + value.map_or(0, |v| v.len()) + 64;
-                    entries.push(KeyEntry {
-                        key: c.key.clone(),
-                        entry: d.clone(),
-                    });
+                    d.wire(&c.key).map(|w| {
+                        body.extend_from_slice(w);
+                        1
+                    })
                 }
-                _ => {
-                    if let Some(e) = ks.entry(&c.key) {
-                        entries.extend(add(c.key.clone(), e, &mut bytes));
-                    }
-                }
+                _ => match ks.entry(&c.key) {
+                    Some(e) => add(&c.key, e, &mut bytes, &mut body),
+                    None => Ok(0),
+                },
+            };
+            match done {
+                Ok(n) => count += n,
+                Err(e) => encoded = Err(e),
             }
         }
         let mut synced = Vec::new();
@@ -113,7 +118,10 @@ impl Link {
             while slot < SLOTS && bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
-                        entries.extend(add(k.into(), e, &mut bytes));
+                        match add(&k, e, &mut bytes, &mut body) {
+                            Ok(added) => count += added,
+                            Err(e) => encoded = Err(e),
+                        }
                         n += 1;
                     }
                     synced.push(slot as u16);
@@ -143,7 +151,7 @@ impl Link {
         let claimed = upto == 0
             || upto <= self.acked.load(Relaxed)
             || o.inflight.iter().any(|b| b.upto >= upto);
-        if entries.is_empty() && invalidations.is_empty() && !fresh && recent && claimed {
+        if body.is_empty() && invalidations.is_empty() && !fresh && recent && claimed {
             return None;
         }
         *self.last_batch.lock() = Instant::now();
@@ -167,11 +175,11 @@ impl Link {
             fresh,
             batch,
             upto,
-            entries,
+            entries: Vec::new(),
         };
         self.invalidations_sent
             .fetch_add(invalidations.len() as u64, Relaxed);
-        match wire::encode_with(msg, promise, invalidations) {
+        match encoded.and_then(|()| wire::encode_batch(msg, count, &body, promise, invalidations)) {
             Ok(frame) => {
                 if repairing {
                     self.outbox.lock().repair.counts.bytes += frame.len() as u64;
