@@ -72,7 +72,7 @@ pub struct Contribution {
 impl Contribution {
     /// Lexicographic join: a later epoch replaces, the same epoch takes the per-field max.
     /// Returns true if anything grew.
-    fn join(&mut self, o: &Contribution) -> bool {
+    pub(crate) fn join(&mut self, o: &Contribution) -> bool {
         match o.epoch.cmp(&self.epoch) {
             Ordering::Greater => {
                 self.epoch = o.epoch;

@@ -10,6 +10,7 @@
 use super::{Entry, EntryDelta};
 use crate::crdt::counter::{Contribution, Contributions, Unobserved};
 use crate::crdt::number::{format_float, format_i128, parse_f64, parse_i64};
+use crate::crdt::settled::Settled;
 use crate::crdt::stamp::{NodeId, Stamp};
 use std::borrow::Cow;
 
@@ -21,6 +22,10 @@ pub(super) struct Counters {
     pub(super) observed: Contributions,
     /// Largest stamp of the ops behind `contrib`.
     pub(super) stamp: Stamp,
+    /// The current register's floor (part of the register; see `entry/floor.rs`).
+    pub(super) floor: u64,
+    /// What replaced tombstones observed (see `entry/floor.rs`).
+    pub(super) settled: Settled,
 }
 
 impl Entry {
@@ -33,7 +38,8 @@ impl Entry {
 
     pub(super) fn unobserved(&self) -> Unobserved {
         match &self.counters {
-            Some(c) => c.contrib.unobserved(&c.observed),
+            Some(c) if c.floor == 0 => c.contrib.unobserved(&c.observed),
+            Some(c) => c.contrib.unobserved(&self.observed_now()),
             None => Unobserved::default(),
         }
     }
@@ -150,6 +156,8 @@ impl Entry {
                 contrib: Contributions::new(),
                 observed: Contributions::new(),
                 stamp: Stamp::ZERO,
+                floor: 0,
+                settled: Settled::default(),
             })
         })
     }
