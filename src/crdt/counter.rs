@@ -142,11 +142,6 @@ impl Contributions {
         self.0.binary_search_by_key(&actor, |c| c.actor)
     }
 
-    /// `actor`'s contribution alone (empty if it has none): what a floor keeps.
-    pub fn only(&self, actor: NodeId) -> Contributions {
-        Contributions(self.get(actor).copied().into_iter().collect())
-    }
-
     /// A single contribution (nothing if its totals are zero).
     pub fn from_one(c: Contribution) -> Self {
         if c.totals.is_zero() {

@@ -1,6 +1,6 @@
 //! One hash slot's share of the keyspace: a hash table of boxed nodes plus the bookkeeping
-//! (live-key and volatile-key counts, WATCH versions, the SIEVE queue and the counter floors of
-//! evicted keys) that must change under the same lock.
+//! (live-key and volatile-key counts, WATCH versions, the SIEVE queue, the counter floors of
+//! evicted keys and the ghosts of collected counter keys) that must change under the same lock.
 //!
 //! Invariants:
 //! - `live` = number of nodes with `counted == true`; a node is counted when its entry has a
@@ -66,8 +66,12 @@ pub struct Shard {
     pub watched: Option<Box<Watches>>,
     /// Insertion order for the SIEVE policy. Absent until that policy first evicts here.
     pub sieve: Option<Box<Sieve>>,
-    /// This node's counter totals of evicted keys. Absent until such a key is evicted.
+    /// The counter totals of evicted keys. Absent until such a key is evicted.
     pub floors: Option<Box<Floors>>,
+    /// Ghosts of collected keys that held counter totals: key hash → the NTP64 time of the
+    /// collected entry's newest stamp, the floor of this node's next register write of the key
+    /// (`crdt::entry` floors; `store::expire`). Absent until such a key is collected.
+    pub ghosts: Option<Box<HashMap<u64, u64>>>,
     /// The slot's digest (XOR of `crdt::digest::key_digest` over every node), or `None` when
     /// something changed since it was last computed (see `store::digest`).
     pub digest: Option<u64>,
@@ -145,6 +149,28 @@ impl Shard {
             sieve_epoch,
         );
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
+    }
+
+    /// Takes the ghost of the key hashing to `hash`: the floor of a register write (0: none).
+    pub fn take_ghost(&mut self, hash: u64) -> u64 {
+        let Some(g) = &mut self.ghosts else {
+            return 0;
+        };
+        let t = g.remove(&hash).unwrap_or(0);
+        if g.is_empty() {
+            self.ghosts = None;
+        }
+        t
+    }
+
+    /// Forgets ghosts whose time is at or below `time` (NTP64).
+    pub fn prune_ghosts(&mut self, time: u64) {
+        if let Some(g) = &mut self.ghosts {
+            g.retain(|_, t| *t > time);
+            if g.is_empty() {
+                self.ghosts = None;
+            }
+        }
     }
 
     /// Re-derives a node's counted/volatile flags after its entry changed.
