@@ -284,12 +284,13 @@ fn a_register_write_after_collection_observes_what_the_collected_tombstone_obser
         !a.entry(b"k").unwrap().settled().is_empty(),
         "a learnt the settled totals"
     );
-    // Holding them, a's next write needs no floor (an ordinary write's bytes).
-    a.lock(["k"])
+    // The next write of the key, anywhere, inherits the floor: it observes what the first did.
+    b.merge(b"k", &a.entry(b"k").unwrap().to_delta());
+    b.lock(["k"])
         .key(b"k")
         .set(b"6".to_vec().into(), Ttl::Clear);
-    let next: Vec<Delta> = oa.0.lock().unwrap().drain(..).collect();
-    assert_eq!(next[0].entry.register.as_ref().unwrap().floor, 0);
+    let next: Vec<Delta> = ob.0.lock().unwrap().drain(..).collect();
+    assert_eq!(next[0].entry.register.as_ref().unwrap().floor, floor);
     c.merge(b"k", &next[0].entry);
     assert_eq!(read(&c, "k"), Some(b"6".to_vec()));
 }
@@ -353,6 +354,44 @@ fn a_register_write_after_eviction_observes_every_actors_totals() {
             Some(b"5".to_vec()),
             "{name}: {:?}",
             r.entry(b"e")
+        );
+    }
+}
+
+/// After a collects its counter entry and writes the key again, a late duplicate brings back
+/// an old contribution of a's own actor (5 of the 7 it had counted). a's next INCR must open a
+/// new epoch, not continue from 5: continued, its totals (6) stay under the 7 the other regions
+/// hold and the increment vanishes (10, not 11, everywhere).
+#[test]
+fn an_increment_after_a_late_duplicate_of_its_own_old_totals_is_not_lost() {
+    let (a, oa) = region(1);
+    let (b, ob) = region(2);
+    let (c, oc) = region(3);
+    a.set_tombstone_grace_ms(50);
+    a.lock(["d"]).key(b"d").add_int(5);
+    let old: Vec<Delta> = oa.0.lock().unwrap().clone();
+    a.lock(["d"]).key(b"d").add_int(2);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    assert!(a.lock(["d"]).key(b"d").delete());
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.expire_cycle(usize::MAX).collected, 1);
+    a.lock(["d"])
+        .key(b"d")
+        .set(b"10".to_vec().into(), Ttl::Clear);
+    let set: Vec<Delta> = oa.0.lock().unwrap().drain(..).collect();
+    for r in [&b, &c] {
+        r.merge(b"d", &set[0].entry);
+    }
+    a.merge(b"d", &old[0].entry); // the late duplicate
+    a.lock(["d"]).key(b"d").add_int(1);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert_eq!(
+            read(r, "d"),
+            Some(b"11".to_vec()),
+            "{name}: {:?}",
+            r.entry(b"d")
         );
     }
 }

@@ -142,6 +142,18 @@ impl Contributions {
         self.0.binary_search_by_key(&actor, |c| c.actor)
     }
 
+    /// Drops `actor`'s contribution if its epoch is at or below `epoch`, so the actor's next
+    /// increment opens a new one (see `Entry::retire_epoch`). Returns true if it dropped one.
+    pub fn retire(&mut self, actor: NodeId, epoch: u64) -> bool {
+        match self.find(actor) {
+            Ok(i) if self.0[i].epoch <= epoch => {
+                self.0.remove(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A single contribution (nothing if its totals are zero).
     pub fn from_one(c: Contribution) -> Self {
         if c.totals.is_zero() {

@@ -244,7 +244,7 @@ impl Entry {
     #[inline]
     pub fn apply_register_floored(&mut self, value: Option<&[u8]>, stamp: Stamp, floor: u64) {
         debug_assert!(stamp > self.stamp, "a local write must carry a newer stamp");
-        let floor = floor.max(self.inherited_floor());
+        let floor = floor.max(self.inherited_floor(stamp));
         debug_assert!(
             floor < stamp.time,
             "a floor lies below the write's own stamp"

@@ -18,9 +18,10 @@
 //!
 //! Two more went inside the entries the same way, trailing and left out at their default, so an
 //! ordinary write encodes byte for byte as before: a register's `floor` and an entry delta's
-//! `settled` (`crdt::entry` floors, docs/semantics.md). A floor rides only a register write of
-//! a key whose counter entry the writer collected, `settled` only full states of keys whose
-//! tombstone a later write replaced. A node built before them cannot decode a frame carrying
+//! `settled` (`crdt::entry` floors, docs/semantics.md). A floor rides only register writes of
+//! a key whose counter entry some node collected (the first write after it, and those after
+//! that within the hour), `settled` only full states of keys whose tombstone a later write
+//! replaced. A node built before them cannot decode a frame carrying
 //! either (an array-length error, never a misread: tested below) and drops it with a warning.
 
 use crate::crdt::EntryDelta;

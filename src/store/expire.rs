@@ -14,8 +14,12 @@
 //! An entry collected while it held counter totals leaves a *ghost* in its shard: the newest
 //! stamp time of the entry, under the key's hash. This node's next register write of the key
 //! carries it as its floor (`crdt::entry` floors, docs/semantics.md): the write observes what
-//! the collected tombstone observed, which regions still holding the tombstone know. A ghost
-//! costs 16 bytes; it goes with that write, or after [`GHOST_KEEP_MS`].
+//! the collected tombstone observed, which regions still holding the tombstone know. And this
+//! node's increments of the key open a new epoch unless its own contribution's epoch is newer
+//! than the ghost: a late duplicate may bring back an old contribution of this node's actor,
+//! which it must not continue (its totals would lag what the other regions hold, and the new
+//! increments would vanish under them). A ghost costs 24 bytes and goes after
+//! [`GHOST_KEEP_MS`].
 
 use super::shard::Shard;
 use super::{Keyspace, SLOTS};
@@ -82,8 +86,9 @@ impl Keyspace {
                     if n.entry.contributions().is_some() {
                         let time = n.entry.max_stamp().time;
                         let g = ghosts.get_or_insert_with(Default::default);
-                        let t = g.entry(self.hash(&n.key)).or_insert(0);
-                        *t = (*t).max(time);
+                        let g = g.entry(self.hash(&n.key)).or_default();
+                        g.time = g.time.max(time);
+                        g.floored = false;
                     }
                     *live -= n.counted as usize;
                     *volatile -= n.volatile as usize;

@@ -175,7 +175,7 @@ impl<'t> KeyMut<'t> {
         let s = self.stamp();
         let recording = self.out.is_some();
         let floor = match register {
-            Some(_) => self.shard.take_ghost(self.hash).min(s.time - 1),
+            Some(_) => self.shard.ghost_floor(self.hash).min(s.time - 1),
             None => 0,
         };
         let e = self.entry_mut();
@@ -332,7 +332,11 @@ impl<'t> KeyMut<'t> {
         let s = self.stamp();
         let actor = self.ks.clock.node();
         let recording = self.out.is_some();
+        let collected = self.shard.ghost_time(self.hash);
         let e = self.entry_mut();
+        if collected != 0 {
+            e.retire_epoch(actor, collected);
+        }
         match (by, recording) {
             (Bump::Int(n), true) => {
                 let d = e.add_int(actor, n, s);

@@ -284,7 +284,7 @@ impl Keyspace {
     /// A register write with a floor that this node reads as observing settled totals the
     /// delta does not carry (`crdt::entry` floors: its writer collected the key) is published
     /// as this node's whole entry, to every link including the writer's: so the writer learns
-    /// them too, and its later writes and merges of the key need no floor.
+    /// them too, and reads increments that reach it through them.
     pub fn merge_from(
         &self,
         origin: Origin,

@@ -18,6 +18,15 @@ use hashbrown::HashTable;
 pub const INLINE_KEY: usize = 24;
 pub type KeyBytes = smallvec::SmallVec<[u8; INLINE_KEY]>;
 
+/// What the collector leaves of a counter entry it removed (`store::expire`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ghost {
+    /// NTP64 time of the collected entry's newest stamp.
+    pub time: u64,
+    /// A register write of the key carried it as its floor already.
+    pub floored: bool,
+}
+
 /// A key and its CRDT entry: 128 bytes, one allocation for keys up to 24 bytes and values up
 /// to 32 (jemalloc's 128-byte class).
 pub struct Node {
@@ -68,10 +77,9 @@ pub struct Shard {
     pub sieve: Option<Box<Sieve>>,
     /// The counter totals of evicted keys. Absent until such a key is evicted.
     pub floors: Option<Box<Floors>>,
-    /// Ghosts of collected keys that held counter totals: key hash → the NTP64 time of the
-    /// collected entry's newest stamp, the floor of this node's next register write of the key
-    /// (`crdt::entry` floors; `store::expire`). Absent until such a key is collected.
-    pub ghosts: Option<Box<HashMap<u64, u64>>>,
+    /// Ghosts of collected keys that held counter totals, by key hash (`store::expire`).
+    /// Absent until such a key is collected.
+    pub ghosts: Option<Box<HashMap<u64, Ghost>>>,
     /// The slot's digest (XOR of `crdt::digest::key_digest` over every node), or `None` when
     /// something changed since it was last computed (see `store::digest`).
     pub digest: Option<u64>,
@@ -151,22 +159,32 @@ impl Shard {
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
     }
 
-    /// Takes the ghost of the key hashing to `hash`: the floor of a register write (0: none).
-    pub fn take_ghost(&mut self, hash: u64) -> u64 {
-        let Some(g) = &mut self.ghosts else {
-            return 0;
-        };
-        let t = g.remove(&hash).unwrap_or(0);
-        if g.is_empty() {
-            self.ghosts = None;
+    /// The floor of a register write of the key hashing to `hash` (0: none): its ghost's time,
+    /// once (later writes inherit it while they need it: `crdt::entry` floors).
+    pub fn ghost_floor(&mut self, hash: u64) -> u64 {
+        match self.ghosts.as_mut().and_then(|g| g.get_mut(&hash)) {
+            Some(g) if !g.floored => {
+                g.floored = true;
+                g.time
+            }
+            _ => 0,
         }
-        t
+    }
+
+    /// The time of the ghost of the key hashing to `hash` (0: none): this node's own counter
+    /// epochs opened at or before it belong to the collected entry, and an increment opens a
+    /// new one rather than continue one that a late duplicate brought back.
+    pub fn ghost_time(&self, hash: u64) -> u64 {
+        self.ghosts
+            .as_ref()
+            .and_then(|g| g.get(&hash))
+            .map_or(0, |g| g.time)
     }
 
     /// Forgets ghosts whose time is at or below `time` (NTP64).
     pub fn prune_ghosts(&mut self, time: u64) {
         if let Some(g) = &mut self.ghosts {
-            g.retain(|_, t| *t > time);
+            g.retain(|_, g| g.time > time);
             if g.is_empty() {
                 self.ghosts = None;
             }

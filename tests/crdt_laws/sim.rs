@@ -45,8 +45,9 @@ pub(crate) struct Sim {
     /// Indices of the steps that collected.
     pub(crate) collected_at: Vec<usize>,
     /// Per replica, its ghost (`store::expire`): the newest stamp time of a counter entry it
-    /// collected, the floor of its next register write (0: none).
-    pub(crate) ghosts: Vec<u64>,
+    /// collected (0: none), and whether a register write carried it as its floor already. Its
+    /// increments open a new epoch over an own contribution no newer than the ghost.
+    pub(crate) ghosts: Vec<(u64, bool)>,
 }
 
 /// Whether `Step::Collect` collects, or is skipped: the same history without collection.
@@ -137,7 +138,7 @@ pub(crate) fn run_as(nodes: &[u64], steps: &[Step], mode: Mode) -> Result<Sim, T
         seen: vec![Vec::new(); n],
         collected_below: vec![0; n],
         collected_at: Vec::new(),
-        ghosts: vec![0; n],
+        ghosts: vec![(0, false); n],
     };
     for (i, step) in steps.iter().enumerate() {
         match *step {
@@ -145,8 +146,20 @@ pub(crate) fn run_as(nodes: &[u64], steps: &[Step], mode: Mode) -> Result<Sim, T
                 clocks[at] += dt;
                 let stamp = Stamp::new(clocks[at], nodes[at]);
                 let before = sim.states[at].clone();
+                let (collected, floored) = &mut sim.ghosts[at];
                 let floor = match op {
-                    Op::Write(_) | Op::WriteFloored(..) => std::mem::take(&mut sim.ghosts[at]),
+                    Op::Write(_) | Op::WriteFloored(..) if !*floored => {
+                        *floored = true;
+                        *collected
+                    }
+                    Op::AddInt(x) if *x != 0 && *collected != 0 => {
+                        sim.states[at].retire_epoch(nodes[at], *collected);
+                        0
+                    }
+                    Op::AddFloat(x) if *x != 0.0 && *collected != 0 => {
+                        sim.states[at].retire_epoch(nodes[at], *collected);
+                        0
+                    }
                     _ => 0,
                 };
                 let delta = apply(&mut sim.states[at], nodes[at], op, stamp, floor);
@@ -182,7 +195,8 @@ pub(crate) fn run_as(nodes: &[u64], steps: &[Step], mode: Mode) -> Result<Sim, T
                 Mode::Collect if collectable(&sim, &clocks, at) => {
                     let newest = sim.states[at].max_stamp().time;
                     if sim.states[at].contributions().is_some() {
-                        sim.ghosts[at] = sim.ghosts[at].max(newest);
+                        let g = &mut sim.ghosts[at];
+                        *g = (g.0.max(newest), false);
                     }
                     sim.collected_below[at] = sim.collected_below[at].max(newest);
                     sim.states[at] = Entry::empty();

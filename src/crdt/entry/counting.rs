@@ -128,6 +128,19 @@ impl Entry {
         self.bump(stamp, |c| c.add_float(actor, by, stamp.time))
     }
 
+    /// Before an increment by `actor` on a key its node collected (the collected entry's newest
+    /// stamp time `collected`): forgets the actor's contribution if its epoch is at or below
+    /// that time, so the increment opens a new epoch, as it would have with nothing held. Such a
+    /// contribution came back with a late duplicate; continuing it would count from totals the
+    /// other replicas exceed, and the increment would vanish under theirs. Must be followed by a
+    /// non-zero increment by `actor` in the same op: the new epoch replaces the old one in every
+    /// replica (and in the state before the op), so the op's delta still replays it.
+    pub fn retire_epoch(&mut self, actor: NodeId, collected: u64) {
+        if let Some(c) = &mut self.counters {
+            c.contrib.retire(actor, collected);
+        }
+    }
+
     /// Runs a non-zero contribution op, which opens an epoch at the op's stamp time if the actor
     /// has no contribution here, and records the op's stamp.
     fn bump(

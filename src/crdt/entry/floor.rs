@@ -19,13 +19,20 @@
 //!   ([`Settled::prune`]): one normal form for one state;
 //! - the effective observed totals ([`Entry::observed_now`]) cover the register's own, and
 //!   contributions cover both (settled levels came with their tombstone's contributions);
-//! - a write inherits the current register's floor when this entry holds no settled level at or
-//!   below it: its node then cannot observe explicitly what the earlier write observed by floor.
+//! - a write inherits the current register's floor (for [`FLOOR_SPAN`] past it): what the
+//!   earlier write observed through it is what replicas read from *their* settled levels, which
+//!   may exceed this node's (a node never knows it holds every tombstone at or below a floor),
+//!   so observing it explicitly could observe less.
 
 use super::{Entry, EntryDelta, Register};
 use crate::crdt::counter::Contributions;
 use crate::crdt::settled::Settled;
+use crate::crdt::stamp::Stamp;
 use std::borrow::Cow;
+
+/// How long past a floor later writes of the key inherit it (one hour, in NTP64 units: the
+/// stores keep a ghost that long, `store::expire`). Bounds the writes that carry a floor.
+pub const FLOOR_SPAN: u64 = 3600 << 32;
 
 pub(super) fn is_zero(v: &u64) -> bool {
     *v == 0
@@ -80,10 +87,10 @@ impl Entry {
         Cow::Owned(all)
     }
 
-    /// The floor a new write inherits (see the module doc).
-    pub(super) fn inherited_floor(&self) -> u64 {
+    /// The floor a new write stamped `stamp` inherits (see the module doc).
+    pub(super) fn inherited_floor(&self, stamp: Stamp) -> u64 {
         match &self.counters {
-            Some(c) if c.floor != 0 && c.settled.below(c.floor).next().is_none() => c.floor,
+            Some(c) if c.floor != 0 && stamp.time.saturating_sub(c.floor) <= FLOOR_SPAN => c.floor,
             _ => 0,
         }
     }
