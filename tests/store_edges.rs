@@ -1,6 +1,7 @@
 //! Store edge cases found while proving the CRDT laws: anti-entropy after tombstone
 //! collection in standalone mode, a delayed concurrent increment surviving collection, drift
-//! measured against the node's own clock, and zero increments.
+//! measured against the node's own clock, zero increments, and register writes on a key the
+//! writer collected or evicted (floors: docs/semantics.md).
 use meridian::clock::{unix_ms, Hlc};
 use meridian::crdt::Stamp;
 use meridian::store::{key_slot, Delta, DeltaSink, Keyspace, MergeOutcome, Origin, Ttl};
@@ -198,4 +199,199 @@ fn an_increment_after_tombstone_collection_shows_where_the_tombstone_is_still_he
     assert!(c.lock(["k"]).key(b"k").delete());
     a.merge(b"k", &full(&c));
     assert_eq!((read(&a, "k"), read(&c, "k")), (None, None));
+}
+
+/// Delivers every published delta to every other region until none is left (deltas moved by
+/// hand; a merge that changes something publishes again, one that does not stays quiet).
+fn pump(regions: &[(&Keyspace, &Outbox)]) {
+    for _ in 0..16 {
+        let mut moved = false;
+        for (i, (_, out)) in regions.iter().enumerate() {
+            let deltas: Vec<Delta> = out.0.lock().unwrap().drain(..).collect();
+            for d in deltas {
+                moved = true;
+                for (j, (r, _)) in regions.iter().enumerate() {
+                    if i != j {
+                        r.merge(&d.key, &d.entry);
+                    }
+                }
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("deltas kept flowing");
+}
+
+/// Region b's actor counts 3; a DEL in a observes them; a collects the tombstone while b and c
+/// (whose collectors lag) still hold it. Returns the three regions with their outboxes drained.
+fn counted_deleted_collected(key: &str) -> [(Keyspace, Arc<Outbox>); 3] {
+    let (a, oa) = region(1);
+    let (b, ob) = region(2);
+    let (c, oc) = region(3);
+    a.set_tombstone_grace_ms(50);
+    b.set_tombstone_grace_ms(600_000);
+    c.set_tombstone_grace_ms(600_000);
+    let k = key.as_bytes();
+    b.lock([key]).key(k).add_int(3);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    assert_eq!(read(&c, key), Some(b"3".to_vec()));
+    assert!(a.lock([key]).key(k).delete());
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    for r in [&a, &b, &c] {
+        assert_eq!(read(r, key), None);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.expire_cycle(usize::MAX).collected, 1, "a collects");
+    assert_eq!(c.expire_cycle(usize::MAX).collected, 0, "c still holds it");
+    assert!(a.entry(k).is_none() && b.entry(k).is_some() && c.entry(k).is_some());
+    [(a, oa), (b, ob), (c, oc)]
+}
+
+/// docs/operations.md, "a register write on a key its node no longer holds": after the DEL
+/// (which observed b's 3) and the collection, `SET k 5` in a must read 5 in every region. Before
+/// floors, b and c took the SET with nothing observed and answered 8, and so did a once it
+/// merged their entry.
+#[test]
+fn a_register_write_after_collection_observes_what_the_collected_tombstone_observed() {
+    let [(a, oa), (b, ob), (c, oc)] = counted_deleted_collected("k");
+    a.lock(["k"])
+        .key(b"k")
+        .set(b"5".to_vec().into(), Ttl::Clear);
+    let set: Vec<Delta> = oa.0.lock().unwrap().drain(..).collect();
+    assert_eq!(set.len(), 1);
+    let floor = set[0].entry.register.as_ref().unwrap().floor;
+    assert!(floor > 0, "the write carries the ghost's floor");
+    c.merge(b"k", &set[0].entry);
+    b.merge(b"k", &set[0].entry);
+    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert_eq!(
+            read(r, "k"),
+            Some(b"5".to_vec()),
+            "{name}: {:?}",
+            r.entry(b"k")
+        );
+    }
+    // a learns what the tombstone observed (b and c share their entries), and then merges
+    // their entries in full, as anti-entropy would: still 5.
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    for r in [&b, &c] {
+        a.merge(b"k", &r.entry(b"k").unwrap().to_delta());
+    }
+    assert_eq!(read(&a, "k"), Some(b"5".to_vec()), "{:?}", a.entry(b"k"));
+    assert!(
+        !a.entry(b"k").unwrap().settled().is_empty(),
+        "a learnt the settled totals"
+    );
+    // The next write of the key, anywhere, inherits the floor: it observes what the first did.
+    b.merge(b"k", &a.entry(b"k").unwrap().to_delta());
+    b.lock(["k"])
+        .key(b"k")
+        .set(b"6".to_vec().into(), Ttl::Clear);
+    let next: Vec<Delta> = ob.0.lock().unwrap().drain(..).collect();
+    assert_eq!(next[0].entry.register.as_ref().unwrap().floor, floor);
+    c.merge(b"k", &next[0].entry);
+    assert_eq!(read(&c, "k"), Some(b"6".to_vec()));
+}
+
+/// The same, with increments concurrent with the SET: b's (its actor, counting on past the 3
+/// the DEL observed) and c's (a new actor). They were observed by nothing, so they add: 50 + 1
+/// + 2 in every region. Before floors: 56, the 3 came back.
+#[test]
+fn increments_concurrent_with_a_write_after_collection_still_add() {
+    let [(a, oa), (b, ob), (c, oc)] = counted_deleted_collected("n");
+    a.lock(["n"])
+        .key(b"n")
+        .set(b"50".to_vec().into(), Ttl::Clear);
+    b.lock(["n"]).key(b"n").add_int(1);
+    c.lock(["n"]).key(b"n").add_int(2);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert_eq!(
+            read(r, "n"),
+            Some(b"53".to_vec()),
+            "{name}: {:?}",
+            r.entry(b"n")
+        );
+    }
+    let digests: Vec<u64> = [&a, &b, &c]
+        .iter()
+        .map(|r| r.entry(b"n").unwrap().digest())
+        .collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "one state");
+}
+
+/// The eviction variant: b counts 3 and a holds the key (live); a evicts it, then `SET e 5`.
+/// The write must observe b's 3 as it would have before the eviction. Before, only a's own
+/// totals came back from the eviction floor, the write observed nothing, and b and c read 8.
+#[test]
+fn a_register_write_after_eviction_observes_every_actors_totals() {
+    use meridian::store::{EvictionSettings, Policy};
+    let (a, oa) = region(1);
+    let (b, ob) = region(2);
+    let (c, oc) = region(3);
+    b.lock(["e"]).key(b"e").add_int(3);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    let limit = |maxmemory| EvictionSettings {
+        maxmemory,
+        policy: Policy::AllkeysRandom,
+        samples: 5,
+        lfu_log_factor: 10,
+        lfu_decay_time: 1,
+    };
+    a.evict.configure(limit(1));
+    let _ = a.ensure_memory();
+    a.evict.configure(limit(0));
+    assert!(a.entry(b"e").is_none(), "a evicted the key");
+    a.lock(["e"])
+        .key(b"e")
+        .set(b"5".to_vec().into(), Ttl::Clear);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert_eq!(
+            read(r, "e"),
+            Some(b"5".to_vec()),
+            "{name}: {:?}",
+            r.entry(b"e")
+        );
+    }
+}
+
+/// After a collects its counter entry and writes the key again, a late duplicate brings back
+/// an old contribution of a's own actor (5 of the 7 it had counted). a's next INCR must open a
+/// new epoch, not continue from 5: continued, its totals (6) stay under the 7 the other regions
+/// hold and the increment vanishes (10, not 11, everywhere).
+#[test]
+fn an_increment_after_a_late_duplicate_of_its_own_old_totals_is_not_lost() {
+    let (a, oa) = region(1);
+    let (b, ob) = region(2);
+    let (c, oc) = region(3);
+    a.set_tombstone_grace_ms(50);
+    a.lock(["d"]).key(b"d").add_int(5);
+    let old: Vec<Delta> = oa.0.lock().unwrap().clone();
+    a.lock(["d"]).key(b"d").add_int(2);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    assert!(a.lock(["d"]).key(b"d").delete());
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.expire_cycle(usize::MAX).collected, 1);
+    a.lock(["d"])
+        .key(b"d")
+        .set(b"10".to_vec().into(), Ttl::Clear);
+    let set: Vec<Delta> = oa.0.lock().unwrap().drain(..).collect();
+    for r in [&b, &c] {
+        r.merge(b"d", &set[0].entry);
+    }
+    a.merge(b"d", &old[0].entry); // the late duplicate
+    a.lock(["d"]).key(b"d").add_int(1);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert_eq!(
+            read(r, "d"),
+            Some(b"11".to_vec()),
+            "{name}: {:?}",
+            r.entry(b"d")
+        );
+    }
 }

@@ -82,9 +82,10 @@ fn explain(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Some((c, _, _)) => contributions(out, c),
         None => out.array(0),
     }
+    // Including what the write observed through its floor (docs/semantics.md, "Floors").
     out.bulk(b"observed");
     match e.contributions() {
-        Some((_, o, _)) => contributions(out, o),
+        Some(_) => contributions(out, &e.observed_now()),
         None => out.array(0),
     }
     out.bulk(b"expiry");

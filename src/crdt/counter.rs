@@ -72,7 +72,7 @@ pub struct Contribution {
 impl Contribution {
     /// Lexicographic join: a later epoch replaces, the same epoch takes the per-field max.
     /// Returns true if anything grew.
-    fn join(&mut self, o: &Contribution) -> bool {
+    pub(crate) fn join(&mut self, o: &Contribution) -> bool {
         match o.epoch.cmp(&self.epoch) {
             Ordering::Greater => {
                 self.epoch = o.epoch;
@@ -142,9 +142,16 @@ impl Contributions {
         self.0.binary_search_by_key(&actor, |c| c.actor)
     }
 
-    /// `actor`'s contribution alone (empty if it has none): what a floor keeps.
-    pub fn only(&self, actor: NodeId) -> Contributions {
-        Contributions(self.get(actor).copied().into_iter().collect())
+    /// Drops `actor`'s contribution if its epoch is at or below `epoch`, so the actor's next
+    /// increment opens a new one (see `Entry::retire_epoch`). Returns true if it dropped one.
+    pub fn retire(&mut self, actor: NodeId, epoch: u64) -> bool {
+        match self.find(actor) {
+            Ok(i) if self.0[i].epoch <= epoch => {
+                self.0.remove(i);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A single contribution (nothing if its totals are zero).

@@ -9,12 +9,19 @@
 //! cover the register's observed totals (a register write ships the contributions it observed in
 //! the same delta), so "unobserved" is never negative.
 //!
+//! A register write may carry a *floor* (an NTP64 time, 0 for none): it also observed what
+//! every tombstone stamped at or below the floor observed. The entry remembers what replaced
+//! tombstones observed ([`Settled`]) so it can read such writes; see `entry/floor.rs`.
+//!
 //! This file holds the entry, its register and expiry, and merging; the counter side
-//! (contributions, increments, the value a reader sees) is in `entry/counting.rs`.
+//! (contributions, increments, the value a reader sees) is in `entry/counting.rs`, floors and
+//! settled totals in `entry/floor.rs`.
 
 mod counting;
+mod floor;
 
 use super::counter::Contributions;
+use super::settled::Settled;
 use super::stamp::Stamp;
 use counting::Counters;
 use serde::{Deserialize, Serialize};
@@ -27,6 +34,11 @@ pub struct Register {
     pub value: Option<Box<[u8]>>,
     pub stamp: Stamp,
     pub observed: Contributions,
+    /// The write also observed what every tombstone stamped at or below this NTP64 time
+    /// observed (0: nothing more). Last, and left out when 0: an ordinary write encodes
+    /// exactly as before floors existed.
+    #[serde(default, skip_serializing_if = "floor::is_zero")]
+    pub floor: u64,
 }
 
 /// A last-writer-wins expiry: an absolute deadline in UNIX milliseconds (or none) and the stamp
@@ -54,15 +66,30 @@ pub struct EntryDelta {
     /// Largest stamp of the ops behind `contrib` (ZERO when there are none).
     pub contrib_stamp: Stamp,
     pub expiry: Option<Expiry>,
+    /// What tombstones this delta's register replaced observed (only in full states and joins
+    /// of deltas; a single op never carries any). Last, and left out when empty.
+    #[serde(default, skip_serializing_if = "Settled::is_empty")]
+    pub settled: Settled,
 }
 
 impl EntryDelta {
     /// Joins another delta of the same key into this one (deltas form a semilattice too).
     pub fn join(&mut self, o: &EntryDelta) {
+        // The losing register settles (if a tombstone that observed something), as in merge.
         match (&mut self.register, &o.register) {
-            (Some(mine), Some(theirs)) if theirs.stamp > mine.stamp => *mine = theirs.clone(),
+            (Some(mine), Some(theirs)) if theirs.stamp > mine.stamp => {
+                floor::settle(&mut self.settled, mine);
+                *mine = theirs.clone();
+            }
+            (Some(mine), Some(theirs)) if theirs.stamp < mine.stamp => {
+                floor::settle(&mut self.settled, theirs)
+            }
             (None, Some(theirs)) => self.register = Some(theirs.clone()),
             _ => {}
+        }
+        self.settled.join(&o.settled);
+        if let Some(r) = &self.register {
+            floor::prune(&mut self.settled, r);
         }
         self.contrib.join(&o.contrib);
         self.contrib_stamp = self.contrib_stamp.max(o.contrib_stamp);
@@ -191,7 +218,18 @@ impl Entry {
     /// A register write (SET, DEL, APPEND...): the new bytes (None = tombstone) at `stamp`,
     /// observing every contribution so far.
     pub fn write_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) -> EntryDelta {
-        self.apply_register(value.as_deref(), stamp);
+        self.write_register_floored(value, stamp, 0)
+    }
+
+    /// [`Entry::write_register`] with a floor: the NTP64 time of the newest stamp of an entry
+    /// this node collected for the key (0: none). See `entry/floor.rs`.
+    pub fn write_register_floored(
+        &mut self,
+        value: Option<Box<[u8]>>,
+        stamp: Stamp,
+        floor: u64,
+    ) -> EntryDelta {
+        self.apply_register_floored(value.as_deref(), stamp, floor);
         self.register_delta()
     }
 
@@ -199,12 +237,29 @@ impl Entry {
     /// nobody to ship deltas to. The state change is identical.
     #[inline]
     pub fn apply_register(&mut self, value: Option<&[u8]>, stamp: Stamp) {
+        self.apply_register_floored(value, stamp, 0)
+    }
+
+    /// [`Entry::write_register_floored`] without building the delta.
+    #[inline]
+    pub fn apply_register_floored(&mut self, value: Option<&[u8]>, stamp: Stamp, floor: u64) {
         debug_assert!(stamp > self.stamp, "a local write must carry a newer stamp");
+        let floor = floor.max(self.inherited_floor(stamp));
+        debug_assert!(
+            floor < stamp.time,
+            "a floor lies below the write's own stamp"
+        );
+        self.settle_register();
         self.set_value(value);
         self.set_register_stamp(stamp);
+        if floor != 0 {
+            self.counters_mut().floor = floor;
+        }
         if let Some(c) = &mut self.counters {
             c.observed = c.contrib.clone();
+            c.floor = floor;
         }
+        self.prune_settled();
     }
 
     fn set_value(&mut self, value: Option<&[u8]>) {
@@ -258,6 +313,7 @@ impl Entry {
                 .as_ref()
                 .map(|c| c.observed.clone())
                 .unwrap_or_default(),
+            floor: self.floor(),
         }
     }
 
@@ -298,15 +354,30 @@ impl Entry {
             changed |= mine.contrib.join(c);
             mine.stamp = mine.stamp.max(d.contrib_stamp);
         }
+        let before = self.settles(d).then(|| self.settled().clone());
         if let Some(r) = &d.register {
             if r.stamp > self.stamp {
+                self.settle_register();
                 self.set_register_stamp(r.stamp);
                 self.set_value(r.value.as_deref());
-                if !r.observed.is_empty() || self.counters.is_some() {
-                    self.counters_mut().observed = r.observed.clone();
+                if !r.observed.is_empty() || r.floor != 0 || self.counters.is_some() {
+                    let c = self.counters_mut();
+                    c.observed = r.observed.clone();
+                    c.floor = r.floor;
                 }
                 changed = true;
+            } else if r.stamp < self.stamp && floor::settles(r) {
+                self.counters_mut()
+                    .settled
+                    .add_tombstone(&r.observed, r.stamp);
             }
+        }
+        if let Some(before) = before {
+            if !d.settled.is_empty() {
+                self.counters_mut().settled.join(&d.settled);
+            }
+            self.prune_settled();
+            changed |= before != *self.settled();
         }
         if let Some(e) = &d.expiry {
             if e.stamp > self.expiry_stamp() {
@@ -316,11 +387,9 @@ impl Entry {
             }
         }
         // Normal form: no empty counter box, so equal states compare equal.
-        if self
-            .counters
-            .as_ref()
-            .is_some_and(|c| c.contrib.is_empty() && c.observed.is_empty())
-        {
+        if self.counters.as_ref().is_some_and(|c| {
+            c.contrib.is_empty() && c.observed.is_empty() && c.settled.is_empty() && c.floor == 0
+        }) {
             self.counters = None;
         }
         changed
@@ -357,6 +426,24 @@ impl Entry {
                     m.word(t.float_dec.to_bits());
                 }
             }
+            // Only when present, so entries without them digest as before floors existed.
+            if c.floor != 0 {
+                m.word(3);
+                m.word(c.floor);
+            }
+            for p in c.settled.iter() {
+                m.word(4);
+                m.word(p.seen.actor);
+                m.word(p.seen.epoch);
+                stamp(&mut m, p.at);
+                let t = &p.seen.totals;
+                for v in [t.int_inc, t.int_dec] {
+                    m.word(v as u64);
+                    m.word((v >> 64) as u64);
+                }
+                m.word(t.float_inc.to_bits());
+                m.word(t.float_dec.to_bits());
+            }
         }
         m.finish()
     }
@@ -374,6 +461,7 @@ impl Entry {
             contrib,
             contrib_stamp,
             expiry: Some(self.expiry()),
+            settled: self.settled().clone(),
         }
     }
 }

@@ -9,14 +9,18 @@
 //! 1. a last-writer-wins register (bytes or tombstone) with the counter totals it observed,
 //! 2. per-actor monotonic counter contributions, each counted within an epoch the actor opens
 //!    when it holds none of its own for the key (so collecting a key never rewinds them),
-//! 3. a last-writer-wins expiry.
+//! 3. a last-writer-wins expiry,
+//! 4. what replaced tombstones observed ([`Settled`]), read by register writes carrying a floor
+//!    (made on a key the writer collected: docs/semantics.md, "Floors").
 
 mod counter;
 pub mod digest;
 mod entry;
 pub mod number;
+mod settled;
 mod stamp;
 
 pub use counter::{Contribution, Contributions, Totals};
 pub use entry::{Conflicts, Entry, EntryDelta, Expiry, Register};
+pub use settled::{Point, Settled};
 pub use stamp::{NodeId, Stamp};

@@ -164,7 +164,13 @@ fn covers(n: &EntryDelta, q: &EntryDelta) -> bool {
         && q.contrib
             .iter()
             .all(|qc| n.contrib.get(qc.actor).is_some_and(|nc| nc.covers(qc)));
-    register && expiry && counters
+    // A tombstone that `n`'s newer register replaces settles in the join (`crdt::entry` floors),
+    // and what `q` settled must be in `n`: otherwise `n` alone would lose it.
+    let settles = match (&q.register, &n.register) {
+        (Some(q), Some(n)) => n.stamp > q.stamp && q.value.is_none() && !q.observed.is_empty(),
+        _ => false,
+    };
+    register && expiry && counters && !settles && n.settled.covers(&q.settled)
 }
 
 #[cfg(test)]

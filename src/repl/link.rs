@@ -194,16 +194,13 @@ impl Link {
     /// Records published keys (already filtered by slot and origin) and the offset they reach.
     /// `oldest` is the smallest newest-stamp time among them: a change stamped before what a
     /// batch may claim to cover (a forwarded merge, an import) holds the promise below it until
-    /// it is acknowledged. `now` and `covered` ([`covered_now`]) are read once per publish by
-    /// the caller, for all links.
+    /// it is acknowledged. `now`, `covered` ([`covered_now`]) and whether each key is hot are
+    /// read once per publish by the caller, for all links.
     ///
     /// Returns whether the link's task must be woken: keys arrived in an empty queue, or none
     /// arrived (a new offset to claim). Keys added to a queue that is not empty need no wake:
     /// the task is building batches until the queue is empty, or waits for an ack (which wakes
     /// it) or the cold delay; waking it for every write cost a futex call per write and link.
-    ///
-    /// Each change comes with whether its key is hot (`ScopeState::urgent`, asked once per
-    /// change for all links): on a region link a hot key's change takes the priority lane.
     pub fn record<'c>(
         &self,
         changes: impl Iterator<Item = (&'c Change, bool)>,

@@ -15,6 +15,14 @@
 //! variant decodes frames from nodes built before it (their totals count in epoch 0); a node
 //! built before it cannot decode a frame carrying epochs (an array-length error, never a
 //! misread) and drops it with a warning. Upgrade every node of a deployment together.
+//!
+//! Two more went inside the entries the same way, trailing and left out at their default, so an
+//! ordinary write encodes byte for byte as before: a register's `floor` and an entry delta's
+//! `settled` (`crdt::entry` floors, docs/semantics.md). A floor rides only register writes of
+//! a key whose counter entry some node collected (the first write after it, and those after
+//! that within the hour), `settled` only full states of keys whose tombstone a later write
+//! replaced. A node built before them cannot decode a frame carrying
+//! either (an array-length error, never a misread: tested below) and drops it with a warning.
 
 use crate::crdt::EntryDelta;
 use serde::{Deserialize, Serialize};
@@ -260,6 +268,64 @@ pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), Wi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ordinary register write encodes exactly as before floors existed; one with a floor
+    /// (or settled levels) is refused by a reader built before them, never misread.
+    #[test]
+    fn floors_cost_an_ordinary_write_no_byte_and_old_readers_refuse_them() {
+        use crate::crdt::{Contributions, Entry, Expiry, Stamp};
+        #[derive(Serialize, Deserialize)]
+        struct OldRegister {
+            #[serde(with = "serde_bytes")]
+            value: Option<Box<[u8]>>,
+            stamp: Stamp,
+            observed: Contributions,
+        }
+        #[derive(Serialize, Deserialize)]
+        struct OldDelta {
+            register: Option<OldRegister>,
+            contrib: Contributions,
+            contrib_stamp: Stamp,
+            expiry: Option<Expiry>,
+        }
+        let old = |d: &EntryDelta| OldDelta {
+            register: d.register.as_ref().map(|r| OldRegister {
+                value: r.value.clone(),
+                stamp: r.stamp,
+                observed: r.observed.clone(),
+            }),
+            contrib: d.contrib.clone(),
+            contrib_stamp: d.contrib_stamp,
+            expiry: d.expiry,
+        };
+        let mut e = Entry::empty();
+        e.add_int(7, 3, Stamp::new(1 << 40, 7));
+        let set = e.write_register(Some(b"5".to_vec().into()), Stamp::new(2 << 40, 1));
+        let bytes = rmp_serde::to_vec(&set).unwrap();
+        assert_eq!(bytes, rmp_serde::to_vec(&old(&set)).unwrap());
+        let del = e.write_register(None, Stamp::new(3 << 40, 1));
+        assert_eq!(
+            rmp_serde::to_vec(&del).unwrap(),
+            rmp_serde::to_vec(&old(&del)).unwrap()
+        );
+        let floored = Entry::empty().write_register_floored(
+            Some(b"5".to_vec().into()),
+            Stamp::new(4 << 40, 2),
+            3 << 40,
+        );
+        let bytes = rmp_serde::to_vec(&floored).unwrap();
+        assert_eq!(
+            rmp_serde::from_slice::<EntryDelta>(&bytes).unwrap(),
+            floored
+        );
+        assert!(rmp_serde::from_slice::<OldDelta>(&bytes).is_err());
+        e.write_register(Some(b"6".to_vec().into()), Stamp::new(5 << 40, 1));
+        let full = e.to_delta();
+        assert!(!full.settled.is_empty(), "the DEL settled under the SET");
+        let bytes = rmp_serde::to_vec(&full).unwrap();
+        assert_eq!(rmp_serde::from_slice::<EntryDelta>(&bytes).unwrap(), full);
+        assert!(rmp_serde::from_slice::<OldDelta>(&bytes).is_err());
+    }
 
     #[test]
     fn frames_round_trip_and_garbage_is_an_error() {

@@ -15,17 +15,20 @@
 //! - with peers, only entries whose every stamp is at or below the delivery watermark are
 //!   evicted, and the stale-drop bound is raised to it, so a late duplicate of an older write
 //!   cannot bring an overwritten or deleted value back;
-//! - this node's counter contribution of an evicted key (its epoch and totals) is kept as a floor
-//!   and restored when the key reappears here, so its next increment continues from it. Without
-//!   it the node would hold no contribution of its own and open a new epoch, whose totals would
-//!   replace, everywhere, the ones replicas hold for it (`crdt::counter`).
+//! - the counter contributions of an evicted key (every actor's epoch and totals) are kept as a
+//!   floor and restored when the key reappears here. This node's own contribution, so its next
+//!   increment continues from it: without it the node would hold no contribution of its own and
+//!   open a new epoch, whose totals would replace, everywhere, the ones replicas hold for it
+//!   (`crdt::counter`). The other actors', so a register write (SET) here observes them as it
+//!   would have before the eviction: without them the write would observe none, and replicas
+//!   would add them back to its value.
 
 use super::access::{Policy, Tracking};
 use super::shard::{Node, Shard};
 use super::sieve::Sieve;
 use super::tinylfu::{self, TinyLfu};
 use super::{Keyspace, SLOTS};
-use crate::crdt::{Entry, EntryDelta, NodeId};
+use crate::crdt::{Entry, EntryDelta};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -167,7 +170,7 @@ pub fn used_memory() -> usize {
     a.read().unwrap_or(0)
 }
 
-/// This node's counter totals of evicted keys, per slot: key → the delta restoring them.
+/// The counter totals of evicted keys, per slot: key → the delta restoring them.
 #[derive(Default)]
 pub struct Floors(HashMap<Box<[u8]>, EntryDelta>);
 
@@ -184,17 +187,17 @@ impl Floors {
         self.0.contains_key(key)
     }
 
-    /// Remembers `actor`'s contribution (epoch and totals) in an evicted entry, if it has any.
-    fn keep(floors: &mut Option<Box<Floors>>, key: &[u8], actor: NodeId, entry: &Entry) {
+    /// Remembers the contributions (every actor's epoch and totals) of an evicted entry, if it
+    /// has any.
+    fn keep(floors: &mut Option<Box<Floors>>, key: &[u8], entry: &Entry) {
         let Some((contrib, _, stamp)) = entry.contributions() else {
             return;
         };
-        let mine = contrib.only(actor);
-        if mine.is_empty() {
+        if contrib.is_empty() {
             return;
         }
         let delta = EntryDelta {
-            contrib: mine,
+            contrib: contrib.clone(),
             contrib_stamp: stamp,
             ..EntryDelta::default()
         };
@@ -288,7 +291,7 @@ impl Keyspace {
             return 0;
         };
         shard.touch(key);
-        Floors::keep(&mut shard.floors, key, self.clock.node(), &node.entry);
+        Floors::keep(&mut shard.floors, key, &node.entry);
         self.evict.evicted.fetch_add(1, Relaxed);
         // Client-side caches must drop it too (Redis invalidates evicted keys).
         self.publish_dropped(&[Box::from(key)]);

@@ -10,12 +10,27 @@
 //!    concurrent older write can still come and find the key gone). A late *duplicate* of
 //!    something already merged is recognised by the sender's delivery promise and dropped
 //!    (`Keyspace::merge_from`), so collection never lets an old value come back.
+//!
+//! An entry collected while it held counter totals leaves a *ghost* in its shard: the newest
+//! stamp time of the entry, under the key's hash. This node's next register write of the key
+//! carries it as its floor (`crdt::entry` floors, docs/semantics.md): the write observes what
+//! the collected tombstone observed, which regions still holding the tombstone know. And this
+//! node's increments of the key open a new epoch unless its own contribution's epoch is newer
+//! than the ghost: a late duplicate may bring back an old contribution of this node's actor,
+//! which it must not continue (its totals would lag what the other regions hold, and the new
+//! increments would vanish under them). A ghost costs 24 bytes and goes after
+//! [`GHOST_KEEP_MS`].
 
 use super::shard::Shard;
 use super::{Keyspace, SLOTS};
 use crate::clock::unix_ms;
 use crate::crdt::Stamp;
 use std::sync::atomic::Ordering::Relaxed;
+
+/// How long a ghost is kept (wall time past its stamp). A region still holding the collected
+/// tombstone after this long (a partition of over an hour) would again add back what it
+/// observed when this node writes the key (docs/operations.md).
+pub const GHOST_KEEP_MS: u64 = 3_600_000;
 
 /// What one cycle did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +53,7 @@ impl Keyspace {
     pub fn expire_cycle(&self, budget: usize) -> CycleStats {
         let now = unix_ms();
         let watermark = self.collect_watermark(now);
+        let ghost_horizon = Stamp::ntp64_from_unix_ms(now.saturating_sub(GHOST_KEEP_MS));
         let mut st = CycleStats::default();
         // Keys found expired, for the sinks (client-side caching); only while someone listens.
         let recording = self.recording();
@@ -49,9 +65,10 @@ impl Keyspace {
             st.slots += 1;
             let mut shard = self.shards[slot].lock();
             let dead = shard.table.len() - shard.live;
-            if shard.volatile == 0 && dead == 0 {
+            if shard.volatile == 0 && dead == 0 && shard.ghosts.is_none() {
                 continue;
             }
+            shard.prune_ghosts(ghost_horizon);
             st.examined += shard.table.len();
             // One pass: uncount keys found expired, drop dead entries the watermark allows.
             let Shard {
@@ -59,12 +76,20 @@ impl Keyspace {
                 live,
                 volatile,
                 digest,
+                ghosts,
                 ..
             } = &mut *shard;
             let (mut expired, mut collected) = (0, 0);
             table.retain(|n| {
                 let dead = !n.entry.is_live(now);
                 if dead && n.entry.max_stamp().time <= watermark {
+                    if n.entry.contributions().is_some() {
+                        let time = n.entry.max_stamp().time;
+                        let g = ghosts.get_or_insert_with(Default::default);
+                        let g = g.entry(self.hash(&n.key)).or_default();
+                        g.time = g.time.max(time);
+                        g.floored = false;
+                    }
                     *live -= n.counted as usize;
                     *volatile -= n.volatile as usize;
                     let was_expired = n.counted && n.entry.is_expired(now);

@@ -106,9 +106,9 @@ impl<'t> KeyMut<'t> {
         self.live().and_then(|e| e.value())
     }
 
-    /// If the key was evicted from this node while holding this node's counter totals, puts
-    /// them back (see `store::evict`): a counter evicted at 10 answers INCR with 11, the value
-    /// its replicas converge to, not 1 — which their larger totals would mask.
+    /// If the key was evicted from this node while holding counter totals, puts them back (see
+    /// `store::evict`): a counter evicted at 10 answers INCR with 11, the value its replicas
+    /// converge to, not 1 — which their larger totals would mask; and a SET observes them.
     fn resume_evicted(&mut self) {
         let absent = self
             .shard
@@ -168,14 +168,21 @@ impl<'t> KeyMut<'t> {
     /// Writes the register (`Some(bytes or None for a tombstone)`) and/or the expiry
     /// (`Some(deadline or None)`) at this command's stamp, in one probe. The delta is built
     /// only when someone will receive it.
+    ///
+    /// A register write of a key whose counter entry this node collected carries the ghost's
+    /// floor (`store::expire`): it observes what the collected tombstone observed.
     fn write(&mut self, register: Option<Option<&[u8]>>, expiry: Option<Option<u64>>) {
         let s = self.stamp();
         let recording = self.out.is_some();
+        let floor = match register {
+            Some(_) => self.shard.ghost_floor(self.hash).min(s.time - 1),
+            None => 0,
+        };
         let e = self.entry_mut();
         if recording {
             let mut d = EntryDelta::default();
             if let Some(v) = register {
-                d = e.write_register(v.map(Box::from), s);
+                d = e.write_register_floored(v.map(Box::from), s, floor);
             }
             if let Some(x) = expiry {
                 d.join(&e.write_expiry(x, s));
@@ -183,7 +190,7 @@ impl<'t> KeyMut<'t> {
             self.record(d);
         } else {
             if let Some(v) = register {
-                e.apply_register(v, s);
+                e.apply_register_floored(v, s, floor);
             }
             if let Some(x) = expiry {
                 e.write_expiry(x, s);
@@ -325,7 +332,11 @@ impl<'t> KeyMut<'t> {
         let s = self.stamp();
         let actor = self.ks.clock.node();
         let recording = self.out.is_some();
+        let collected = self.shard.ghost_time(self.hash);
         let e = self.entry_mut();
+        if collected != 0 {
+            e.retire_epoch(actor, collected);
+        }
         match (by, recording) {
             (Bump::Int(n), true) => {
                 let d = e.add_int(actor, n, s);

@@ -300,6 +300,11 @@ impl Keyspace {
     /// removed (a collected tombstone, an evicted or migrated key): it is dropped as stale, so
     /// a duplicated old value can never resurrect a collected key. Nothing else is dropped:
     /// a delta we have not seen before always lands, whatever its age.
+    ///
+    /// A register write with a floor that this node reads as observing settled totals the
+    /// delta does not carry (`crdt::entry` floors: its writer collected the key) is published
+    /// as this node's whole entry, to every link including the writer's: so the writer learns
+    /// them too, and reads increments that reach it through them.
     pub fn merge_from(
         &self,
         origin: Origin,
@@ -325,6 +330,7 @@ impl Keyspace {
         let hash = self.hash(key);
         let now = unix_ms();
         let mut shard = self.shards[slot as usize].lock();
+        let mut share = None;
         let outcome = match shard.find_mut(hash, key) {
             Some(node) => {
                 let c = node.entry.conflicts(delta);
@@ -337,7 +343,17 @@ impl Keyspace {
                         n.fetch_add(1, Relaxed);
                     }
                 }
+                let floor = delta
+                    .register
+                    .as_ref()
+                    .filter(|r| r.floor != 0 && r.stamp > node.entry.register_stamp())
+                    .map(|r| r.floor);
                 if node.entry.merge(delta) {
+                    let e = &node.entry;
+                    share = floor
+                        .filter(|&f| e.settled().below(f).next().is_some())
+                        .filter(|_| !delta.settled.covers(e.settled()))
+                        .map(|_| e.to_delta());
                     MergeOutcome::Changed
                 } else {
                     MergeOutcome::Unchanged
@@ -367,10 +383,14 @@ impl Keyspace {
         }
         drop(shard);
         if outcome == MergeOutcome::Changed && self.recording() {
+            let (entry, origin) = match share {
+                Some(full) => (full, Origin::Local),
+                None => (delta.clone(), origin),
+            };
             let delta = Delta {
                 slot,
                 key: key.into(),
-                entry: Arc::new(delta.clone()),
+                entry: Arc::new(entry),
             };
             self.publish(vec![delta], origin);
         }

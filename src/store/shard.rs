@@ -1,6 +1,6 @@
 //! One hash slot's share of the keyspace: a hash table of boxed nodes plus the bookkeeping
-//! (live-key and volatile-key counts, WATCH versions, the SIEVE queue and the counter floors of
-//! evicted keys) that must change under the same lock.
+//! (live-key and volatile-key counts, WATCH versions, the SIEVE queue, the counter floors of
+//! evicted keys and the ghosts of collected counter keys) that must change under the same lock.
 //!
 //! Invariants:
 //! - `live` = number of nodes with `counted == true`; a node is counted when its entry has a
@@ -17,6 +17,15 @@ use hashbrown::HashTable;
 /// Keys up to this many bytes live inside the node (no allocation, one cache miss less).
 pub const INLINE_KEY: usize = 24;
 pub type KeyBytes = smallvec::SmallVec<[u8; INLINE_KEY]>;
+
+/// What the collector leaves of a counter entry it removed (`store::expire`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ghost {
+    /// NTP64 time of the collected entry's newest stamp.
+    pub time: u64,
+    /// A register write of the key carried it as its floor already.
+    pub floored: bool,
+}
 
 /// A key and its CRDT entry: 128 bytes, one allocation for keys up to 24 bytes and values up
 /// to 32 (jemalloc's 128-byte class).
@@ -66,8 +75,11 @@ pub struct Shard {
     pub watched: Option<Box<Watches>>,
     /// Insertion order for the SIEVE policy. Absent until that policy first evicts here.
     pub sieve: Option<Box<Sieve>>,
-    /// This node's counter totals of evicted keys. Absent until such a key is evicted.
+    /// The counter totals of evicted keys. Absent until such a key is evicted.
     pub floors: Option<Box<Floors>>,
+    /// Ghosts of collected keys that held counter totals, by key hash (`store::expire`).
+    /// Absent until such a key is collected.
+    pub ghosts: Option<Box<HashMap<u64, Ghost>>>,
     /// The slot's digest (XOR of `crdt::digest::key_digest` over every node), or `None` when
     /// something changed since it was last computed (see `store::digest`).
     pub digest: Option<u64>,
@@ -145,6 +157,38 @@ impl Shard {
             sieve_epoch,
         );
         self.table.insert_unique(hash, node, |n| hasher(&n.key));
+    }
+
+    /// The floor of a register write of the key hashing to `hash` (0: none): its ghost's time,
+    /// once (later writes inherit it while they need it: `crdt::entry` floors).
+    pub fn ghost_floor(&mut self, hash: u64) -> u64 {
+        match self.ghosts.as_mut().and_then(|g| g.get_mut(&hash)) {
+            Some(g) if !g.floored => {
+                g.floored = true;
+                g.time
+            }
+            _ => 0,
+        }
+    }
+
+    /// The time of the ghost of the key hashing to `hash` (0: none): this node's own counter
+    /// epochs opened at or before it belong to the collected entry, and an increment opens a
+    /// new one rather than continue one that a late duplicate brought back.
+    pub fn ghost_time(&self, hash: u64) -> u64 {
+        self.ghosts
+            .as_ref()
+            .and_then(|g| g.get(&hash))
+            .map_or(0, |g| g.time)
+    }
+
+    /// Forgets ghosts whose time is at or below `time` (NTP64).
+    pub fn prune_ghosts(&mut self, time: u64) {
+        if let Some(g) = &mut self.ghosts {
+            g.retain(|_, g| g.time > time);
+            if g.is_empty() {
+                self.ghosts = None;
+            }
+        }
     }
 
     /// Re-derives a node's counted/volatile flags after its entry changed.

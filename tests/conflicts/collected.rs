@@ -6,6 +6,10 @@
 //! restarted). a's INCR after its collection must show in c, whose tombstone observed a's first
 //! increment. Before counters had epochs, a counted from 0 again, c took the new totals for the
 //! ones its tombstone had observed and answered nil while a and b answered 1.
+//!
+//! The second test is the register-write variant (docs/operations.md, "a register write on a key
+//! its node no longer holds"): b counts 3, a deletes and collects, b and c keep the tombstone;
+//! a's `SET` must read the same everywhere. Before floors, b and c answered 8 instead of 5.
 
 use crate::regions::{RegionSpec, World};
 use redis::Value;
@@ -87,5 +91,49 @@ async fn an_increment_after_collection_shows_where_the_tombstone_is_still_held()
     let del = world.run(c, &["DEL", key]).await;
     assert!(matches!(del, Ok(Value::Int(1))), "DEL: {del:?}");
     everywhere(&world, key, None).await;
+    world.shutdown().await;
+}
+
+async fn set(world: &World, r: usize, key: &str, value: &str) {
+    let ok = world.run(r, &["SET", key, value]).await;
+    assert!(matches!(ok, Ok(Value::Okay)), "SET {key}: {ok:?}");
+}
+
+#[tokio::test]
+async fn a_set_after_collection_reads_the_same_everywhere() {
+    let fast = RegionSpec::single()
+        .opt("tombstone-grace", "100")
+        .opt("hz", "100");
+    let slow = RegionSpec::single()
+        .opt("tombstone-grace", "600000")
+        .opt("hz", "100");
+    let world = World::start(&[fast, slow.clone(), slow], &[]).await;
+    let (a, b, c) = (0, 1, 2);
+    let key = "session-hits";
+    let n = world.run(b, &["INCRBY", key, "3"]).await;
+    assert!(matches!(n, Ok(Value::Int(3))), "INCRBY: {n:?}");
+    everywhere(&world, key, Some(b"3")).await;
+    let del = world.run(a, &["DEL", key]).await;
+    assert!(matches!(del, Ok(Value::Int(1))), "DEL: {del:?}");
+    everywhere(&world, key, None).await;
+    let collected = crate::common::eventually(Duration::from_secs(15), || async {
+        !held(&world, a, key).await
+    })
+    .await;
+    assert!(
+        collected,
+        "a never collected the tombstone:\n{}",
+        world.explain(key).await
+    );
+    assert!(held(&world, b, key).await && held(&world, c, key).await);
+    set(&world, a, key, "5").await;
+    everywhere(&world, key, Some(b"5")).await;
+    // Increments after the SET add to it everywhere, b's (its epoch goes on) and c's.
+    let n = world.run(b, &["INCR", key]).await;
+    assert!(matches!(n, Ok(Value::Int(6))), "INCR in b: {n:?}");
+    everywhere(&world, key, Some(b"6")).await;
+    let n = world.run(c, &["INCRBY", key, "2"]).await;
+    assert!(matches!(n, Ok(Value::Int(8))), "INCRBY in c: {n:?}");
+    everywhere(&world, key, Some(b"8")).await;
     world.shutdown().await;
 }

@@ -9,6 +9,9 @@ use proptest::test_runner::TestCaseError;
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
     Write(Option<Vec<u8>>),
+    /// A register write whose floor lies `back` ticks below its own stamp (arbitrary floors:
+    /// the laws must hold whatever the floor claims).
+    WriteFloored(Option<Vec<u8>>, u64),
     AddInt(i64),
     AddFloat(f64),
     Expire(Option<u64>),
@@ -41,14 +44,17 @@ pub(crate) struct Sim {
     pub(crate) collected_below: Vec<u64>,
     /// Indices of the steps that collected.
     pub(crate) collected_at: Vec<usize>,
+    /// Per replica, its ghost (`store::expire`): the newest stamp time of a counter entry it
+    /// collected (0: none), and whether a register write carried it as its floor already. Its
+    /// increments open a new epoch over an own contribution no newer than the ghost.
+    pub(crate) ghosts: Vec<(u64, bool)>,
 }
 
-/// Whether `Step::Collect` collects, or is skipped: the same history without collection, given
-/// the steps at which the run with collection collected.
+/// Whether `Step::Collect` collects, or is skipped: the same history without collection.
 #[derive(Clone, Copy)]
-pub(crate) enum Mode<'a> {
+pub(crate) enum Mode {
     Collect,
-    Keep(&'a [usize]),
+    Keep,
 }
 
 pub(crate) fn bytes(e: &Entry) -> Option<Vec<u8>> {
@@ -77,9 +83,14 @@ pub(crate) fn merge_checked(e: &mut Entry, d: &EntryDelta) -> Result<(), TestCas
     Ok(())
 }
 
-fn apply(e: &mut Entry, node: u64, op: &Op, stamp: Stamp) -> EntryDelta {
+/// Applies `op`; a register write carries `floor` (the replica's ghost, or 0).
+fn apply(e: &mut Entry, node: u64, op: &Op, stamp: Stamp, floor: u64) -> EntryDelta {
     match op {
-        Op::Write(v) => e.write_register(v.clone().map(Into::into), stamp),
+        Op::Write(v) => e.write_register_floored(v.clone().map(Into::into), stamp, floor),
+        Op::WriteFloored(v, back) => {
+            let f = stamp.time.saturating_sub(*back).max(floor);
+            e.write_register_floored(v.clone().map(Into::into), stamp, f)
+        }
         Op::AddInt(x) => e.add_int(node, *x, stamp),
         Op::AddFloat(x) => e.add_float(node, *x, stamp),
         Op::Expire(d) => e.write_expiry(*d, stamp),
@@ -117,7 +128,7 @@ pub(crate) fn run(nodes: &[u64], steps: &[Step]) -> Result<Sim, TestCaseError> {
     run_as(nodes, steps, Mode::Collect)
 }
 
-pub(crate) fn run_as(nodes: &[u64], steps: &[Step], mode: Mode<'_>) -> Result<Sim, TestCaseError> {
+pub(crate) fn run_as(nodes: &[u64], steps: &[Step], mode: Mode) -> Result<Sim, TestCaseError> {
     let n = nodes.len();
     let mut clocks = vec![0u64; n];
     let mut sim = Sim {
@@ -127,21 +138,31 @@ pub(crate) fn run_as(nodes: &[u64], steps: &[Step], mode: Mode<'_>) -> Result<Si
         seen: vec![Vec::new(); n],
         collected_below: vec![0; n],
         collected_at: Vec::new(),
+        ghosts: vec![(0, false); n],
     };
-    // Replicas that ever collected (in `Mode::Keep` too, so both runs skip the same writes).
-    let mut collector = vec![false; n];
     for (i, step) in steps.iter().enumerate() {
         match *step {
-            Step::Local {
-                at,
-                op: Op::Write(_),
-                ..
-            } if collector[at] => {}
             Step::Local { at, ref op, dt } => {
                 clocks[at] += dt;
                 let stamp = Stamp::new(clocks[at], nodes[at]);
                 let before = sim.states[at].clone();
-                let delta = apply(&mut sim.states[at], nodes[at], op, stamp);
+                let (collected, floored) = &mut sim.ghosts[at];
+                let floor = match op {
+                    Op::Write(_) | Op::WriteFloored(..) if !*floored => {
+                        *floored = true;
+                        *collected
+                    }
+                    Op::AddInt(x) if *x != 0 && *collected != 0 => {
+                        sim.states[at].retire_epoch(nodes[at], *collected);
+                        0
+                    }
+                    Op::AddFloat(x) if *x != 0.0 && *collected != 0 => {
+                        sim.states[at].retire_epoch(nodes[at], *collected);
+                        0
+                    }
+                    _ => 0,
+                };
+                let delta = apply(&mut sim.states[at], nodes[at], op, stamp, floor);
                 let mut replay = before;
                 replay.merge(&delta);
                 same(&replay, &sim.states[at], &format!("delta of {op:?}"))?;
@@ -170,10 +191,13 @@ pub(crate) fn run_as(nodes: &[u64], steps: &[Step], mode: Mode<'_>) -> Result<Si
                 }
             }
             Step::Collect { at } => match mode {
-                Mode::Keep(collected) => collector[at] |= collected.contains(&i),
+                Mode::Keep => {}
                 Mode::Collect if collectable(&sim, &clocks, at) => {
-                    collector[at] = true;
                     let newest = sim.states[at].max_stamp().time;
+                    if sim.states[at].contributions().is_some() {
+                        let g = &mut sim.ghosts[at];
+                        *g = (g.0.max(newest), false);
+                    }
                     sim.collected_below[at] = sim.collected_below[at].max(newest);
                     sim.states[at] = Entry::empty();
                     sim.seen[at].clear();

@@ -10,6 +10,7 @@
 use super::{Entry, EntryDelta};
 use crate::crdt::counter::{Contribution, Contributions, Unobserved};
 use crate::crdt::number::{format_float, format_i128, parse_f64, parse_i64};
+use crate::crdt::settled::Settled;
 use crate::crdt::stamp::{NodeId, Stamp};
 use std::borrow::Cow;
 
@@ -21,6 +22,10 @@ pub(super) struct Counters {
     pub(super) observed: Contributions,
     /// Largest stamp of the ops behind `contrib`.
     pub(super) stamp: Stamp,
+    /// The current register's floor (part of the register; see `entry/floor.rs`).
+    pub(super) floor: u64,
+    /// What replaced tombstones observed (see `entry/floor.rs`).
+    pub(super) settled: Settled,
 }
 
 impl Entry {
@@ -33,7 +38,8 @@ impl Entry {
 
     pub(super) fn unobserved(&self) -> Unobserved {
         match &self.counters {
-            Some(c) => c.contrib.unobserved(&c.observed),
+            Some(c) if c.floor == 0 => c.contrib.unobserved(&c.observed),
+            Some(c) => c.contrib.unobserved(&self.observed_now()),
             None => Unobserved::default(),
         }
     }
@@ -122,6 +128,19 @@ impl Entry {
         self.bump(stamp, |c| c.add_float(actor, by, stamp.time))
     }
 
+    /// Before an increment by `actor` on a key its node collected (the collected entry's newest
+    /// stamp time `collected`): forgets the actor's contribution if its epoch is at or below
+    /// that time, so the increment opens a new epoch, as it would have with nothing held. Such a
+    /// contribution came back with a late duplicate; continuing it would count from totals the
+    /// other replicas exceed, and the increment would vanish under theirs. Must be followed by a
+    /// non-zero increment by `actor` in the same op: the new epoch replaces the old one in every
+    /// replica (and in the state before the op), so the op's delta still replays it.
+    pub fn retire_epoch(&mut self, actor: NodeId, collected: u64) {
+        if let Some(c) = &mut self.counters {
+            c.contrib.retire(actor, collected);
+        }
+    }
+
     /// Runs a non-zero contribution op, which opens an epoch at the op's stamp time if the actor
     /// has no contribution here, and records the op's stamp.
     fn bump(
@@ -150,6 +169,8 @@ impl Entry {
                 contrib: Contributions::new(),
                 observed: Contributions::new(),
                 stamp: Stamp::ZERO,
+                floor: 0,
+                settled: Settled::default(),
             })
         })
     }
