@@ -395,3 +395,28 @@ fn an_increment_after_a_late_duplicate_of_its_own_old_totals_is_not_lost() {
         );
     }
 }
+
+/// docs/operations.md, "an increment in a region still holding the tombstone": after the DEL
+/// (which observed b's 3) and a's collection, b counts on. b and c read 1 (4 counted, 3 of them
+/// observed by the DEL); a, which holds nothing of the key, must read 1 too, from the deltas
+/// alone. Before, b's delta carried its contribution only and a read 4 until a repair.
+#[test]
+fn an_increment_after_a_delete_reaches_a_region_that_collected_it_with_the_tombstone() {
+    let [(a, oa), (b, ob), (c, oc)] = counted_deleted_collected("k");
+    b.lock(["k"]).key(b"k").add_int(1);
+    c.lock(["k"]).key(b"k").add_int(2);
+    pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
+    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert_eq!(
+            read(r, "k"),
+            Some(b"3".to_vec()),
+            "{name}: {:?}",
+            r.entry(b"k")
+        );
+    }
+    // An increment of a key that was never deleted still ships the contribution alone.
+    b.lock(["n"]).key(b"n").add_int(1);
+    b.lock(["n"]).key(b"n").add_int(1);
+    let d: Vec<Delta> = ob.0.lock().unwrap().drain(..).collect();
+    assert!(d.iter().all(|d| d.entry.register.is_none()), "{d:?}");
+}

@@ -340,10 +340,12 @@ impl<'t> KeyMut<'t> {
         match (by, recording) {
             (Bump::Int(n), true) => {
                 let d = e.add_int(actor, n, s);
+                let d = whole_after_delete(e, d);
                 self.record(d)
             }
             (Bump::Float(f), true) => {
                 let d = e.add_float(actor, f, s);
+                let d = whole_after_delete(e, d);
                 self.record(d)
             }
             (Bump::Int(n), false) => {
@@ -361,6 +363,23 @@ impl<'t> KeyMut<'t> {
     pub fn set_deadline(&mut self, deadline_ms: Option<u64>) {
         debug_assert!(self.exists());
         self.write(None, Some(deadline_ms));
+    }
+}
+
+/// The delta an increment ships: the actor's contribution, or the whole entry when the key's
+/// register is a tombstone that observed totals (a counter deleted, then counted again).
+/// A region that collected that tombstone holds nothing of the key: given the contribution
+/// alone it would count all of it as unobserved (4 where the regions holding the tombstone
+/// read 1) until a repair; the whole entry brings the tombstone back with it. Costs bytes on
+/// increments of deleted-then-recounted keys only (docs/semantics.md).
+fn whole_after_delete(e: &Entry, d: EntryDelta) -> EntryDelta {
+    let observed = e
+        .contributions()
+        .is_some_and(|(_, seen, _)| !seen.is_empty());
+    if observed && e.register_value().is_none() {
+        e.to_delta()
+    } else {
+        d
     }
 }
 
