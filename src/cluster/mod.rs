@@ -239,13 +239,15 @@ impl Cluster {
         self.changed.notify_one();
     }
 
-    /// A pending manual failover; one asked for more than 5 s ago goes ahead as FORCE.
-    pub(crate) fn take_failover(&self) -> Option<FailoverMode> {
+    /// A pending manual failover and when it was first asked for (UNIX ms); one asked for
+    /// more than 5 s ago goes ahead as FORCE.
+    pub(crate) fn take_failover(&self) -> Option<(FailoverMode, u64)> {
         self.failover.lock().take().map(|(mode, at)| {
+            let asked_ms = crate::clock::unix_ms().saturating_sub(at.elapsed().as_millis() as u64);
             if at.elapsed().as_secs() >= 5 {
-                FailoverMode::Force
+                (FailoverMode::Force, asked_ms)
             } else {
-                mode
+                (mode, asked_ms)
             }
         })
     }

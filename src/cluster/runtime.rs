@@ -137,6 +137,7 @@ impl Runtime {
             node_timeout,
             started: Instant::now(),
             failing_since: None,
+            catch_up_to: None,
             // Due at once: the first pass publishes this node's record.
             last_gossip: Instant::now() - GOSSIP_EVERY,
             members: HashMap::new(),
@@ -239,6 +240,9 @@ struct Control {
     started: Instant,
     /// When this replica first saw its primary down.
     failing_since: Option<Instant>,
+    /// CLUSTER FAILOVER: the primary's offset this replica catches up to before promoting,
+    /// from the first record the primary made after the request.
+    catch_up_to: Option<u64>,
     /// When this node's record last went out (see `GOSSIP_EVERY`).
     last_gossip: Instant,
     /// Members known to membership: id → mesh address.

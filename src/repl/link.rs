@@ -39,6 +39,9 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 /// independent of membership's probes, that we are alive.
 const KEEPALIVE: Duration = Duration::from_millis(300);
 
+/// How long a link no longer wanted keeps sending what it had queued (see [`Link::retire`]).
+const RETIRE_DRAIN: Duration = Duration::from_secs(2);
+
 /// What kind of peer a link leads to (WAIT counts replicas only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkKind {
@@ -124,6 +127,8 @@ pub struct Link {
     pub created: Instant,
     last_batch: Mutex<Instant>,
     pub stop: Notify,
+    /// Set when the link is no longer wanted: its task sends what is queued, then ends.
+    retire_by: Mutex<Option<Instant>>,
     /// The node's hot set and `repl-scope` rules (region links only; see `repl::scope`).
     pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,
     /// Keys this link reported as invalidations instead of full state.
@@ -173,6 +178,7 @@ impl Link {
             created: Instant::now(),
             last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
+            retire_by: Mutex::new(None),
             scope: Default::default(),
             invalidations_sent: AtomicU64::new(0),
         }
@@ -362,6 +368,23 @@ impl Link {
         self.wake.notify_one();
     }
 
+    /// The link is no longer wanted (roles or slots changed): its task sends what it has
+    /// queued, for at most [`RETIRE_DRAIN`], then ends. A primary demoted by CLUSTER FAILOVER
+    /// thus still delivers the writes it acknowledged just before it learnt of the promotion
+    /// to the new primary, which merges them; stopping at once dropped them.
+    pub fn retire(&self) {
+        *self.retire_by.lock() = Some(Instant::now() + RETIRE_DRAIN);
+        self.wake.notify_one();
+    }
+
+    /// A retired link with nothing left to send (or out of time).
+    fn retired(&self) -> bool {
+        let Some(by) = *self.retire_by.lock() else {
+            return false;
+        };
+        Instant::now() >= by || self.outbox.lock().changes.is_empty()
+    }
+
     /// Unacknowledged keys (queued or in flight), for INFO lag.
     pub fn pending(&self) -> usize {
         let o = self.outbox.lock();
@@ -423,6 +446,9 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
                 }
             }
         }
+        if link.retired() {
+            return;
+        }
         tokio::select! {
             _ = link.wake.notified() => {}
             _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -455,46 +481,4 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
 }
 
 #[cfg(test)]
-mod priority_tests {
-    use super::*;
-    use crate::hot::{scope::ScopeRules, HotKeys};
-
-    #[test]
-    fn a_hot_key_jumps_the_queue_of_a_region_link_only() {
-        let hot = Arc::new(HotKeys::new(8, 0, 1));
-        for _ in 0..100 {
-            hot.record(b"h");
-        }
-        hot.refresh(Instant::now());
-        assert!(hot.is_hot(b"h"));
-        let scope: Arc<arc_swap::ArcSwapOption<ScopeState>> = Default::default();
-        scope.store(Some(Arc::new(ScopeState {
-            hot,
-            rules: ScopeRules::default(),
-        })));
-        let addr = "127.0.0.1:1".parse().unwrap();
-        let slots = SlotSet::from_ranges(&[(0, 16383)]);
-        let keys: [&[u8]; 3] = [b"c1", b"c2", b"h"];
-        for (kind, want) in [
-            (LinkKind::Region, vec![&b"h"[..], b"c1", b"c2"]),
-            (LinkKind::Replica, vec![&b"c1"[..], b"c2", b"h"]),
-        ] {
-            let link =
-                Link::new(2, kind, String::new(), addr, slots.clone(), 0).with_scope(scope.clone());
-            let changes: Vec<Change> = keys
-                .iter()
-                .map(|k| Change {
-                    key: (*k).into(),
-                    delta: None,
-                })
-                .collect();
-            let state = scope.load_full().expect("installed");
-            let flagged = changes.iter().map(|c| (c, state.urgent(&c.key)));
-            link.record(flagged, 3, u64::MAX, (Instant::now(), covered_now()));
-            let o = link.outbox.lock();
-            let queued: Vec<&[u8]> = o.changes.keys().collect();
-            assert_eq!(queued, want, "{kind:?}");
-            assert_eq!(o.urgent, kind == LinkKind::Region);
-        }
-    }
-}
+mod priority_tests;

@@ -92,9 +92,13 @@ impl Control {
         let t = self.cluster.topology();
         let Role::Replica { of } = t.me().role else {
             self.failing_since = None;
+            self.catch_up_to = None;
             return;
         };
         let manual = self.cluster.take_failover();
+        if manual.is_none() {
+            self.catch_up_to = None;
+        }
         // Membership says down, and the primary's replication link has been silent too (it
         // sends keep-alives): under CPU starvation SWIM probes can time out while the primary
         // is alive and streaming; its link is the second opinion that prevents a false failover.
@@ -105,11 +109,22 @@ impl Control {
             self.failing_since = None;
             return;
         }
-        if let Some(mode) = manual {
+        if let Some((mode, asked_ms)) = manual {
             if mode == FailoverMode::Default {
-                // Catch up first, so the switch loses no write (bounded wait).
-                let target = t.node(of).map_or(0, |p| p.info.repl_offset);
-                if self.repl.applied_from(of) < target {
+                // Catch up first, so the switch loses no write (bounded wait), to the offset of
+                // a record the primary made after the request: an older one (records go out
+                // every GOSSIP_EVERY) may predate writes its clients saw acknowledged, and
+                // right after start it says 0 while nothing has reached this replica yet.
+                // The target is fixed at the first such record: chasing the newest would
+                // never end under a steady write load.
+                let fresh = t.node(of).filter(|p| p.info.version >= asked_ms);
+                if let Some(p) = fresh {
+                    self.catch_up_to.get_or_insert(p.info.repl_offset);
+                }
+                let caught_up = self
+                    .catch_up_to
+                    .is_some_and(|target| self.repl.applied_from(of) >= target);
+                if !caught_up {
                     self.cluster.request_failover(mode);
                     return;
                 }
@@ -145,6 +160,7 @@ impl Control {
             "promoted to primary"
         );
         self.failing_since = None;
+        self.catch_up_to = None;
     }
 
     /// Rules 2 and 3.
