@@ -110,6 +110,9 @@ pub struct Replicator {
     /// What each peer sent us.
     heard: Mutex<HashMap<u64, Inbound>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Links no longer wanted whose tasks may still be draining (`Link::retire`): shutdown
+    /// stops them too.
+    retired: Mutex<Vec<std::sync::Weak<Link>>>,
     /// Acks being sent (see `on_frame`); aborted at shutdown: a lost ack only makes the peer
     /// send the batch again.
     acks: Mutex<tokio::task::JoinSet<()>>,
@@ -137,6 +140,7 @@ impl Replicator {
             promises: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            retired: Mutex::new(Vec::new()),
             acks: Mutex::new(tokio::task::JoinSet::new()),
             batches_received: AtomicU64::new(0),
             entries_received: AtomicU64::new(0),
@@ -259,6 +263,9 @@ impl Replicator {
             let keep = want.iter().any(|w| w.peer == *peer && w.kind == l.kind);
             if !keep {
                 l.retire();
+                let mut retired = self.retired.lock();
+                retired.retain(|w| w.strong_count() > 0);
+                retired.push(Arc::downgrade(l));
             }
             keep
         });
@@ -372,6 +379,9 @@ impl Replicator {
     pub async fn shutdown(&self) {
         for l in self.links.write().drain() {
             l.1.stop.notify_one();
+        }
+        for l in self.retired.lock().drain(..).filter_map(|w| w.upgrade()) {
+            l.stop.notify_one();
         }
         self.acks.lock().abort_all();
         let mut tasks = std::mem::take(&mut *self.tasks.lock());
