@@ -372,7 +372,13 @@ impl Link {
     /// queued, for at most [`RETIRE_DRAIN`], then ends. A primary demoted by CLUSTER FAILOVER
     /// thus still delivers the writes it acknowledged just before it learnt of the promotion
     /// to the new primary, which merges them; stopping at once dropped them.
+    /// A link that has not sent its first batch stops at once: that batch would start a session
+    /// on the receiver and void the session of the link that replaces this one.
     pub fn retire(&self) {
+        if self.outbox.lock().fresh {
+            self.stop.notify_one();
+            return;
+        }
         *self.retire_by.lock() = Some(Instant::now() + RETIRE_DRAIN);
         self.wake.notify_one();
     }
