@@ -70,13 +70,12 @@ impl Replicator {
                         .get(&from)
                         .is_some_and(|s| s.0 == session);
                 let delivered_below = if known { promise } else { 0 };
-                let mut alarms = 0;
-                for e in entries.iter().filter(|e| !self.invalidated(e)) {
-                    alarms += ks
-                        .merge_from(Origin::Peer(from), &e.key, &e.entry, delivered_below)
-                        .1
-                        .is_some() as u64;
-                }
+                let merged: Vec<_> = entries
+                    .iter()
+                    .filter(|e| !self.invalidated(e))
+                    .map(|e| (&e.key, &e.entry))
+                    .collect();
+                let alarms = ks.merge_batch(Origin::Peer(from), &merged, delivered_below);
                 if alarms > 0 {
                     if let Some(h) = self.heard.lock().get_mut(&from) {
                         h.skew_alarms += alarms;

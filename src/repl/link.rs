@@ -203,10 +203,14 @@ impl Link {
     /// it is acknowledged. `now`, `covered` ([`covered_now`]) and whether each key is hot are
     /// read once per publish by the caller, for all links.
     ///
-    /// Returns whether the link's task must be woken: keys arrived in an empty queue, or none
-    /// arrived (a new offset to claim). Keys added to a queue that is not empty need no wake:
-    /// the task is building batches until the queue is empty, or waits for an ack (which wakes
-    /// it) or the cold delay; waking it for every write cost a futex call per write and link.
+    /// Returns whether the link's task must be woken: keys arrived in an empty queue, or a hot
+    /// key. Keys added to a queue that is not empty need no wake: the task is building batches
+    /// until the queue is empty, or waits for an ack (which wakes it) or the cold delay; waking
+    /// it for every write cost a futex call per write and link. A publish of nothing for this
+    /// link (changes from its own peer, or from another region on a region link) only moves
+    /// the offset the next batch claims: the heartbeat carries it, and a waiter (`WAIT`,
+    /// `MERIDIAN.WAITREGIONS`) wakes the link itself. Waking for it made a region that
+    /// receives a stream of writes answer each batch with an empty claim batch per link.
     pub fn record<'c>(
         &self,
         changes: impl Iterator<Item = (&'c Change, bool)>,
@@ -240,7 +244,15 @@ impl Link {
         {
             o.marks.push_back((offset, now));
         }
-        !any || was_empty || urgent
+        any && (was_empty || urgent)
+    }
+}
+
+impl Link {
+    /// Moves the offset the next batch claims, with nothing to carry (see [`Link::record`]).
+    pub fn claim(&self, offset: u64) {
+        let mut o = self.outbox.lock();
+        o.seen = o.seen.max(offset);
     }
 }
 

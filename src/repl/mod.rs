@@ -407,6 +407,17 @@ impl DeltaSink for Replicator {
         if links.is_empty() {
             return;
         }
+        let from_peer = |link: &Link| {
+            origin == Origin::Peer(link.peer) || (from_region && link.kind == LinkKind::Region)
+        };
+        if links.values().all(|l| from_peer(l)) {
+            // Nothing to carry (a region without replicas merging a peer's batch): the links
+            // only learn the offset their next batch claims.
+            for link in links.values() {
+                link.claim(offset);
+            }
+            return;
+        }
         let clocks = (std::time::Instant::now(), link::covered_now());
         // Hot keys take region links' priority lane; asked once per change, for all links.
         let scope = links
@@ -428,8 +439,7 @@ impl DeltaSink for Replicator {
             })
             .collect();
         for link in links.values() {
-            let from_peer =
-                origin == Origin::Peer(link.peer) || (from_region && link.kind == LinkKind::Region);
+            let from_peer = from_peer(link);
             let slots = link.slots.lock();
             let carried = || changes.iter().filter(|c| !from_peer && slots.contains(c.0));
             // Commands stamp afresh; forwarded merges and imports may carry old stamps.

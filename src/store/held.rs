@@ -8,9 +8,10 @@
 //! the replicator in one call.
 //!
 //! Invariants:
-//! - Only [`Origin::Local`] deltas of the keyspace that opened the scope are held; merges from
-//!   peers and other keyspaces (in-process tests run several nodes on one thread) publish at
-//!   once.
+//! - Only deltas of the scope's origin and of the keyspace that opened it are held: a
+//!   connection holds its [`Origin::Local`] writes, a peer's batch its merges
+//!   (`store::merge`). Others (a merge that must go back to its sender, other keyspaces:
+//!   in-process tests run several nodes on one thread) publish at once.
 //! - A scope never spans an `await`: the connection ends it before it blocks (WAIT and its
 //!   kin read the replication offset when they first run, so they see every write before
 //!   them) and at the end of each read. Another task running on the thread meanwhile would
@@ -24,9 +25,11 @@ use super::{Delta, DeltaSink, Keyspace, Origin};
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// The open scope of this thread: the keyspace it holds for (by address) and its deltas.
+/// The open scope of this thread: the keyspace it holds for (by address), the origin of the
+/// deltas it holds, and those deltas.
 struct Held {
     keyspace: usize,
+    origin: Origin,
     deltas: Vec<Delta>,
 }
 
@@ -44,6 +47,11 @@ impl Keyspace {
     /// Opens a scope in which this thread's local writes reach batched sinks together, when
     /// the returned guard is dropped. The guard must be dropped before the next `await`.
     pub fn hold_publish(&self) -> HeldPublish<'_> {
+        self.hold_publish_as(Origin::Local)
+    }
+
+    /// A scope holding the deltas of `origin` (see [`Keyspace::hold_publish`]).
+    pub(super) fn hold_publish_as(&self, origin: Origin) -> HeldPublish<'_> {
         let opened = HELD.with(|h| {
             let mut h = h.borrow_mut();
             if h.is_some() {
@@ -51,6 +59,7 @@ impl Keyspace {
             }
             *h = Some(Held {
                 keyspace: self as *const Keyspace as usize,
+                origin,
                 deltas: Vec::new(),
             });
             true
@@ -62,12 +71,11 @@ impl Keyspace {
 
     /// Whether deltas of `origin` published now wait for the end of a scope.
     pub(super) fn holding(&self, origin: Origin) -> bool {
-        origin == Origin::Local
-            && HELD.with(|h| {
-                h.borrow()
-                    .as_ref()
-                    .is_some_and(|h| h.keyspace == self as *const Keyspace as usize)
+        HELD.with(|h| {
+            h.borrow().as_ref().is_some_and(|h| {
+                h.origin == origin && h.keyspace == self as *const Keyspace as usize
             })
+        })
     }
 
     /// Adds deltas to the open scope (see [`Keyspace::holding`]).
@@ -84,14 +92,14 @@ impl Keyspace {
     }
 
     /// Hands `deltas` to every batched sink (a copy each but the last).
-    fn publish_batched(&self, mut deltas: Vec<Delta>) {
+    fn publish_batched(&self, mut deltas: Vec<Delta>, origin: Origin) {
         let sinks = self.sinks.load();
         let batched: Vec<&Arc<dyn DeltaSink>> = sinks.iter().filter(|s| s.batched()).collect();
         if let Some((last, rest)) = batched.split_last() {
             for s in rest {
-                s.publish(deltas.clone(), Origin::Local);
+                s.publish(deltas.clone(), origin);
             }
-            last.publish(std::mem::take(&mut deltas), Origin::Local);
+            last.publish(std::mem::take(&mut deltas), origin);
         }
     }
 }
@@ -101,7 +109,7 @@ impl Drop for HeldPublish<'_> {
         let Some(ks) = self.ks else { return };
         let held = HELD.with(|h| h.borrow_mut().take());
         if let Some(held) = held.filter(|h| !h.deltas.is_empty()) {
-            ks.publish_batched(held.deltas);
+            ks.publish_batched(held.deltas, held.origin);
         }
     }
 }
@@ -185,6 +193,35 @@ mod tests {
         );
         assert!(log.take().is_empty());
         // The scope is closed: writes publish at once again.
+        set(&ks, b"d");
+        assert_eq!(repl.take(), [(Origin::Local, 1)]);
+    }
+
+    #[test]
+    fn a_peer_batch_reaches_batched_sinks_in_one_publish_with_its_origin() {
+        let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
+        let (log, repl) = (Calls::new(false), Calls::new(true));
+        ks.add_sink(log.clone());
+        ks.add_sink(repl.clone());
+        let other = Keyspace::new(Arc::new(Hlc::new(2, Duration::from_millis(500))), None);
+        let keys: [&[u8]; 3] = [b"x", b"y", b"z"];
+        let deltas: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                set(&other, k);
+                other.entry(k).expect("written").to_delta()
+            })
+            .collect();
+        let keys: Vec<Arc<[u8]>> = keys.iter().map(|&k| Arc::from(k)).collect();
+        let deltas: Vec<_> = deltas.into_iter().map(Arc::new).collect();
+        let batch: Vec<_> = keys.iter().zip(deltas.iter()).collect();
+        assert_eq!(ks.merge_batch(Origin::Peer(9), &batch, 0), 0);
+        assert_eq!(log.take(), [(Origin::Peer(9), 1); 3]);
+        assert_eq!(repl.take(), [(Origin::Peer(9), 3)]);
+        // Merged again: nothing changed, nothing published.
+        ks.merge_batch(Origin::Peer(9), &batch, 0);
+        assert!(repl.take().is_empty() && log.take().is_empty());
+        // Local writes after it are not held by a scope that ended.
         set(&ks, b"d");
         assert_eq!(repl.take(), [(Origin::Local, 1)]);
     }

@@ -16,6 +16,7 @@ mod held;
 mod invalidate;
 mod key;
 pub mod lease;
+mod merge;
 mod shard;
 mod sieve;
 pub mod slot;
@@ -28,7 +29,7 @@ pub use held::HeldPublish;
 pub use key::{KeyMut, Ttl};
 pub use slot::{key_slot, SLOTS};
 
-use crate::clock::{unix_ms, Hlc, SkewAlarm};
+use crate::clock::{unix_ms, Hlc};
 use crate::crdt::{Entry, EntryDelta};
 use parking_lot::{Mutex, MutexGuard};
 use shard::{Node, Shard};
@@ -283,118 +284,6 @@ impl Keyspace {
             now_ms: unix_ms(),
             deltas: Vec::new(),
         }
-    }
-
-    /// Merges a delta that came from no particular peer (a migration import, a replay); a
-    /// change is published to every replication link. Never dropped as stale.
-    pub fn merge(&self, key: &[u8], delta: &EntryDelta) -> (MergeOutcome, Option<SkewAlarm>) {
-        self.merge_from(Origin::Local, key, delta, 0)
-    }
-
-    /// Merges a delta received from a replica or a peer region. A change is published to the
-    /// sink tagged with its origin, so it travels on to every other link but not back.
-    ///
-    /// `delivered_below` is the sender's promise that every delta it would send us stamped at
-    /// or below it has already reached us (0: no promise). A delta within the promise, for a
-    /// key we no longer hold, is therefore a late duplicate of something we merged and then
-    /// removed (a collected tombstone, an evicted or migrated key): it is dropped as stale, so
-    /// a duplicated old value can never resurrect a collected key. Nothing else is dropped:
-    /// a delta we have not seen before always lands, whatever its age.
-    ///
-    /// A register write with a floor that this node reads as observing settled totals the
-    /// delta does not carry (`crdt::entry` floors: its writer collected the key) is published
-    /// as this node's whole entry, to every link including the writer's: so the writer learns
-    /// them too, and reads increments that reach it through them.
-    pub fn merge_from(
-        &self,
-        origin: Origin,
-        key: &[u8],
-        delta: &EntryDelta,
-        delivered_below: u64,
-    ) -> (MergeOutcome, Option<SkewAlarm>) {
-        let mut alarm = None;
-        for s in [
-            delta.register.as_ref().map(|r| r.stamp),
-            delta.expiry.map(|e| e.stamp),
-            Some(delta.contrib_stamp),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.is_zero())
-        {
-            if let Err(a) = self.clock.observe(s) {
-                alarm = Some(a);
-            }
-        }
-        let slot = key_slot(key);
-        let hash = self.hash(key);
-        let now = unix_ms();
-        let mut shard = self.shards[slot as usize].lock();
-        let mut share = None;
-        let outcome = match shard.find_mut(hash, key) {
-            Some(node) => {
-                let c = node.entry.conflicts(delta);
-                for (hit, n) in [
-                    (c.register, &self.stats.conflicts_register),
-                    (c.counter, &self.stats.conflicts_counter),
-                    (c.expiry, &self.stats.conflicts_expiry),
-                ] {
-                    if hit {
-                        n.fetch_add(1, Relaxed);
-                    }
-                }
-                let floor = delta
-                    .register
-                    .as_ref()
-                    .filter(|r| r.floor != 0 && r.stamp > node.entry.register_stamp())
-                    .map(|r| r.floor);
-                if node.entry.merge(delta) {
-                    let e = &node.entry;
-                    share = floor
-                        .filter(|&f| e.settled().below(f).next().is_some())
-                        .filter(|_| !delta.settled.covers(e.settled()))
-                        .map(|_| e.to_delta());
-                    MergeOutcome::Changed
-                } else {
-                    MergeOutcome::Unchanged
-                }
-            }
-            None if delta.max_stamp().time <= delivered_below => MergeOutcome::Stale,
-            None => {
-                let access = access::fresh(self.evict.policy().is_lfu(), now);
-                let node = Node::new(key, Entry::from_delta(delta), access);
-                let epoch = self.evict.sieve_epoch();
-                shard.insert(hash, Box::new(node), |k| self.hash(k), epoch);
-                MergeOutcome::Changed
-            }
-        };
-        match outcome {
-            MergeOutcome::Changed => {
-                shard.recount(hash, key, now);
-                shard.touch(key);
-                self.stats.merges_applied.fetch_add(1, Relaxed);
-            }
-            MergeOutcome::Unchanged => {
-                self.stats.merges_noop.fetch_add(1, Relaxed);
-            }
-            MergeOutcome::Stale => {
-                self.stats.merges_dropped_stale.fetch_add(1, Relaxed);
-            }
-        }
-        drop(shard);
-        if outcome == MergeOutcome::Changed && self.recording() {
-            let (entry, origin) = match share {
-                Some(full) => (full, Origin::Local),
-                None => (delta.clone(), origin),
-            };
-            let delta = Delta {
-                slot,
-                key: key.into(),
-                entry: Arc::new(entry),
-            };
-            self.publish(vec![delta], origin);
-        }
-        (outcome, alarm)
     }
 
     /// Registers a WATCH on `key`; returns the version to compare at EXEC.
