@@ -33,6 +33,19 @@ fn read(ks: &Keyspace, k: &str) -> Option<Vec<u8>> {
     v
 }
 
+/// Asserts that every region (a, b, c... in order) reads `want` at `key`.
+fn reads_everywhere(regions: &[&Keyspace], key: &str, want: Option<&[u8]>) {
+    for (i, r) in regions.iter().enumerate() {
+        let name = char::from(b'a' + i as u8);
+        assert_eq!(
+            read(r, key).as_deref(),
+            want,
+            "{name}: {:?}",
+            r.entry(key.as_bytes())
+        );
+    }
+}
+
 /// Region 1 SETs a key; the delta is lost. Region 2 deletes an unrelated key and runs its
 /// collector (grace 50 ms). Anti-entropy then sends region 1's full state of the first key:
 /// region 2 drops it as Stale, and the regions never converge.
@@ -160,9 +173,7 @@ fn an_increment_after_tombstone_collection_shows_where_the_tombstone_is_still_he
     for r in [&a, &c, &d] {
         r.merge(b"k", &full(&b));
     }
-    for r in [&a, &b, &c, &d] {
-        assert_eq!(read(r, "k"), None);
-    }
+    reads_everywhere(&[&a, &b, &c, &d], "k", None);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         a.expire_cycle(usize::MAX).collected,
@@ -239,9 +250,7 @@ fn counted_deleted_collected(key: &str) -> [(Keyspace, Arc<Outbox>); 3] {
     assert_eq!(read(&c, key), Some(b"3".to_vec()));
     assert!(a.lock([key]).key(k).delete());
     pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
-    for r in [&a, &b, &c] {
-        assert_eq!(read(r, key), None);
-    }
+    reads_everywhere(&[&a, &b, &c], key, None);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(a.expire_cycle(usize::MAX).collected, 1, "a collects");
     assert_eq!(c.expire_cycle(usize::MAX).collected, 0, "c still holds it");
@@ -265,14 +274,7 @@ fn a_register_write_after_collection_observes_what_the_collected_tombstone_obser
     assert!(floor > 0, "the write carries the ghost's floor");
     c.merge(b"k", &set[0].entry);
     b.merge(b"k", &set[0].entry);
-    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
-        assert_eq!(
-            read(r, "k"),
-            Some(b"5".to_vec()),
-            "{name}: {:?}",
-            r.entry(b"k")
-        );
-    }
+    reads_everywhere(&[&a, &b, &c], "k", Some(b"5"));
     // a learns what the tombstone observed (b and c share their entries), and then merges
     // their entries in full, as anti-entropy would: still 5.
     pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
@@ -307,14 +309,7 @@ fn increments_concurrent_with_a_write_after_collection_still_add() {
     b.lock(["n"]).key(b"n").add_int(1);
     c.lock(["n"]).key(b"n").add_int(2);
     pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
-    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
-        assert_eq!(
-            read(r, "n"),
-            Some(b"53".to_vec()),
-            "{name}: {:?}",
-            r.entry(b"n")
-        );
-    }
+    reads_everywhere(&[&a, &b, &c], "n", Some(b"53"));
     let digests: Vec<u64> = [&a, &b, &c]
         .iter()
         .map(|r| r.entry(b"n").unwrap().digest())
@@ -348,14 +343,7 @@ fn a_register_write_after_eviction_observes_every_actors_totals() {
         .key(b"e")
         .set(b"5".to_vec().into(), Ttl::Clear);
     pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
-    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
-        assert_eq!(
-            read(r, "e"),
-            Some(b"5".to_vec()),
-            "{name}: {:?}",
-            r.entry(b"e")
-        );
-    }
+    reads_everywhere(&[&a, &b, &c], "e", Some(b"5"));
 }
 
 /// After a collects its counter entry and writes the key again, a late duplicate brings back
@@ -386,14 +374,7 @@ fn an_increment_after_a_late_duplicate_of_its_own_old_totals_is_not_lost() {
     a.merge(b"d", &old[0].entry); // the late duplicate
     a.lock(["d"]).key(b"d").add_int(1);
     pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
-    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
-        assert_eq!(
-            read(r, "d"),
-            Some(b"11".to_vec()),
-            "{name}: {:?}",
-            r.entry(b"d")
-        );
-    }
+    reads_everywhere(&[&a, &b, &c], "d", Some(b"11"));
 }
 
 /// docs/operations.md, "an increment in a region still holding the tombstone": after the DEL
@@ -406,14 +387,7 @@ fn an_increment_after_a_delete_reaches_a_region_that_collected_it_with_the_tombs
     b.lock(["k"]).key(b"k").add_int(1);
     c.lock(["k"]).key(b"k").add_int(2);
     pump(&[(&a, &oa), (&b, &ob), (&c, &oc)]);
-    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
-        assert_eq!(
-            read(r, "k"),
-            Some(b"3".to_vec()),
-            "{name}: {:?}",
-            r.entry(b"k")
-        );
-    }
+    reads_everywhere(&[&a, &b, &c], "k", Some(b"3"));
     // An increment of a key that was never deleted still ships the contribution alone.
     b.lock(["n"]).key(b"n").add_int(1);
     b.lock(["n"]).key(b"n").add_int(1);

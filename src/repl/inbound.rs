@@ -140,13 +140,19 @@ impl Replicator {
                 upto: _,
                 need_resync,
             } => {
-                let Some(link) = self.links.read().get(&from).cloned() else {
-                    return;
-                };
-                if need_resync {
-                    link.lost_session(session);
-                } else {
-                    link.on_ack(session, batch);
+                let link = self.links.read().get(&from).cloned();
+                match link {
+                    Some(link) if need_resync => link.lost_session(session),
+                    Some(link) => link.on_ack(session, batch),
+                    None => {}
+                }
+                // Links to `from` retired while their batches were in flight (`Link::retire`;
+                // a role switch retires a link and makes one of another kind to the same peer)
+                // drain until what they sent is acknowledged. A peer merges a batch before it
+                // looks at the session, so for them `need_resync` (the replacing link began a
+                // session) acknowledges too. Every link ignores acks of other sessions.
+                for l in self.retired_to(from) {
+                    l.on_ack(session, batch);
                 }
             }
             ReplMsg::Digests {

@@ -381,7 +381,7 @@ impl Link {
     }
 
     /// The link is no longer wanted (roles or slots changed): its task sends what it has
-    /// queued, for at most [`RETIRE_DRAIN`], then ends. A primary demoted by CLUSTER FAILOVER
+    /// queued until the peer acknowledged it, for at most [`RETIRE_DRAIN`], then ends. A primary demoted by CLUSTER FAILOVER
     /// thus still delivers the writes it acknowledged just before it learnt of the promotion
     /// to the new primary, which merges them; stopping at once dropped them.
     /// A link that has not sent its first batch stops at once: that batch would start a session
@@ -395,12 +395,14 @@ impl Link {
         self.wake.notify_one();
     }
 
-    /// A retired link with nothing left to send (or out of time).
+    /// A retired link whose peer acknowledged everything it had (or that is out of time).
+    /// Until then it re-sends what goes unacknowledged, like any link.
     fn retired(&self) -> bool {
         let Some(by) = *self.retire_by.lock() else {
             return false;
         };
-        Instant::now() >= by || self.outbox.lock().changes.is_empty()
+        let o = self.outbox.lock();
+        Instant::now() >= by || (o.changes.is_empty() && o.inflight.is_empty())
     }
 
     /// Unacknowledged keys (queued or in flight), for INFO lag.

@@ -290,6 +290,16 @@ impl Replicator {
         }
     }
 
+    /// Retired links to `peer` whose tasks are still draining.
+    fn retired_to(&self, peer: u64) -> Vec<Arc<Link>> {
+        let retired = self.retired.lock();
+        retired
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .filter(|l| l.peer == peer)
+            .collect()
+    }
+
     /// Waits until `n` replicas acknowledged everything published so far, or `timeout`
     /// (0 = forever); returns how many did (Redis `WAIT`).
     pub async fn wait_replicas(&self, n: usize, timeout: Duration) -> usize {

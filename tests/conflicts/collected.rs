@@ -54,14 +54,20 @@ async fn everywhere(world: &World, key: &str, want: Option<&[u8]>) {
     );
 }
 
+/// A region that collects tombstones 100 ms after every region acknowledged them, and one
+/// that keeps them for ten minutes: the two sides of a collection race.
+fn fast_and_slow_collectors() -> (RegionSpec, RegionSpec) {
+    let collector = |grace: &str| {
+        RegionSpec::single()
+            .opt("tombstone-grace", grace)
+            .opt("hz", "100")
+    };
+    (collector("100"), collector("600000"))
+}
+
 #[tokio::test]
 async fn an_increment_after_collection_shows_where_the_tombstone_is_still_held() {
-    let fast = RegionSpec::single()
-        .opt("tombstone-grace", "100")
-        .opt("hz", "100");
-    let slow = RegionSpec::single()
-        .opt("tombstone-grace", "600000")
-        .opt("hz", "100");
+    let (fast, slow) = fast_and_slow_collectors();
     let world = World::start(&[fast.clone(), fast, slow], &[]).await;
     let (a, b, c) = (0, 1, 2);
     let key = "session-hits";
@@ -101,12 +107,7 @@ async fn set(world: &World, r: usize, key: &str, value: &str) {
 
 #[tokio::test]
 async fn a_set_after_collection_reads_the_same_everywhere() {
-    let fast = RegionSpec::single()
-        .opt("tombstone-grace", "100")
-        .opt("hz", "100");
-    let slow = RegionSpec::single()
-        .opt("tombstone-grace", "600000")
-        .opt("hz", "100");
+    let (fast, slow) = fast_and_slow_collectors();
     let world = World::start(&[fast, slow.clone(), slow], &[]).await;
     let (a, b, c) = (0, 1, 2);
     let key = "session-hits";

@@ -62,7 +62,8 @@ impl Link {
         drop(o);
         // Only a `hot` rule makes the choice per key; under `all` every key ships in full.
         let scope = self.region_scope().filter(|s| !s.rules.all());
-        let mut bytes = 0;
+        // Bytes the batch's invalidations take (the entries' are `body.len()`).
+        let mut inv_bytes = 0;
         // The batch's entries, encoded (`wire::splice`): a shared delta's encoding is made
         // once for every link that ships it.
         let mut body: Vec<u8> = Vec::with_capacity(keys.len() * 96);
@@ -71,37 +72,30 @@ impl Link {
         let mut invalidations: Vec<Invalidation> = Vec::new();
         // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
         let mut add =
-            |key: &[u8], e: crate::crdt::Entry, bytes: &mut usize, body: &mut Vec<u8>| match scope
+            |key: &[u8], e: crate::crdt::Entry, inv_bytes: &mut usize, body: &mut Vec<u8>| match scope
                 .as_ref()
                 .map(|s| s.ship(key, &e))
             {
                 Some(Ship::Invalidate(stamp)) => {
-                    *bytes += key.len() + 24;
+                    *inv_bytes += key.len() + 24;
                     invalidations.push(Invalidation {
                         key: Box::from(key),
                         stamp,
                     });
                     Ok(0)
                 }
-                _ => {
-                    *bytes += key.len() + e.value().map_or(0, |v| v.len()) + 64;
-                    wire::entry_bytes(key, &e.to_delta(), body).map(|()| 1)
-                }
+                _ => wire::entry_bytes(key, &e.to_delta(), body).map(|()| 1),
             };
         for c in &keys {
             let done = match &c.delta {
                 // The store's delta, shared with the other links: no second lookup or copy.
                 // Under a `hot` scope the choice needs the whole entry.
-                Some(d) if scope.is_none() => {
-                    let value = d.delta.register.as_ref().and_then(|r| r.value.as_deref());
-                    bytes += c.key.len() + value.map_or(0, |v| v.len()) + 64;
-                    d.wire(&c.key).map(|w| {
-                        body.extend_from_slice(w);
-                        1
-                    })
-                }
+                Some(d) if scope.is_none() => d.wire(&c.key).map(|w| {
+                    body.extend_from_slice(w);
+                    1
+                }),
                 _ => match ks.entry(&c.key) {
-                    Some(e) => add(&c.key, e, &mut bytes, &mut body),
+                    Some(e) => add(&c.key, e, &mut inv_bytes, &mut body),
                     None => Ok(0),
                 },
             };
@@ -111,14 +105,14 @@ impl Link {
             }
         }
         let mut synced = Vec::new();
-        let keyed_bytes = bytes;
+        let keyed_bytes = body.len() + inv_bytes;
         if let Some(mut slot) = resync_from {
             let slots = self.outbox.lock().resync_slots.clone();
             let mut n = keys.len();
-            while slot < SLOTS && bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
+            while slot < SLOTS && body.len() + inv_bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
-                        match add(&k, e, &mut bytes, &mut body) {
+                        match add(&k, e, &mut inv_bytes, &mut body) {
                             Ok(added) => count += added,
                             Err(e) => encoded = Err(e),
                         }
@@ -140,7 +134,8 @@ impl Link {
             o.resync_slots.remove(s);
         }
         if !synced.is_empty() {
-            crate::repl::repair::after_sync(&mut o, synced.len(), bytes - keyed_bytes);
+            let synced_bytes = body.len() + inv_bytes - keyed_bytes;
+            crate::repl::repair::after_sync(&mut o, synced.len(), synced_bytes);
         }
         o.resync = o.resync_slots.first().map(usize::from);
         // 3. The batch completes everything published up to `seen` only if nothing is left.
