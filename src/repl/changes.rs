@@ -19,10 +19,10 @@
 //!   the values of the whole keyspace.
 
 use crate::crdt::EntryDelta;
-use hashbrown::hash_map::Entry;
-use hashbrown::HashMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 /// Queued keys beyond which changes are queued without their delta (read at batch time).
 pub const DELTAS_MAX: usize = 64 * 1024;
@@ -34,8 +34,25 @@ const KEEP_CAPACITY: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct Change {
     pub key: Arc<[u8]>,
+    /// The key's hash, made once when the change is published: every link's queue indexes
+    /// the key by it (hashing it per link, on push and again on pop, was a quarter of the
+    /// queues' cost).
+    hash: u64,
     /// The store's delta of the change; `None`: the batch reads the key's current entry.
     pub delta: Option<Arc<Shared>>,
+}
+
+/// The hasher of [`Change::hash`], the same for every link of the process.
+static HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
+
+impl Change {
+    pub fn new(key: Arc<[u8]>, delta: Option<Arc<Shared>>) -> Self {
+        Change {
+            hash: HASHER.hash_one(&key[..]),
+            key,
+            delta,
+        }
+    }
 }
 
 /// A delta as all links share it, with its wire encoding (`wire::entry_bytes`), made by the
@@ -66,45 +83,59 @@ impl Shared {
     }
 }
 
+/// A queued key with its (joined) delta.
+struct Queued {
+    hash: u64,
+    key: Arc<[u8]>,
+    delta: Option<Arc<Shared>>,
+}
+
 #[derive(Default)]
 pub struct Changes {
-    queue: VecDeque<Arc<[u8]>>,
-    queued: HashMap<Arc<[u8]>, Option<Arc<Shared>>>,
+    queue: VecDeque<(u64, Arc<[u8]>)>,
+    queued: HashTable<Queued>,
 }
 
 impl Changes {
     /// Queues a change (at the front for the priority lane). Returns whether the key was new to
     /// the queue; a key already queued keeps its place and joins the delta.
     pub fn push(&mut self, c: &Change, front: bool) -> bool {
-        // One hash of the key per link and change (this runs for every write).
-        match self.queued.entry(c.key.clone()) {
+        // One probe per link and change (this runs for every write), by the published hash.
+        match self.queued.entry(c.hash, |q| q.key == c.key, |q| q.hash) {
             Entry::Occupied(mut queued) => {
-                join_into(queued.get_mut(), c.delta.as_ref());
+                join_into(&mut queued.get_mut().delta, c.delta.as_ref());
                 return false;
             }
             Entry::Vacant(slot) => {
-                slot.insert(c.delta.clone().filter(|_| self.queue.len() < DELTAS_MAX));
+                slot.insert(Queued {
+                    hash: c.hash,
+                    key: c.key.clone(),
+                    delta: c.delta.clone().filter(|_| self.queue.len() < DELTAS_MAX),
+                });
             }
         }
         if front {
-            self.queue.push_front(c.key.clone());
+            self.queue.push_front((c.hash, c.key.clone()));
         } else {
-            self.queue.push_back(c.key.clone());
+            self.queue.push_back((c.hash, c.key.clone()));
         }
         true
     }
 
     /// The oldest queued change.
     pub fn pop(&mut self) -> Option<Change> {
-        let key = self.queue.pop_front()?;
-        let delta = self.queued.remove(&key).flatten();
+        let (hash, key) = self.queue.pop_front()?;
+        let delta = match self.queued.find_entry(hash, |q| Arc::ptr_eq(&q.key, &key)) {
+            Ok(queued) => queued.remove().0.delta,
+            Err(_) => None,
+        };
         if self.queue.is_empty() && self.queued.capacity() > KEEP_CAPACITY {
             // A backlog (a partition, a burst) grew the table; sparse, every probe of it
             // would miss the CPU caches from then on.
-            self.queued.shrink_to(KEEP_CAPACITY);
+            self.queued.shrink_to(KEEP_CAPACITY, |q| q.hash);
             self.queue.shrink_to(KEEP_CAPACITY);
         }
-        Some(Change { key, delta })
+        Some(Change { key, hash, delta })
     }
 
     /// Puts back the changes of a batch that was not acknowledged, at the back (order between
@@ -126,7 +157,7 @@ impl Changes {
     /// The queued keys in order (tests).
     #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.queue.iter().map(|k| &k[..])
+        self.queue.iter().map(|k| &k.1[..])
     }
 }
 
@@ -183,10 +214,7 @@ mod tests {
     }
 
     fn change(key: &[u8], d: EntryDelta) -> Change {
-        Change {
-            key: key.into(),
-            delta: Some(Shared::new(Arc::new(d))),
-        }
+        Change::new(key.into(), Some(Shared::new(Arc::new(d))))
     }
 
     #[test]
@@ -215,10 +243,7 @@ mod tests {
         let second = Shared::new(Arc::new(e.add_int(7, 1, stamp(11))));
         let other_link = first.clone();
         let mut q = Changes::default();
-        let c = |d: &Arc<Shared>| Change {
-            key: b"n"[..].into(),
-            delta: Some(d.clone()),
-        };
+        let c = |d: &Arc<Shared>| Change::new(b"n"[..].into(), Some(d.clone()));
         q.push(&c(&first), false);
         q.push(&c(&second), false);
         let got = q.pop().unwrap().delta.unwrap();
@@ -241,13 +266,7 @@ mod tests {
         let mut q = Changes::default();
         let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(1));
         q.push(&change(b"k", d.clone()), false);
-        q.push(
-            &Change {
-                key: b"k"[..].into(),
-                delta: None,
-            },
-            false,
-        );
+        q.push(&Change::new(b"k"[..].into(), None), false);
         assert!(q.pop().unwrap().delta.is_none());
         for i in 0..DELTAS_MAX + 1 {
             q.push(&change(format!("k{i}").as_bytes(), d.clone()), false);

@@ -21,7 +21,7 @@
 //!   unchanged.
 //! - Scopes do not nest: an inner [`Keyspace::hold_publish`] is a no-op.
 
-use super::{Delta, DeltaSink, Keyspace, Origin};
+use super::{Delta, DeltaSink, Deltas, Keyspace, Origin};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -32,6 +32,10 @@ struct Held {
     origin: Origin,
     deltas: Vec<Delta>,
 }
+
+/// Deltas a scope makes room for at its first write (a pipeline of 16 commands, a few keys
+/// each).
+const HELD_CAPACITY: usize = 32;
 
 thread_local! {
     static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
@@ -79,14 +83,14 @@ impl Keyspace {
     }
 
     /// Adds deltas to the open scope (see [`Keyspace::holding`]).
-    pub(super) fn hold(&self, deltas: &mut Vec<Delta>) {
+    pub(super) fn hold(&self, deltas: &mut Deltas) {
         HELD.with(|h| {
             if let Some(h) = h.borrow_mut().as_mut() {
-                if h.deltas.is_empty() {
-                    std::mem::swap(&mut h.deltas, deltas);
-                } else {
-                    h.deltas.append(deltas);
+                if h.deltas.capacity() == 0 {
+                    // Sized for a pipelined read at once, not doubled up to it write by write.
+                    h.deltas.reserve(HELD_CAPACITY);
                 }
+                h.deltas.extend(deltas.drain(..));
             }
         });
     }

@@ -10,7 +10,7 @@
 //! replicated deadline.
 
 use super::shard::Shard;
-use super::{Delta, Keyspace};
+use super::{Delta, Deltas, Keyspace};
 use crate::crdt::{Entry, EntryDelta, Stamp};
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,7 +40,7 @@ pub struct KeyMut<'t> {
     key: &'t [u8],
     hash: u64,
     now_ms: u64,
-    out: Option<&'t mut Vec<Delta>>,
+    out: Option<&'t mut Deltas>,
     stamp: Option<Stamp>,
     pending: Option<EntryDelta>,
     changed: bool,
@@ -55,7 +55,7 @@ impl<'t> KeyMut<'t> {
         key: &'t [u8],
         hash: u64,
         now_ms: u64,
-        out: Option<&'t mut Vec<Delta>>,
+        out: Option<&'t mut Deltas>,
     ) -> Self {
         KeyMut {
             ks,

@@ -159,7 +159,7 @@ impl Keyspace {
                 key: key_shared.clone(),
                 entry,
             };
-            self.publish(vec![delta], origin);
+            self.publish(smallvec::smallvec![delta], origin);
         }
         outcome
     }

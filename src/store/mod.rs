@@ -47,6 +47,9 @@ pub struct Delta {
     pub entry: Arc<EntryDelta>,
 }
 
+/// The deltas of one command (usually one): inline, so a write allocates no list for them.
+pub(crate) type Deltas = SmallVec<[Delta; 1]>;
+
 /// Where a change came from: replication must not send a peer's changes back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -180,7 +183,7 @@ impl Keyspace {
 
     /// Hands deltas to every sink (a copy each but the last), except that batched sinks get
     /// them at the end of an open [`Keyspace::hold_publish`] scope.
-    fn publish(&self, mut deltas: Vec<Delta>, origin: Origin) {
+    fn publish(&self, mut deltas: Deltas, origin: Origin) {
         let sinks = self.sinks.load();
         let hold = sinks.iter().any(|s| s.batched()) && self.holding(origin);
         let now = |s: &&Arc<dyn DeltaSink>| !(hold && s.batched());
@@ -189,9 +192,9 @@ impl Keyspace {
         for s in sinks.iter().filter(now) {
             left -= 1;
             if left == 0 && !held {
-                s.publish(std::mem::take(&mut deltas), origin);
+                s.publish(std::mem::take(&mut deltas).into_vec(), origin);
             } else {
-                s.publish(deltas.clone(), origin);
+                s.publish(deltas.to_vec(), origin);
             }
         }
         if held {
@@ -282,7 +285,7 @@ impl Keyspace {
             ks: self,
             guards,
             now_ms: unix_ms(),
-            deltas: Vec::new(),
+            deltas: Deltas::new(),
         }
     }
 
@@ -301,7 +304,7 @@ pub struct Txn<'a> {
     ks: &'a Keyspace,
     guards: SmallVec<[(u16, MutexGuard<'a, Shard>); 2]>,
     now_ms: u64,
-    deltas: Vec<Delta>,
+    deltas: Deltas,
 }
 
 impl<'a> Txn<'a> {

@@ -27,10 +27,7 @@ fn a_hot_key_jumps_the_queue_of_a_region_link_only() {
             Link::new(2, kind, String::new(), addr, slots.clone(), 0).with_scope(scope.clone());
         let changes: Vec<Change> = keys
             .iter()
-            .map(|k| Change {
-                key: (*k).into(),
-                delta: None,
-            })
+            .map(|k| Change::new((*k).into(), None))
             .collect();
         let state = scope.load_full().expect("installed");
         let flagged = changes.iter().map(|c| (c, state.urgent(&c.key)));
