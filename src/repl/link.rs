@@ -246,9 +246,7 @@ impl Link {
         }
         any && (was_empty || urgent)
     }
-}
 
-impl Link {
     /// Moves the offset the next batch claims, with nothing to carry (see [`Link::record`]).
     pub fn claim(&self, offset: u64) {
         let mut o = self.outbox.lock();
@@ -381,9 +379,10 @@ impl Link {
     }
 
     /// The link is no longer wanted (roles or slots changed): its task sends what it has
-    /// queued until the peer acknowledged it, for at most [`RETIRE_DRAIN`], then ends. A primary demoted by CLUSTER FAILOVER
-    /// thus still delivers the writes it acknowledged just before it learnt of the promotion
-    /// to the new primary, which merges them; stopping at once dropped them.
+    /// queued until the peer acknowledged it, for at most [`RETIRE_DRAIN`], then ends. A
+    /// primary demoted by CLUSTER FAILOVER thus still delivers the writes it acknowledged just
+    /// before it learnt of the promotion to the new primary, which merges them; stopping at
+    /// once dropped them.
     /// A link that has not sent its first batch stops at once: that batch would start a session
     /// on the receiver and void the session of the link that replaces this one.
     pub fn retire(&self) {
