@@ -291,6 +291,9 @@ mod tests {
         assert!(o.check(Stamp::ZERO).is_ok());
         drop(o);
         assert_eq!(a.skew_alarms(), 1);
-        assert!(a.now() > far, "the clock moved past the newest stamp observed");
+        assert!(
+            a.now() > far,
+            "the clock moved past the newest stamp observed"
+        );
     }
 }

@@ -72,19 +72,18 @@ impl Link {
         let mut invalidations: Vec<Invalidation> = Vec::new();
         // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
         let mut add =
-            |key: &[u8], e: crate::crdt::Entry, inv_bytes: &mut usize, body: &mut Vec<u8>| match scope
-                .as_ref()
-                .map(|s| s.ship(key, &e))
-            {
-                Some(Ship::Invalidate(stamp)) => {
-                    *inv_bytes += key.len() + 24;
-                    invalidations.push(Invalidation {
-                        key: Box::from(key),
-                        stamp,
-                    });
-                    Ok(0)
+            |key: &[u8], e: crate::crdt::Entry, inv_bytes: &mut usize, body: &mut Vec<u8>| {
+                match scope.as_ref().map(|s| s.ship(key, &e)) {
+                    Some(Ship::Invalidate(stamp)) => {
+                        *inv_bytes += key.len() + 24;
+                        invalidations.push(Invalidation {
+                            key: Box::from(key),
+                            stamp,
+                        });
+                        Ok(0)
+                    }
+                    _ => wire::entry_bytes(key, &e.to_delta(), body).map(|()| 1),
                 }
-                _ => wire::entry_bytes(key, &e.to_delta(), body).map(|()| 1),
             };
         for c in &keys {
             let done = match &c.delta {
