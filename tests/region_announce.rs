@@ -71,6 +71,12 @@ async fn other_regions_dial_the_region_address_and_the_region_its_own() {
     let a1 = ClusterNode::start(&spec(0, "a", &a_nodes, relays[2].port())).await;
     let a2 = ClusterNode::start(&spec(1, "a", &a_nodes, relays[2].port())).await;
     let b = ClusterNode::start(&spec(2, "b", &b_nodes, relays[0].port())).await;
+    for n in [&a1, &a2, &b] {
+        assert!(
+            n.wait_serving(common::cluster::FORM_TIMEOUT).await,
+            "a node never served"
+        );
+    }
     let (mut ca, mut cb) = (a1.con().await, b.con().await);
 
     // Connected through the relays: a write in a reaches b.

@@ -83,17 +83,16 @@ impl Keyspace {
         alarms
     }
 
-    /// Steps 2 and 3 of a merge.
+    /// Steps 2 and 3 of a merge. A change publishes `shared_key` and `shared_delta` as they are.
     fn merge_one(
         &self,
         origin: Origin,
-        key: &Arc<[u8]>,
-        delta: &Arc<EntryDelta>,
+        shared_key: &Arc<[u8]>,
+        shared_delta: &Arc<EntryDelta>,
         delivered_below: u64,
         now: u64,
     ) -> MergeOutcome {
-        let (key_shared, shared_delta) = (key, delta);
-        let (key, delta): (&[u8], &EntryDelta) = (key, delta);
+        let (key, delta): (&[u8], &EntryDelta) = (shared_key, shared_delta);
         let slot = key_slot(key);
         let hash = self.hash(key);
         let mut shard = self.shards[slot as usize].lock();
@@ -156,7 +155,7 @@ impl Keyspace {
             };
             let delta = Delta {
                 slot,
-                key: key_shared.clone(),
+                key: shared_key.clone(),
                 entry,
             };
             self.publish(smallvec::smallvec![delta], origin);

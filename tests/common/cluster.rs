@@ -184,6 +184,20 @@ impl ClusterNode {
         super::client(self.addr).await
     }
 
+    /// Waits until the node says `cluster_state:ok`, bounded by `limit`; returns whether it
+    /// did. A node starting as a primary among others serves only once it has heard them (or
+    /// after 2 s), as a restarted Redis master does, so a test that writes to it right after
+    /// start must wait for this first.
+    pub async fn wait_serving(&self, limit: Duration) -> bool {
+        let addr = self.addr;
+        super::eventually(limit, || async move {
+            views(addr).await.is_some_and(|(info, _)| {
+                super::info_field(&info, "cluster_state").as_deref() == Some("ok")
+            })
+        })
+        .await
+    }
+
     /// A raw RESP connection to this node.
     pub async fn raw(&self) -> super::Raw {
         super::Raw::connect(self.addr).await

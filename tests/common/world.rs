@@ -63,6 +63,13 @@ impl World {
             }
             nodes.push(v);
         }
+        // Every node serves before the test starts (see `ClusterNode::wait_serving`).
+        for (r, region) in nodes.iter().enumerate() {
+            for (i, n) in region.iter().flatten().enumerate() {
+                let serving = n.wait_serving(super::cluster::FORM_TIMEOUT).await;
+                assert!(serving, "node {r}/{i} never reached cluster_state:ok");
+            }
+        }
         World { specs, nodes }
     }
 
@@ -79,8 +86,13 @@ impl World {
         self.nodes[r][i].take().expect("running").shutdown().await;
     }
 
+    /// Starts node (r, i) again and waits (bounded, 3 s) until it serves: a primary restarting
+    /// among others does not before it has heard them. A region left without an owner for
+    /// some slots never says `ok`; the wait then just ends.
     pub async fn start_again(&mut self, r: usize, i: usize) {
-        self.nodes[r][i] = Some(ClusterNode::start(&self.specs[r][i]).await);
+        let n = ClusterNode::start(&self.specs[r][i]).await;
+        n.wait_serving(Duration::from_secs(3)).await;
+        self.nodes[r][i] = Some(n);
     }
 
     /// Waits (bounded) until node (r, i) sees every other region up with links.
