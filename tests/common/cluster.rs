@@ -185,9 +185,8 @@ impl ClusterNode {
     }
 
     /// Waits until the node says `cluster_state:ok`, bounded by `limit`; returns whether it
-    /// did. A node starting as a primary among others serves only once it has heard them (or
-    /// after 2 s), as a restarted Redis master does, so a test that writes to it right after
-    /// start must wait for this first.
+    /// did: a test that writes to a node of a multi-node region right after starting it waits
+    /// for this first, as a Redis Cluster test waits for its cluster to form.
     pub async fn wait_serving(&self, limit: Duration) -> bool {
         let addr = self.addr;
         super::eventually(limit, || async move {

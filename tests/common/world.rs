@@ -86,9 +86,8 @@ impl World {
         self.nodes[r][i].take().expect("running").shutdown().await;
     }
 
-    /// Starts node (r, i) again and waits (bounded, 3 s) until it serves: a primary restarting
-    /// among others does not before it has heard them. A region left without an owner for
-    /// some slots never says `ok`; the wait then just ends.
+    /// Starts node (r, i) again and waits (bounded, 3 s) until it says `cluster_state:ok`. A
+    /// region left without an owner for some slots never does; the wait then just ends.
     pub async fn start_again(&mut self, r: usize, i: usize) {
         let n = ClusterNode::start(&self.specs[r][i]).await;
         n.wait_serving(Duration::from_secs(3)).await;
