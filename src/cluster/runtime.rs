@@ -285,6 +285,7 @@ impl Control {
             self.health_of_silent_nodes();
             self.failover();
             self.follow();
+            self.open_when_heard();
             self.purge_stale();
             // Our own record changed (here, or by an admin command): tell everyone now.
             let version = self.cluster.topology().me().version;
@@ -379,6 +380,10 @@ pub async fn start_node(
         None => Vec::new(),
     };
     let mut topology = Topology::new(me, unix_ms());
+    if !others.is_empty() {
+        // Serves once it heard the others (`runtime::failover`, rule 0).
+        topology.close();
+    }
     for seat in &others {
         // Version 0: any record the node itself publishes replaces this one.
         topology.upsert(

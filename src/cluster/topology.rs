@@ -58,6 +58,9 @@ pub struct Topology {
     /// Every slot has an owner that is online (CLUSTER INFO `cluster_state:ok`); kept current
     /// by `resolve` and `set_health`, read on every routed command.
     ok: bool,
+    /// This node just started and does not serve yet (the state is `fail` whatever `ok` says),
+    /// until the runtime has heard its region (`runtime::failover`, rule 0).
+    closed: bool,
 }
 
 impl Topology {
@@ -71,6 +74,7 @@ impl Topology {
             importing: BTreeMap::new(),
             hints: BTreeMap::new(),
             ok: false,
+            closed: false,
         };
         t.upsert(me, now_ms);
         t
@@ -171,9 +175,23 @@ impl Topology {
         self.ok = self.coverage() == (SLOTS, SLOTS);
     }
 
-    /// Whether the cluster is in state `ok` (Redis's default `cluster-require-full-coverage`).
+    /// Whether the cluster is in state `ok` (Redis's default `cluster-require-full-coverage`),
+    /// and this node serves.
     pub fn state_ok(&self) -> bool {
-        self.ok
+        self.ok && !self.closed
+    }
+
+    /// Keeps the state `fail` until [`Topology::open`] (a node starting among others).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    pub fn open(&mut self) {
+        self.closed = false;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Records that `id` owns `slot` (SETSLOT NODE on a node that gave the slot away).

@@ -147,7 +147,23 @@ async fn counters_through_failover() {
     assert_eq!(total, 160);
 
     // The old primary comes back (as a replica of the new one), merges, and loses nothing.
+    // Its layout still names it primary: until it has heard the new primary's record it must
+    // not take a write for the slot it lost (it answers CLUSTERDOWN, or MOVED once it knows).
     world.restart(a, 0).await;
+    let mut old = world.con(a, 0).await;
+    let early: redis::RedisResult<Value> = redis::cmd("INCRBY")
+        .arg("fo")
+        .arg(1)
+        .query_async(&mut old)
+        .await;
+    match early {
+        Err(e)
+            if matches!(
+                e.kind(),
+                redis::ErrorKind::ClusterDown | redis::ErrorKind::Moved
+            ) => {}
+        other => panic!("the restarted old primary answered INCRBY with {other:?}"),
+    }
     total += incr_times(&world, a, "fo", 1000, 1).await;
     total += incr_times(&world, b, "fo", 1, 1).await;
     expect_all(&world, "fo", &total.to_string()).await;

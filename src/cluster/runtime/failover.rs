@@ -7,6 +7,9 @@
 //!
 //! Failover rules (each converges because records only move to larger versions and claims to
 //! larger epochs, see `topology`):
+//! 0. A node starting as a primary among others serves nothing until it has heard them
+//!    ([`Control::open_when_heard`]): its layout may name it primary of slots a replica has
+//!    since taken over.
 //! 1. A replica whose primary is down while owning slots waits `rank × RANK_DELAY` (rank 0 = the
 //!    online replica with the largest replication offset, ties to the lower ID), then claims the
 //!    primary's slots with `current_epoch + 1` and becomes primary.
@@ -28,6 +31,9 @@ use std::time::{Duration, Instant};
 const RANK_DELAY: Duration = Duration::from_millis(500);
 /// How long a member must stay down before it is marked failed (see `Control::pending_down`).
 const DOWN_CONFIRM: Duration = Duration::from_millis(400);
+/// Longest a starting primary waits to hear its region before it serves (rule 0; Redis's
+/// `CLUSTER_WRITABLE_DELAY` is the same 2 s).
+const WRITABLE_DELAY: Duration = Duration::from_secs(2);
 
 impl Control {
     /// A membership event: "up" marks the member online at once; "down" only starts its
@@ -66,6 +72,29 @@ impl Control {
             tracing::info!(node = %node_name(id), ?health, "node liveness changed");
             self.cluster.changed.notify_one();
         }
+    }
+
+    /// Rule 0 (Redis's writable delay). A node starts with the roles and slots its layout
+    /// gives, which may be stale: after a failover the layout still names the old primary.
+    /// So a node starting as a primary serves nothing (state `fail`, keyed commands answer
+    /// CLUSTERDOWN) until every other node of its layout has sent its record (a promoted
+    /// replica's larger claim then takes the slots at once), or for at most
+    /// [`WRITABLE_DELAY`]. Without it a restarted old primary took writes for slots it had
+    /// lost until the new primary's record reached it: nothing was lost (its link merged them
+    /// into the new primary), but meanwhile a client did not read its own acknowledged write.
+    pub(super) fn open_when_heard(&mut self) {
+        let t = self.cluster.topology();
+        if !t.is_closed() {
+            return;
+        }
+        let heard_all = t.nodes.values().all(|v| v.info.version != 0);
+        let primary = t.me().role == Role::Primary;
+        if primary && !heard_all && self.started.elapsed() < WRITABLE_DELAY {
+            return;
+        }
+        drop(t);
+        self.cluster.update(|t| t.open());
+        tracing::info!(heard_all, "serving: the region's records are in");
     }
 
     /// Nodes of the configured layout that never showed up count as failed after a while.
