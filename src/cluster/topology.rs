@@ -186,10 +186,12 @@ impl Topology {
         self.closed = true;
     }
 
+    /// Serves again (rule 0 of `runtime::failover` is satisfied).
     pub fn open(&mut self) {
         self.closed = false;
     }
 
+    /// Whether this node still waits to hear its region before it serves.
     pub fn is_closed(&self) -> bool {
         self.closed
     }

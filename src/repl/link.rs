@@ -127,7 +127,8 @@ pub struct Link {
     pub created: Instant,
     last_batch: Mutex<Instant>,
     pub stop: Notify,
-    /// Set when the link is no longer wanted: its task sends what is queued, then ends.
+    /// Set when the link is no longer wanted: the deadline by which its task ends, sooner
+    /// once its peer acknowledged everything (`Link::retire`).
     retire_by: Mutex<Option<Instant>>,
     /// The node's hot set and `repl-scope` rules (region links only; see `repl::scope`).
     pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,

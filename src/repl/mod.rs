@@ -256,7 +256,8 @@ impl Replicator {
     }
 
     /// Makes the set of links equal to `want`: new links start a session with a repair round,
-    /// links no longer wanted drain their queue and stop (`Link::retire`), kept links take the new address and slots.
+    /// links no longer wanted drain their queue and stop (`Link::retire`), kept links take the
+    /// new address and slots.
     pub fn set_links(self: &Arc<Self>, want: Vec<LinkSpec>) {
         let mut links = self.links.write();
         links.retain(|peer, l| {

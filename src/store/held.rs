@@ -155,16 +155,22 @@ mod tests {
         }
     }
 
+    /// A keyspace with a sink that publishes at once (`log`) and a batched one (`repl`).
+    fn with_sinks() -> (Keyspace, Arc<Calls>, Arc<Calls>) {
+        let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
+        let (log, repl) = (Calls::new(false), Calls::new(true));
+        ks.add_sink(log.clone());
+        ks.add_sink(repl.clone());
+        (ks, log, repl)
+    }
+
     fn set(ks: &Keyspace, key: &[u8]) {
         ks.lock([key]).key(key).set_bytes(b"v", Ttl::Clear);
     }
 
     #[test]
     fn a_scope_hands_batched_sinks_its_writes_at_once_and_others_each_write() {
-        let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
-        let (log, repl) = (Calls::new(false), Calls::new(true));
-        ks.add_sink(log.clone());
-        ks.add_sink(repl.clone());
+        let (ks, log, repl) = with_sinks();
         // Without a scope every sink gets every write.
         set(&ks, b"a");
         assert_eq!(log.take(), [(Origin::Local, 1)]);
@@ -203,10 +209,7 @@ mod tests {
 
     #[test]
     fn a_peer_batch_reaches_batched_sinks_in_one_publish_with_its_origin() {
-        let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
-        let (log, repl) = (Calls::new(false), Calls::new(true));
-        ks.add_sink(log.clone());
-        ks.add_sink(repl.clone());
+        let (ks, log, repl) = with_sinks();
         let other = Keyspace::new(Arc::new(Hlc::new(2, Duration::from_millis(500))), None);
         let keys: [&[u8]; 3] = [b"x", b"y", b"z"];
         let deltas: Vec<_> = keys

@@ -51,9 +51,9 @@ impl Keyspace {
     ) -> (MergeOutcome, Option<SkewAlarm>) {
         // 1.
         let alarm = self.clock.observer().check(delta.max_stamp()).err();
-        // 2. and 3.
-        let (key, delta) = (Arc::from(key), Arc::new(delta.clone()));
-        let outcome = self.merge_one(origin, &key, &delta, delivered_below, unix_ms());
+        // 2. and 3. (the delta is copied only if it changed something)
+        let share = || (Arc::from(key), Arc::new(delta.clone()));
+        let outcome = self.merge_one(origin, key, delta, share, delivered_below, unix_ms());
         (outcome, alarm)
     }
 
@@ -77,26 +77,28 @@ impl Keyspace {
         // 2. and 3., the batch's changes reaching replication together.
         let now = unix_ms();
         let _held = self.hold_publish_as(origin);
-        for (key, delta) in entries {
-            self.merge_one(origin, key, delta, delivered_below, now);
+        for &(key, delta) in entries {
+            let share = || (key.clone(), delta.clone());
+            self.merge_one(origin, key, delta, share, delivered_below, now);
         }
         alarms
     }
 
-    /// Steps 2 and 3 of a merge. A change publishes `shared_key` and `shared_delta` as they are.
+    /// Steps 2 and 3 of a merge. A change publishes the key and delta `share` gives (called
+    /// only then: a merge that changes nothing costs no copy).
     fn merge_one(
         &self,
         origin: Origin,
-        shared_key: &Arc<[u8]>,
-        shared_delta: &Arc<EntryDelta>,
+        key: &[u8],
+        delta: &EntryDelta,
+        share: impl FnOnce() -> (Arc<[u8]>, Arc<EntryDelta>),
         delivered_below: u64,
         now: u64,
     ) -> MergeOutcome {
-        let (key, delta): (&[u8], &EntryDelta) = (shared_key, shared_delta);
         let slot = key_slot(key);
         let hash = self.hash(key);
         let mut shard = self.shards[slot as usize].lock();
-        let mut share = None;
+        let mut whole = None;
         let outcome = match shard.find_mut(hash, key) {
             Some(node) => {
                 let c = node.entry.conflicts(delta);
@@ -116,7 +118,7 @@ impl Keyspace {
                     .map(|r| r.floor);
                 if node.entry.merge(delta) {
                     let e = &node.entry;
-                    share = floor
+                    whole = floor
                         .filter(|&f| e.settled().below(f).next().is_some())
                         .filter(|_| !delta.settled.covers(e.settled()))
                         .map(|_| e.to_delta());
@@ -149,15 +151,12 @@ impl Keyspace {
         }
         drop(shard);
         if outcome == MergeOutcome::Changed && self.recording() {
-            let (entry, origin) = match share {
+            let (key, shared) = share();
+            let (entry, origin) = match whole {
                 Some(full) => (Arc::new(full), Origin::Local),
-                None => (shared_delta.clone(), origin),
+                None => (shared, origin),
             };
-            let delta = Delta {
-                slot,
-                key: shared_key.clone(),
-                entry,
-            };
+            let delta = Delta { slot, key, entry };
             self.publish(smallvec::smallvec![delta], origin);
         }
         outcome
