@@ -271,6 +271,50 @@ async fn restarted_seed_without_seeds_is_found_again() {
     );
 }
 
+/// A node told it is down (foca's `TurnUndead`, sent by whoever declared it down) renews its
+/// identity. If the teller dies before it says anything else, the told node must still probe
+/// it and report it down. foca leaves itself disconnected after such a renewal until the next
+/// datagram arrives; before the driver nudged it, the told node never probed again, so a
+/// primary that stopped right after a false suspicion was never reported down and its replica
+/// was never promoted.
+#[tokio::test]
+async fn node_told_it_is_down_renews_and_still_detects_the_teller_dying() {
+    use foca::Codec as _;
+    let mut nodes = cluster(2).await;
+    let mut told = nodes.pop().expect("two nodes");
+    let teller = nodes.pop().expect("two nodes");
+    told.drain();
+    let before = told.m.me();
+    // The teller's membership goes silent; then its socket says its last word.
+    teller.udp.dead.store(true, Ordering::Relaxed);
+    let header = foca::Header {
+        src: teller.m.me(),
+        src_incarnation: 0,
+        dst: before.clone(),
+        message: foca::Message::TurnUndead,
+    };
+    let mut datagram = Vec::new();
+    foca::PostcardCodec
+        .encode_header(&header, &mut datagram)
+        .expect("encode");
+    teller.udp.sock.send_to(&datagram, told.addr).await.expect("send");
+    let gone = teller.m.me();
+    let t0 = Instant::now();
+    let (id, _) = teller.kill().await;
+
+    let renewed = async {
+        while told.m.me() == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), renewed)
+        .await
+        .expect("the told node renews its identity");
+    let (ev, _) = told.expect(t0 + DETECT_BOUND, is_down(id)).await;
+    assert_eq!(ev, MemberEvent::Down(gone));
+    println!("told it is down, then the teller died: reported after {:?}", t0.elapsed());
+}
+
 #[tokio::test]
 async fn graceful_shutdown_is_reported_down_quickly() {
     let mut nodes = cluster(4).await;

@@ -244,9 +244,25 @@ impl Driver {
     fn after_interaction(&mut self) {
         if std::mem::take(&mut self.rt.renewed) {
             *self.view.me.write() = self.foca.identity().clone();
+            self.resume_probing();
         }
         if std::mem::take(&mut self.rt.changed) {
             self.reconcile();
+        }
+    }
+
+    /// Restarts the probe cycle after an identity renewal.
+    ///
+    /// Invariant: while foca knows a live member, it has a probe timer pending. A renewal
+    /// breaks it: foca resets to "disconnected" and voids every pending timer, and only the
+    /// next datagram it handles reconnects it. When the renewal came from a `TurnUndead`
+    /// (whoever declared us down tells us so) and that member then dies silently, no
+    /// datagram ever comes: we would keep it alive forever, and a replica would never see
+    /// its stopped primary go. Applying no updates makes foca re-check its connection
+    /// state, which reconnects it and re-arms the probe, announce and gossip timers.
+    fn resume_probing(&mut self) {
+        if let Err(error) = self.foca.apply_many(std::iter::empty(), true, &mut self.rt) {
+            debug!(%error, "membership: resuming after renewal");
         }
     }
 
