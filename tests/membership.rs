@@ -297,7 +297,12 @@ async fn node_told_it_is_down_renews_and_still_detects_the_teller_dying() {
     foca::PostcardCodec
         .encode_header(&header, &mut datagram)
         .expect("encode");
-    teller.udp.sock.send_to(&datagram, told.addr).await.expect("send");
+    teller
+        .udp
+        .sock
+        .send_to(&datagram, told.addr)
+        .await
+        .expect("send");
     let gone = teller.m.me();
     let t0 = Instant::now();
     let (id, _) = teller.kill().await;
@@ -312,7 +317,10 @@ async fn node_told_it_is_down_renews_and_still_detects_the_teller_dying() {
         .expect("the told node renews its identity");
     let (ev, _) = told.expect(t0 + DETECT_BOUND, is_down(id)).await;
     assert_eq!(ev, MemberEvent::Down(gone));
-    println!("told it is down, then the teller died: reported after {:?}", t0.elapsed());
+    println!(
+        "told it is down, then the teller died: reported after {:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The receiving side of replication: decoding frames from the mesh, merging batches (with the
 //! sender's delivery promise), acknowledging them, answering digest questions and applying
-//! invalidations. Replies go back on the address of our own link to the sender.
+//! invalidations. Replies go back on the address of our own link to the sender, or wait for
+//! that link (`repl::parked`).
 //!
 //! Invariant: a batch is acknowledged only after every entry in it was merged (or refused as a
 //! stale duplicate within the sender's promise), so an ack means "held here".
@@ -108,9 +109,8 @@ impl Replicator {
                     upto,
                     need_resync,
                 };
-                let addr = self.links.read().get(&from).map(|l| *l.addr.lock());
-                match (addr, wire::encode(ack, 0)) {
-                    (Some(addr), Ok(frame)) => {
+                match wire::encode(ack, 0).map(|frame| self.addressed(from, frame)) {
+                    Ok(Some((addr, frame))) => {
                         // Sent from its own task: this runs on the node's inbound loop, which
                         // also carries membership datagrams, and a send to a peer that just
                         // became unreachable waits for a dial (up to the mesh's handshake
@@ -127,10 +127,8 @@ impl Replicator {
                             }
                         });
                     }
-                    (None, _) => {
-                        tracing::debug!(peer = %format_args!("{from:x}"), "batch from a node we have no link to")
-                    }
-                    (_, Err(e)) => tracing::error!(error = %e, "cannot encode an ack"),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot encode an ack"),
                 }
             }
             ReplMsg::Ack {
@@ -183,20 +181,101 @@ impl Replicator {
         }
     }
 
-    /// Sends a reply (not a batch) to `to` on the address of our link to it.
+    /// Sends a reply (not a batch) to `to` on the address of our link to it; parks it until
+    /// that link is made if there is none yet (`repl::parked`).
     async fn reply(&self, to: u64, msg: ReplMsg) {
-        let addr = self.links.read().get(&to).map(|l| *l.addr.lock());
-        let Some(addr) = addr else {
-            tracing::debug!(peer = %format_args!("{to:x}"), "message from a node we have no link to");
+        let frame = match wire::encode(msg, 0) {
+            Ok(frame) => frame,
+            Err(e) => return tracing::error!(error = %e, "cannot encode a replication reply"),
+        };
+        let Some((addr, frame)) = self.addressed(to, frame) else {
             return;
         };
-        match wire::encode(msg, 0) {
-            Ok(frame) => {
-                if let Err(e) = self.transport.send(addr, frame).await {
-                    tracing::debug!(error = %e, "cannot send a replication reply");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot encode a replication reply"),
+        if let Err(e) = self.transport.send(addr, frame).await {
+            tracing::debug!(error = %e, "cannot send a replication reply");
         }
+    }
+
+    /// The address of our link to `to`, with `frame`; or `None` once the frame is parked for
+    /// the link that is not made yet. Parks under the links lock, which `set_links` holds
+    /// while it takes a new link's parked frames, so no frame is parked after that take.
+    fn addressed(&self, to: u64, frame: bytes::Bytes) -> Option<(SocketAddr, bytes::Bytes)> {
+        let links = self.links.read();
+        match links.get(&to) {
+            Some(l) => Some((*l.addr.lock(), frame)),
+            None => {
+                self.parked.park(to, frame);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Hlc;
+
+    /// A transport that keeps what it was asked to send.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<(SocketAddr, bytes::Bytes)>>);
+
+    impl Transport for Capture {
+        fn send(
+            &self,
+            to: SocketAddr,
+            frame: bytes::Bytes,
+        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+            self.0.lock().push((to, frame));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    impl Capture {
+        /// `(session, batch)` of every ack sent to `to`.
+        fn acks_to(&self, to: SocketAddr) -> Vec<(u64, u64)> {
+            let sent = self.0.lock();
+            (sent.iter().filter(|(a, _)| *a == to))
+                .filter_map(|(_, f)| match wire::decode(f) {
+                    Ok((ReplMsg::Ack { session, batch, .. }, _)) => Some((session, batch)),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    /// A peer's link can send its first batch before membership made our link back to it; the
+    /// ack waits for that link instead of being dropped (the peer would wait for its retry).
+    #[tokio::test]
+    async fn a_batch_from_a_peer_we_have_no_link_to_yet_is_acked_once_the_link_is_made() {
+        let capture = Arc::new(Capture::default());
+        let r = Replicator::new(1, capture.clone());
+        let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
+        r.attach(Arc::new(ks));
+        let batch = ReplMsg::Batch {
+            from: 2,
+            session: 77,
+            fresh: true,
+            batch: 1,
+            upto: 0,
+            entries: Vec::new(),
+        };
+        r.on_frame(&wire::encode(batch, 0).expect("encode")).await;
+        assert!(capture.0.lock().is_empty(), "nowhere to send the ack yet");
+
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        r.set_links(vec![LinkSpec {
+            peer: 2,
+            kind: LinkKind::Replica,
+            group: String::new(),
+            addr,
+            slots: SlotSet::default(),
+        }]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while capture.acks_to(addr).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(capture.acks_to(addr), vec![(77, 1)]);
+        r.shutdown().await;
     }
 }

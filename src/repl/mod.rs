@@ -22,6 +22,7 @@ pub mod changes;
 mod inbound;
 pub mod link;
 pub mod pacing;
+mod parked;
 pub mod repair;
 pub mod scope;
 pub mod wire;
@@ -116,6 +117,8 @@ pub struct Replicator {
     /// Acks being sent (see `on_frame`); aborted at shutdown: a lost ack only makes the peer
     /// send the batch again.
     acks: Mutex<tokio::task::JoinSet<()>>,
+    /// Replies to peers we have no link to yet, sent when the link is made (`repl::parked`).
+    parked: parked::Parked,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
     /// The hot set and `repl-scope` rules every region link consults (`repl::scope`).
@@ -142,6 +145,7 @@ impl Replicator {
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             retired: Mutex::new(Vec::new()),
             acks: Mutex::new(tokio::task::JoinSet::new()),
+            parked: parked::Parked::default(),
             batches_received: AtomicU64::new(0),
             entries_received: AtomicU64::new(0),
             scope: Default::default(),
@@ -284,8 +288,15 @@ impl Replicator {
             let ks = self.ks().clone();
             let transport = self.transport.clone();
             let me = self.me;
+            let parked = self.parked.take(w.peer);
             self.tasks.lock().spawn(async move {
-                tracing::debug!(task = "repl-link", peer = %format_args!("{:x}", link.peer), "starting");
+                tracing::debug!(task = "repl-link", peer = %format_args!("{:x}", link.peer), parked = parked.len(), "starting");
+                let addr = *link.addr.lock();
+                for frame in parked {
+                    if let Err(e) = transport.send(addr, frame).await {
+                        tracing::debug!(error = %e, "cannot send a parked replication reply");
+                    }
+                }
                 link::run(link, ks, transport, me).await
             });
         }
