@@ -64,8 +64,9 @@ impl Parked {
             .collect()
     }
 
-    /// Peers with frames parked (for tests and INFO-style introspection).
-    pub fn peers(&self) -> usize {
+    /// Peers with frames parked.
+    #[cfg(test)]
+    fn peers(&self) -> usize {
         self.by_peer.lock().len()
     }
 }
