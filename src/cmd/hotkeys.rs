@@ -134,7 +134,8 @@ pub fn scope_rules(text: &str) -> Result<ScopeRules, crate::hot::scope::ScopeErr
     ScopeRules::parse(text, |p, k| super::glob::matches(p, k, false))
 }
 
-/// Applies `hotkeys-k`, `hotkeys-threshold` and `repl-scope` (at start and on CONFIG SET).
+/// Applies `hotkeys-k`, `hotkeys-threshold`, `repl-scope` and `repl-antientropy` (at start and
+/// on CONFIG SET).
 pub fn apply_settings(node: &Node) {
     let k = param(node, "hotkeys-k")
         .parse()
@@ -150,7 +151,10 @@ pub fn apply_settings(node: &Node) {
     if !rules.all() {
         tracing::info!(rules = ?rules, "replication scope");
     }
+    let antientropy = param(node, "repl-antientropy").parse().unwrap_or(60_000);
     if let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) {
         c.repl().set_scope(node.hot.clone(), rules);
+        c.repl()
+            .set_antientropy(std::time::Duration::from_millis(antientropy));
     }
 }

@@ -82,6 +82,7 @@ pub const PARAMS: &[Param] = &[
     Param { name: "auto-aof-rewrite-percentage", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Snapshot (compacting the log) when the log grew by this percentage of the last snapshot (0 = never)" },
     Param { name: "hotkeys-k", default: "32", kind: int(1, 1024), mutable: true, help: "Keys the hot-key sketch tracks (MERIDIAN.HOTKEYS, INFO hotkeys); changing it starts the sketch over" },
     Param { name: "hotkeys-threshold", default: "100", kind: int(0, i32::MAX as i64), mutable: true, help: "Operations per second from which a top-k key is hot (replicated first; full state under repl-scope hot)" },
+    Param { name: "repl-antientropy", default: "60000", kind: int(0, 86_400_000), mutable: true, help: "Milliseconds between digest comparisons of an idle replication link with its peer (anti-entropy); 0 = only when a session starts" },
     Param { name: "repl-scope", default: "* all", kind: Kind::Custom(crate::hot::scope::validate), mutable: true, help: "What ships to other regions per key pattern, first match wins: '<glob> all|hot, ...'; hot = full state while the key is hot, an invalidation while cold" },
     Param { name: "auto-aof-rewrite-min-size", default: "64mb", kind: Kind::Memory, mutable: true, help: "Log growth below which no automatic compaction happens" },
     Param { name: "tracking-table-max-keys", default: "1000000", kind: int(0, i64::MAX), mutable: true, help: "Keys the client-side caching table may hold; past it, random keys are invalidated (0 = no limit)" },

@@ -134,6 +134,9 @@ pub struct Link {
     pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,
     /// Keys this link reported as invalidations instead of full state.
     pub invalidations_sent: AtomicU64,
+    /// The period of anti-entropy rounds in ms, 0 = none (`repl-antientropy`; shared by every
+    /// link of the replicator; see `repl::repair`).
+    pub(super) antientropy_ms: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -182,12 +185,19 @@ impl Link {
             retire_by: Mutex::new(None),
             scope: Default::default(),
             invalidations_sent: AtomicU64::new(0),
+            antientropy_ms: Default::default(),
         }
     }
 
     /// Shares the replicator's scope state with this link.
     pub fn with_scope(mut self, scope: Arc<arc_swap::ArcSwapOption<ScopeState>>) -> Self {
         self.scope = scope;
+        self
+    }
+
+    /// Shares the replicator's anti-entropy period with this link.
+    pub fn with_antientropy(mut self, period_ms: Arc<AtomicU64>) -> Self {
+        self.antientropy_ms = period_ms;
         self
     }
 
@@ -263,6 +273,14 @@ impl Outbox {
     /// Whether no changed key waits to be batched.
     pub(super) fn queue_is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+
+    /// Nothing queued, in flight, being compared or waiting to be sent in full.
+    pub(super) fn is_idle(&self) -> bool {
+        self.changes.is_empty()
+            && self.inflight.is_empty()
+            && self.resync.is_none()
+            && !self.repair.busy()
     }
 }
 
@@ -473,6 +491,9 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
             _ = link.wake.notified() => {}
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = link.stop.notified() => return,
+        }
+        if link.antientropy_due() {
+            link.restart_session();
         }
         // A few changes on a region link wait a moment to share a batch (`repl::pacing`):
         // cold ones COLD_DELAY, hot ones only what is left of COLD_DELAY since the last batch.

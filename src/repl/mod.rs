@@ -18,6 +18,8 @@
 //!    S starts a new session. Both ends of a primary/replica pair run a link, so a node that was
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
 
+#[cfg(test)]
+mod antientropy_tests;
 pub mod changes;
 mod inbound;
 pub mod link;
@@ -119,6 +121,8 @@ pub struct Replicator {
     acks: Mutex<tokio::task::JoinSet<()>>,
     /// Replies to peers we have no link to yet, sent when the link is made (`repl::parked`).
     parked: parked::Parked,
+    /// Period of anti-entropy rounds in ms, 0 = none; shared with every link (`repl::repair`).
+    antientropy_ms: Arc<AtomicU64>,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
     /// The hot set and `repl-scope` rules every region link consults (`repl::scope`).
@@ -146,6 +150,7 @@ impl Replicator {
             retired: Mutex::new(Vec::new()),
             acks: Mutex::new(tokio::task::JoinSet::new()),
             parked: parked::Parked::default(),
+            antientropy_ms: Default::default(),
             batches_received: AtomicU64::new(0),
             entries_received: AtomicU64::new(0),
             scope: Default::default(),
@@ -282,7 +287,8 @@ impl Replicator {
             }
             let link = Arc::new(
                 Link::new(w.peer, w.kind, w.group, w.addr, w.slots, self.offset())
-                    .with_scope(self.scope.clone()),
+                    .with_scope(self.scope.clone())
+                    .with_antientropy(self.antientropy_ms.clone()),
             );
             links.insert(w.peer, link.clone());
             let ks = self.ks().clone();
@@ -310,6 +316,12 @@ impl Replicator {
             .filter_map(|w| w.upgrade())
             .filter(|l| l.peer == peer)
             .collect()
+    }
+
+    /// Sets the period of anti-entropy rounds (`repl-antientropy`; zero: none), for every link.
+    pub fn set_antientropy(&self, period: Duration) {
+        let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+        self.antientropy_ms.store(ms, Relaxed);
     }
 
     /// Waits until `n` replicas acknowledged everything published so far, or `timeout`

@@ -22,6 +22,11 @@
 //!   everything stamped before it, as a full sync's last batch did.
 //! - **Failure.** A question unanswered within [`ASK_TIMEOUT`] is asked again; after
 //!   [`MAX_TRIES`] (a peer too old to know digests drops the frame) its ranges are sent in full.
+//! - **Anti-entropy.** Besides session starts, a link that is connected and idle starts a new
+//!   session, so a round, when its last round began `repl-antientropy` ago (default 60 s; 0
+//!   turns it off). Replication itself never leaves the two sides different once idle; this
+//!   catches what it cannot see (a bug, a file restored under a running node) within a period,
+//!   for the cost of one digest exchange when nothing differs (`Link::antientropy_due`).
 //! - Digests cover every entry a slot holds, tombstones included (a peer missing a tombstone
 //!   could take back a deleted value from a third region). Evicted keys and collected
 //!   tombstones therefore make slots differ: that costs bytes (the slot is sent), never
@@ -31,6 +36,7 @@ use super::link::{Link, Outbox};
 use super::wire::{self, ReplMsg};
 use crate::cluster::SlotSet;
 use crate::store::{Keyspace, SLOTS};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// Slots per range in a round's first question (256 ranges for all 16384 slots).
@@ -71,6 +77,8 @@ pub struct Repair {
     round_bytes: usize,
     /// Changed keys were sent while slots found different waited (see [`slots_now`]).
     keys_since_found: bool,
+    /// When the last round started (`None`: never), for periodic anti-entropy.
+    last_round: Option<Instant>,
     pub counts: RepairCounts,
 }
 
@@ -117,6 +125,7 @@ impl Repair {
         if !self.busy() {
             self.counts.rounds += 1;
             self.round_bytes = 0;
+            self.last_round = Some(Instant::now());
         }
         self.compare.extend(top_ranges(slots));
     }
@@ -179,6 +188,11 @@ impl Repair {
             }
         }
         Some(slots)
+    }
+
+    /// How long ago the last round started (`None`: never).
+    pub fn since_round(&self) -> Option<Duration> {
+        self.last_round.map(|t| t.elapsed())
     }
 
     /// Counts `bytes` of full slots sent; true when the round's budget is spent.
@@ -288,6 +302,25 @@ impl Link {
         }
         tracing::info!(peer = %format_args!("{:x}", self.peer), "peer lost its session: repair by digests");
         self.restart_session();
+    }
+
+    /// Periodic anti-entropy: whether this link should start a new session, repaired by
+    /// digests, because it is connected and idle (nothing queued, in flight or being repaired)
+    /// and its last round started `repl-antientropy` ago or more.
+    ///
+    /// Why a new session and not only a round: the slots found different go out with their old
+    /// stamps, and under the session's delivery promise a receiver that lacks such a key would
+    /// drop it as a late duplicate; a new session promises nothing until its repair is
+    /// acknowledged, exactly like a peer's restart. Why only when idle: under steady writes a
+    /// comparison would find every slot with changes in flight different and ship it whole;
+    /// between bursts the digests compare what both sides hold.
+    pub(super) fn antientropy_due(&self) -> bool {
+        let period = Duration::from_millis(self.antientropy_ms.load(Relaxed));
+        if period.is_zero() || !self.connected.load(Relaxed) {
+            return false;
+        }
+        let o = self.outbox.lock();
+        o.is_idle() && o.repair.since_round().is_some_and(|d| d >= period)
     }
 
     /// Repair figures of this link.

@@ -1,0 +1,128 @@
+//! Periodic anti-entropy between two replicators joined by an in-memory transport: a key one
+//! side holds and replication never carried to the other (a third region's change, which
+//! region links do not forward) reaches it within `repl-antientropy`, and not without it.
+
+use super::*;
+use crate::clock::Hlc;
+use crate::store::Ttl;
+use std::sync::Weak;
+
+/// Delivers each frame to the replicator listening on its address.
+#[derive(Default)]
+struct Wire {
+    nodes: Mutex<HashMap<SocketAddr, Weak<Replicator>>>,
+}
+
+impl Transport for Wire {
+    fn send(
+        &self,
+        to: SocketAddr,
+        frame: bytes::Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        let target = self.nodes.lock().get(&to).and_then(Weak::upgrade);
+        Box::pin(async move {
+            let target = target.ok_or("no such node")?;
+            target.on_frame(&frame).await;
+            Ok(())
+        })
+    }
+}
+
+struct Node {
+    repl: Arc<Replicator>,
+    ks: Arc<Keyspace>,
+}
+
+fn node(wire: &Arc<Wire>, id: u64, addr: SocketAddr) -> Node {
+    let repl = Replicator::new(id, wire.clone());
+    let ks = Arc::new(Keyspace::new(
+        Arc::new(Hlc::new(id, Duration::from_millis(500))),
+        None,
+    ));
+    repl.attach(ks.clone());
+    wire.nodes.lock().insert(addr, Arc::downgrade(&repl));
+    Node { repl, ks }
+}
+
+fn all_slots() -> SlotSet {
+    let mut s = SlotSet::default();
+    for slot in 0..crate::store::SLOTS as u16 {
+        s.insert(slot);
+    }
+    s
+}
+
+/// Two region peers linked both ways; `b` holds "orphan", merged from a third region (9).
+async fn pair(antientropy: Duration) -> (Node, Node) {
+    let wire = Arc::new(Wire::default());
+    let a = node(&wire, 1, "127.0.0.1:7001".parse().unwrap());
+    let b = node(&wire, 2, "127.0.0.1:7002".parse().unwrap());
+    let link = |peer, addr: &str| LinkSpec {
+        peer,
+        kind: LinkKind::Region,
+        group: format!("region-{peer}"),
+        addr: addr.parse().unwrap(),
+        slots: all_slots(),
+    };
+    a.repl.set_links(vec![link(2, "127.0.0.1:7002")]);
+    // b also links to region 9, which is unreachable: its changes are not b's to forward.
+    b.repl
+        .set_links(vec![link(1, "127.0.0.1:7001"), link(9, "127.0.0.1:7009")]);
+    a.repl.set_antientropy(antientropy);
+    b.repl.set_antientropy(antientropy);
+    // Let the sessions' first repair rounds finish before the divergence appears.
+    a.ks.lock([&b"shared"[..]])
+        .key(b"shared")
+        .set_bytes(b"v", Ttl::Clear);
+    assert_eq!(a.repl.wait_regions(1, Duration::from_secs(5)).await, 1);
+    assert!(
+        b.ks.entry(b"shared").is_some(),
+        "ordinary replication works"
+    );
+
+    let third = Keyspace::new(Arc::new(Hlc::new(9, Duration::from_millis(500))), None);
+    third
+        .lock([&b"orphan"[..]])
+        .key(b"orphan")
+        .set_bytes(b"x", Ttl::Clear);
+    let delta = third.entry(b"orphan").expect("written").to_delta();
+    b.ks.merge_from(Origin::Peer(9), b"orphan", &delta, 0);
+    (a, b)
+}
+
+async fn arrives(ks: &Keyspace, key: &[u8], within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if ks.entry(key).is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_idle_link_finds_and_ships_what_its_peer_lacks_within_the_period() {
+    let (a, b) = pair(Duration::from_millis(300)).await;
+    assert!(
+        arrives(&a.ks, b"orphan", Duration::from_secs(5)).await,
+        "b's next anti-entropy round compares digests and sends the differing slot"
+    );
+    let to_a = b
+        .repl
+        .status()
+        .into_iter()
+        .find(|l| l.peer == 1)
+        .expect("b's link to a");
+    assert!(to_a.repair.slots >= 1, "counted as a repaired slot");
+    a.repl.shutdown().await;
+    b.repl.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_anti_entropy_the_difference_stays() {
+    let (a, b) = pair(Duration::ZERO).await;
+    assert!(!arrives(&a.ks, b"orphan", Duration::from_millis(800)).await);
+    a.repl.shutdown().await;
+    b.repl.shutdown().await;
+}
