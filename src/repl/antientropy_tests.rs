@@ -1,6 +1,7 @@
 //! Periodic anti-entropy between two replicators joined by an in-memory transport: a key one
 //! side holds and replication never carried to the other (a third region's change, which
-//! region links do not forward) reaches it within `repl-antientropy`, and not without it.
+//! region links do not forward) reaches it within `repl-antientropy`, and not without it; a
+//! check that finds nothing changes nothing.
 
 use super::*;
 use crate::clock::Hlc;
@@ -52,8 +53,9 @@ fn all_slots() -> SlotSet {
     s
 }
 
-/// Two region peers linked both ways; `b` holds "orphan", merged from a third region (9).
-async fn pair(antientropy: Duration) -> (Node, Node) {
+/// Two region peers linked both ways; with `orphan`, `b` also holds a key merged from a third
+/// region (9) that `a` lacks.
+async fn pair(antientropy: Duration, orphan: bool) -> (Node, Node) {
     let wire = Arc::new(Wire::default());
     let a = node(&wire, 1, "127.0.0.1:7001".parse().unwrap());
     let b = node(&wire, 2, "127.0.0.1:7002".parse().unwrap());
@@ -80,6 +82,9 @@ async fn pair(antientropy: Duration) -> (Node, Node) {
         "ordinary replication works"
     );
 
+    if !orphan {
+        return (a, b);
+    }
     let third = Keyspace::new(Arc::new(Hlc::new(9, Duration::from_millis(500))), None);
     third
         .lock([&b"orphan"[..]])
@@ -103,10 +108,10 @@ async fn arrives(ks: &Keyspace, key: &[u8], within: Duration) -> bool {
 
 #[tokio::test]
 async fn an_idle_link_finds_and_ships_what_its_peer_lacks_within_the_period() {
-    let (a, b) = pair(Duration::from_millis(300)).await;
+    let (a, b) = pair(Duration::from_millis(300), true).await;
     assert!(
-        arrives(&a.ks, b"orphan", Duration::from_secs(5)).await,
-        "b's next anti-entropy round compares digests and sends the differing slot"
+        arrives(&a.ks, b"orphan", Duration::from_secs(10)).await,
+        "two quiet checks find the difference; the new session ships the slot"
     );
     let to_a = b
         .repl
@@ -121,8 +126,35 @@ async fn an_idle_link_finds_and_ships_what_its_peer_lacks_within_the_period() {
 
 #[tokio::test]
 async fn without_anti_entropy_the_difference_stays() {
-    let (a, b) = pair(Duration::ZERO).await;
-    assert!(!arrives(&a.ks, b"orphan", Duration::from_millis(800)).await);
+    let (a, b) = pair(Duration::ZERO, true).await;
+    assert!(!arrives(&a.ks, b"orphan", Duration::from_secs(3)).await);
+    a.repl.shutdown().await;
+    b.repl.shutdown().await;
+}
+
+#[tokio::test]
+async fn checks_that_find_nothing_leave_the_session_and_its_promise_alone() {
+    let (a, b) = pair(Duration::from_millis(300), false).await;
+    let rounds = |n: &Node| n.repl.status().iter().map(|l| l.repair.rounds).sum::<u64>();
+    let settle = tokio::time::Instant::now() + Duration::from_secs(5);
+    while a.repl.watermark() == 0 && tokio::time::Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = rounds(&a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < deadline {
+        assert!(
+            a.repl.watermark() > 0,
+            "a check never resets the watermark (collection and eviction go on)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        rounds(&a) >= before + 2,
+        "a quiet, idle link checks every period"
+    );
+    let to_b = &a.repl.status()[0];
+    assert_eq!(to_b.repair.slots, 0, "equal digests ship nothing");
     a.repl.shutdown().await;
     b.repl.shutdown().await;
 }

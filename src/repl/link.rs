@@ -275,6 +275,11 @@ impl Outbox {
         self.changes.is_empty()
     }
 
+    /// The replication offset this link has seen published (carried or only claimed).
+    pub(super) fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// Nothing queued, in flight, being compared or waiting to be sent in full.
     pub(super) fn is_idle(&self) -> bool {
         self.changes.is_empty()
@@ -492,9 +497,7 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = link.stop.notified() => return,
         }
-        if link.antientropy_due() {
-            link.restart_session();
-        }
+        link.start_antientropy_if_due();
         // A few changes on a region link wait a moment to share a batch (`repl::pacing`):
         // cold ones COLD_DELAY, hot ones only what is left of COLD_DELAY since the last batch.
         // So a link sends at most one small batch per COLD_DELAY: under a skewed workload most

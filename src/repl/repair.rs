@@ -22,11 +22,10 @@
 //!   everything stamped before it, as a full sync's last batch did.
 //! - **Failure.** A question unanswered within [`ASK_TIMEOUT`] is asked again; after
 //!   [`MAX_TRIES`] (a peer too old to know digests drops the frame) its ranges are sent in full.
-//! - **Anti-entropy.** Besides session starts, a link that is connected and idle starts a new
-//!   session, so a round, when its last round began `repl-antientropy` ago (default 60 s; 0
-//!   turns it off). Replication itself never leaves the two sides different once idle; this
-//!   catches what it cannot see (a bug, a file restored under a running node) within a period,
-//!   for the cost of one digest exchange when nothing differs (`Link::antientropy_due`).
+//! - **Anti-entropy.** Every `repl-antientropy` (default 60 s; 0 = off) an idle link of a
+//!   quiet node *checks* its peer: one digest question in the current session, which ships
+//!   nothing and holds no claim back. Two checks in a row that differ start a new session,
+//!   so a round (`Link::start_antientropy_if_due` has the rules and why).
 //! - Digests cover every entry a slot holds, tombstones included (a peer missing a tombstone
 //!   could take back a deleted value from a third region). Evicted keys and collected
 //!   tombstones therefore make slots differ: that costs bytes (the slot is sent), never
@@ -51,6 +50,10 @@ pub const ROUND_BYTES: usize = 8 << 20;
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Unanswered questions before its ranges are sent in full.
 pub const MAX_TRIES: u32 = 3;
+/// How long the node must have had no write and no merge before an anti-entropy check.
+pub const QUIET: Duration = Duration::from_secs(1);
+/// After a check found a difference, the check that confirms it comes this much later.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 
 /// What repair did on one link, for INFO.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,6 +82,14 @@ pub struct Repair {
     keys_since_found: bool,
     /// When the last round started (`None`: never), for periodic anti-entropy.
     last_round: Option<Instant>,
+    /// The round is an anti-entropy check: it only compares (see
+    /// `Link::start_antientropy_if_due`). It ships nothing and holds no claim back.
+    checking: bool,
+    /// The last check found a difference; the next one, [`CONFIRM_AFTER`] later, decides.
+    suspect: bool,
+    /// The replication offset the link last saw, and since when: the node is quiet when
+    /// neither a local write nor a merge moved it for [`QUIET`].
+    quiet: (u64, Option<Instant>),
     pub counts: RepairCounts,
 }
 
@@ -114,7 +125,14 @@ impl Repair {
         self.compare.clear();
         self.asked = None;
         self.tries = 0;
+        self.checking = false;
         self.add(slots);
+    }
+
+    /// Starts an anti-entropy check over `slots` (the link is idle: no round is on).
+    pub fn check(&mut self, slots: &SlotSet) {
+        self.start(slots);
+        self.checking = !slots.is_empty();
     }
 
     /// Adds slots to compare; starts a round if none is on.
@@ -133,6 +151,12 @@ impl Repair {
     /// Whether ranges are still to be compared or a question is unanswered.
     pub fn busy(&self) -> bool {
         !self.compare.is_empty() || self.asked.is_some()
+    }
+
+    /// Whether batches may not claim to complete anything: a repair round is on. An
+    /// anti-entropy check ships nothing, so it holds no claim back.
+    pub fn holds_claims(&self) -> bool {
+        self.busy() && !self.checking
     }
 
     fn step(&mut self) -> Step {
@@ -219,6 +243,11 @@ impl Link {
         let (ask, ranges) = match o.repair.step() {
             Step::Idle => return None,
             Step::Ask(ask, ranges) => (ask, ranges),
+            Step::GiveUp(_) if o.repair.checking => {
+                tracing::debug!(peer = %format_args!("{:x}", self.peer), "anti-entropy check unanswered; next period");
+                o.repair.start(&SlotSet::default());
+                return None;
+            }
             Step::GiveUp(ranges) => {
                 tracing::warn!(peer = %format_args!("{:x}", self.peer), ranges = ranges.len(),
                     "peer never answered a digest question: sending those slots in full");
@@ -282,6 +311,28 @@ impl Link {
         if o.session != session {
             return;
         }
+        if o.repair.checking {
+            let Some(found) = o.repair.answered(ask, differ) else {
+                return;
+            };
+            let differs = !found.is_empty() || o.repair.busy();
+            o.repair.start(&SlotSet::default()); // the check is over either way
+            if !differs {
+                o.repair.suspect = false;
+                return;
+            }
+            if !o.repair.suspect {
+                // Perhaps a change on its way to either side: ask again shortly.
+                o.repair.suspect = true;
+                return;
+            }
+            // Two quiet checks in a row differ: a new session, whose round finds and ships it.
+            o.repair.suspect = false;
+            drop(o);
+            tracing::info!(peer = %format_args!("{:x}", self.peer), "anti-entropy: peer differs; repair by digests");
+            self.restart_session();
+            return;
+        }
         let Some(found) = o.repair.answered(ask, differ) else {
             return;
         };
@@ -304,23 +355,45 @@ impl Link {
         self.restart_session();
     }
 
-    /// Periodic anti-entropy: whether this link should start a new session, repaired by
-    /// digests, because it is connected and idle (nothing queued, in flight or being repaired)
-    /// and its last round started `repl-antientropy` ago or more.
+    /// Periodic anti-entropy: starts a *check*, one digest question over the link's slots
+    /// within the current session, when
+    /// - the link is connected and idle (nothing queued, in flight or being repaired),
+    /// - the node is quiet: no local write and no merge for [`QUIET`], so no change of ours
+    ///   or of the peer's is on its way (the peer's would have been merged here),
+    /// - and its last round started `repl-antientropy` ago, or [`CONFIRM_AFTER`] ago when the
+    ///   last check found a difference.
     ///
-    /// Why a new session and not only a round: the slots found different go out with their old
-    /// stamps, and under the session's delivery promise a receiver that lacks such a key would
-    /// drop it as a late duplicate; a new session promises nothing until its repair is
-    /// acknowledged, exactly like a peer's restart. Why only when idle: under steady writes a
-    /// comparison would find every slot with changes in flight different and ship it whole;
-    /// between bursts the digests compare what both sides hold.
-    pub(super) fn antientropy_due(&self) -> bool {
+    /// 1. Equal digests end the check. It shipped nothing, so batches went on claiming and
+    ///    the watermark stayed: tombstone collection, eviction, slot purges and `WAIT` do not
+    ///    notice it.
+    /// 2. A difference makes the next check come [`CONFIRM_AFTER`] later; a change from a
+    ///    third region still on its way to one side is gone by then.
+    /// 3. Two checks in a row that differ start a new session, whose round descends to the
+    ///    differing slots and ships them. A new session because those slots go out with their
+    ///    old stamps: under the current delivery promise a receiver lacking such a key would
+    ///    drop it as a late duplicate, and a new session promises nothing until its repair is
+    ///    acknowledged, exactly as after a peer's restart.
+    pub(super) fn start_antientropy_if_due(&self) {
         let period = Duration::from_millis(self.antientropy_ms.load(Relaxed));
         if period.is_zero() || !self.connected.load(Relaxed) {
-            return false;
+            return;
         }
-        let o = self.outbox.lock();
-        o.is_idle() && o.repair.since_round().is_some_and(|d| d >= period)
+        let slots = self.slots.lock().clone();
+        let mut o = self.outbox.lock();
+        let now = Instant::now();
+        let seen = o.seen();
+        let r = &mut o.repair;
+        if r.quiet.0 != seen || r.quiet.1.is_none() {
+            r.quiet = (seen, Some(now));
+        }
+        let quiet = r.quiet.1.is_some_and(|t| now.duration_since(t) >= QUIET);
+        let wait = if r.suspect { CONFIRM_AFTER } else { period };
+        let due = r.since_round().is_some_and(|d| d >= wait);
+        if quiet && due && o.is_idle() {
+            o.repair.check(&slots);
+            drop(o);
+            self.wake.notify_one();
+        }
     }
 
     /// Repair figures of this link.

@@ -138,7 +138,7 @@ impl Link {
         }
         o.resync = o.resync_slots.first().map(usize::from);
         // 3. The batch completes everything published up to `seen` only if nothing is left.
-        let complete = o.changes.is_empty() && o.resync.is_none() && !o.repair.busy();
+        let complete = o.changes.is_empty() && o.resync.is_none() && !o.repair.holds_claims();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
         // An empty batch is worth sending for a new claim or the keep-alive only.
