@@ -133,7 +133,7 @@ async fn without_anti_entropy_the_difference_stays() {
 }
 
 #[tokio::test]
-async fn checks_that_find_nothing_leave_the_session_and_its_promise_alone() {
+async fn checks_that_find_nothing_ship_nothing_and_keep_the_promise() {
     let (a, b) = pair(Duration::from_millis(300), false).await;
     let rounds = |n: &Node| n.repl.status().iter().map(|l| l.repair.rounds).sum::<u64>();
     let settle = tokio::time::Instant::now() + Duration::from_secs(5);

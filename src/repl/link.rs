@@ -134,7 +134,7 @@ pub struct Link {
     pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,
     /// Keys this link reported as invalidations instead of full state.
     pub invalidations_sent: AtomicU64,
-    /// The period of anti-entropy rounds in ms, 0 = none (`repl-antientropy`; shared by every
+    /// The period of anti-entropy checks in ms, 0 = none (`repl-antientropy`; shared by every
     /// link of the replicator; see `repl::repair`).
     pub(super) antientropy_ms: Arc<AtomicU64>,
 }

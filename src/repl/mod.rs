@@ -17,6 +17,8 @@
 //!    never saw begin with `need_resync` (R restarted and lost what the session had sent), and
 //!    S starts a new session. Both ends of a primary/replica pair run a link, so a node that was
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
+//! 6. While both nodes are quiet, S checks R's digests every `repl-antientropy`; two checks in
+//!    a row that differ start a new session, so step 5 ([`repair`]).
 
 #[cfg(test)]
 mod antientropy_tests;
@@ -121,7 +123,7 @@ pub struct Replicator {
     acks: Mutex<tokio::task::JoinSet<()>>,
     /// Replies to peers we have no link to yet, sent when the link is made (`repl::parked`).
     parked: parked::Parked,
-    /// Period of anti-entropy rounds in ms, 0 = none; shared with every link (`repl::repair`).
+    /// Period of anti-entropy checks in ms, 0 = none; shared with every link (`repl::repair`).
     antientropy_ms: Arc<AtomicU64>,
     pub batches_received: AtomicU64,
     pub entries_received: AtomicU64,
@@ -318,7 +320,7 @@ impl Replicator {
             .collect()
     }
 
-    /// Sets the period of anti-entropy rounds (`repl-antientropy`; zero: none), for every link.
+    /// Sets the period of anti-entropy checks (`repl-antientropy`; zero: none), for every link.
     pub fn set_antientropy(&self, period: Duration) {
         let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
         self.antientropy_ms.store(ms, Relaxed);
