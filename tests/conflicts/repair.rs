@@ -2,6 +2,7 @@
 //! its append-only log is brought up to date by comparing slot digests with the other region,
 //! not by a full sync of every slot. Both sides end byte-identical, and the repair traffic
 //! (`repair_bytes` in `INFO regions`) is a small fraction of what a full sync would ship.
+//! Anti-entropy checks (`repl-antientropy`) run over the real mesh once configured.
 
 use crate::common::info_field;
 use crate::regions::{RegionSpec, World};
@@ -138,5 +139,47 @@ async fn a_restarted_node_is_repaired_by_digests_not_by_a_full_sync() {
         "repair shipped {repair} bytes (a: {} in {slots_a} slots, b: {bytes_b} in {slots_b} slots); a full sync is {full}",
         bytes_a - bytes_before
     );
+    world.shutdown().await;
+}
+
+/// Anti-entropy over the real mesh (docs/regions.md, "Repair by digests"): once `CONFIG SET
+/// repl-antientropy` gives a period, a quiet pair of regions checks each other's digests every
+/// period (`resync_rounds` counts the checks) and, holding the same data, ships no slot; at 0
+/// the checks stop.
+#[tokio::test]
+async fn quiet_regions_check_each_other_every_period_and_ship_nothing_when_equal() {
+    let spec = RegionSpec::single();
+    let world = World::start(&[spec.clone(), spec], &[]).await;
+    let (a, b) = (0, 1);
+    let keys: Vec<String> = (0..200).map(|i| format!("ae:{i}")).collect();
+    write(&world, a, &keys).await;
+    assert_eq!(world.wait_regions(a, 0, 1, 20_000).await, 1);
+    for r in [a, b] {
+        world
+            .run(r, &["CONFIG", "SET", "repl-antientropy", "300"])
+            .await
+            .expect("CONFIG SET repl-antientropy");
+    }
+    let (rounds0, slots0, _) = repair_figures(&world, a, b).await;
+    // Quiet for 1 s, then a check every 300 ms.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let (rounds1, slots1, _) = repair_figures(&world, a, b).await;
+    assert!(
+        rounds1 >= rounds0 + 2,
+        "checks ran: resync_rounds {rounds0} -> {rounds1}"
+    );
+    assert_eq!(slots1, slots0, "equal digests: no slot shipped");
+
+    for r in [a, b] {
+        world
+            .run(r, &["CONFIG", "SET", "repl-antientropy", "0"])
+            .await
+            .expect("CONFIG SET repl-antientropy 0");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // a check may be on its way
+    let (rounds2, _, _) = repair_figures(&world, a, b).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (rounds3, _, _) = repair_figures(&world, a, b).await;
+    assert_eq!(rounds3, rounds2, "period 0: no more checks");
     world.shutdown().await;
 }
