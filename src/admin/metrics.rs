@@ -149,6 +149,7 @@ fn cluster(node: &Node) {
         counter("meridian_region_resync_rounds_total", "Repair rounds (digest comparison or full sync) started on links to the region", &lab, p.repair.rounds);
         counter("meridian_region_repair_slots_total", "Slots found different by digest comparison and sent in full to the region", &lab, p.repair.slots);
         counter("meridian_region_repair_bytes_total", "Bytes of repair traffic (digest questions and full-slot batches) to the region", &lab, p.repair.bytes);
+        counter("meridian_region_antientropy_checks_total", "Anti-entropy digest checks started on idle links to the region (repl-antientropy)", &lab, p.repair.checks);
         counter("meridian_region_skew_alarms_total", "Received entries from the region whose stamps raised a skew alarm", &lab, p.skew_alarms);
     }
 }

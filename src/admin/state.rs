@@ -145,6 +145,7 @@ pub fn state(node: &Node) -> Value {
             "resync_rounds": p.repair.rounds,
             "repair_slots": p.repair.slots,
             "repair_bytes": p.repair.bytes,
+            "antientropy_checks": p.repair.checks,
             "skewed": recent(p.last_skew),
             "skew_alarms": p.skew_alarms,
         }));

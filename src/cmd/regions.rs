@@ -106,6 +106,7 @@ pub fn peer_regions(node: &Node) -> std::collections::BTreeMap<String, PeerRegio
             p.batches_sent += l.batches_sent;
             p.bytes_sent += l.bytes_sent;
             p.repair.rounds += l.repair.rounds;
+            p.repair.checks += l.repair.checks;
             p.repair.asks += l.repair.asks;
             p.repair.slots += l.repair.slots;
             p.repair.bytes += l.repair.bytes;
@@ -130,7 +131,7 @@ pub fn info(node: &Node, t: &mut String) {
     for (name, p) in &peers {
         let _ = write!(
             t,
-            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},repair_slots={},repair_bytes={},skew_alarms={}\r\n",
+            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},repair_slots={},repair_bytes={},antientropy_checks={},skew_alarms={}\r\n",
             if p.up { "up" } else { "down" },
             p.nodes,
             p.links,
@@ -143,6 +144,7 @@ pub fn info(node: &Node, t: &mut String) {
             p.repair.rounds,
             p.repair.slots,
             p.repair.bytes,
+            p.repair.checks,
             p.skew_alarms,
         );
     }

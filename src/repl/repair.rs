@@ -60,6 +60,8 @@ pub const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 pub struct RepairCounts {
     /// Rounds started (a session start, gained slots, or a round's budget running out).
     pub rounds: u64,
+    /// Anti-entropy checks started (`Link::start_antientropy_if_due`).
+    pub checks: u64,
     /// Digest questions sent.
     pub asks: u64,
     /// Slots found different and sent in full.
@@ -80,7 +82,7 @@ pub struct Repair {
     round_bytes: usize,
     /// Changed keys were sent while slots found different waited (see [`slots_now`]).
     keys_since_found: bool,
-    /// When the last round started (`None`: never), for periodic anti-entropy.
+    /// When the last round or check started (`None`: never), for periodic anti-entropy.
     last_round: Option<Instant>,
     /// The round is an anti-entropy check: it only compares (see
     /// `Link::start_antientropy_if_due`). It ships nothing and holds no claim back.
@@ -129,10 +131,17 @@ impl Repair {
         self.add(slots);
     }
 
-    /// Starts an anti-entropy check over `slots` (the link is idle: no round is on).
+    /// Starts an anti-entropy check over `slots` (the link is idle: no round is on). It counts
+    /// as a check, not as a round.
     pub fn check(&mut self, slots: &SlotSet) {
-        self.start(slots);
-        self.checking = !slots.is_empty();
+        self.start(&SlotSet::default());
+        if slots.is_empty() {
+            return;
+        }
+        self.checking = true;
+        self.counts.checks += 1;
+        self.last_round = Some(Instant::now());
+        self.compare.extend(top_ranges(slots));
     }
 
     /// Adds slots to compare; starts a round if none is on.
@@ -214,7 +223,7 @@ impl Repair {
         Some(slots)
     }
 
-    /// How long ago the last round started (`None`: never).
+    /// How long ago the last round or check started (`None`: never).
     pub fn since_round(&self) -> Option<Duration> {
         self.last_round.map(|t| t.elapsed())
     }
