@@ -492,12 +492,16 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
         if link.retired() {
             return;
         }
-        tokio::select! {
-            _ = link.wake.notified() => {}
-            _ = tokio::time::sleep(HEARTBEAT) => {}
+        let quiet_beat = tokio::select! {
+            _ = link.wake.notified() => false,
+            _ = tokio::time::sleep(HEARTBEAT) => true,
             _ = link.stop.notified() => return,
+        };
+        // Only a heartbeat nobody woke us before can find the link idle: a wake means work,
+        // so the anti-entropy rules stay off the path of every batch.
+        if quiet_beat {
+            link.start_antientropy_if_due();
         }
-        link.start_antientropy_if_due();
         // A few changes on a region link wait a moment to share a batch (`repl::pacing`):
         // cold ones COLD_DELAY, hot ones only what is left of COLD_DELAY since the last batch.
         // So a link sends at most one small batch per COLD_DELAY: under a skewed workload most

@@ -131,10 +131,15 @@ impl Repair {
         self.add(slots);
     }
 
+    /// Ends whatever round or check is on, without starting another.
+    fn stop(&mut self) {
+        self.start(&SlotSet::default());
+    }
+
     /// Starts an anti-entropy check over `slots` (the link is idle: no round is on). It counts
     /// as a check, not as a round.
     pub fn check(&mut self, slots: &SlotSet) {
-        self.start(&SlotSet::default());
+        self.stop();
         if slots.is_empty() {
             return;
         }
@@ -254,7 +259,7 @@ impl Link {
             Step::Ask(ask, ranges) => (ask, ranges),
             Step::GiveUp(_) if o.repair.checking => {
                 tracing::debug!(peer = %format_args!("{:x}", self.peer), "anti-entropy check unanswered; next period");
-                o.repair.start(&SlotSet::default());
+                o.repair.stop();
                 return None;
             }
             Step::GiveUp(ranges) => {
@@ -325,7 +330,7 @@ impl Link {
                 return;
             };
             let differs = !found.is_empty() || o.repair.busy();
-            o.repair.start(&SlotSet::default()); // the check is over either way
+            o.repair.stop(); // the check is over either way
             if !differs {
                 o.repair.suspect = false;
                 return;
@@ -387,18 +392,24 @@ impl Link {
         if period.is_zero() || !self.connected.load(Relaxed) {
             return;
         }
+        // Lock order: slots, then outbox (as everywhere); the slots are copied only when due.
+        let due = |o: &mut Outbox| {
+            let now = Instant::now();
+            let seen = o.seen();
+            let r = &mut o.repair;
+            if r.quiet.0 != seen || r.quiet.1.is_none() {
+                r.quiet = (seen, Some(now));
+            }
+            let quiet = r.quiet.1.is_some_and(|t| now.duration_since(t) >= QUIET);
+            let wait = if r.suspect { CONFIRM_AFTER } else { period };
+            quiet && r.since_round().is_some_and(|d| d >= wait) && o.is_idle()
+        };
+        if !due(&mut self.outbox.lock()) {
+            return;
+        }
         let slots = self.slots.lock().clone();
         let mut o = self.outbox.lock();
-        let now = Instant::now();
-        let seen = o.seen();
-        let r = &mut o.repair;
-        if r.quiet.0 != seen || r.quiet.1.is_none() {
-            r.quiet = (seen, Some(now));
-        }
-        let quiet = r.quiet.1.is_some_and(|t| now.duration_since(t) >= QUIET);
-        let wait = if r.suspect { CONFIRM_AFTER } else { period };
-        let due = r.since_round().is_some_and(|d| d >= wait);
-        if quiet && due && o.is_idle() {
+        if due(&mut o) {
             o.repair.check(&slots);
             drop(o);
             self.wake.notify_one();
