@@ -17,6 +17,7 @@ mod invalidate;
 mod key;
 pub mod lease;
 mod merge;
+mod prefetch;
 mod shard;
 mod sieve;
 pub mod slot;
