@@ -19,13 +19,19 @@
 //! - `slot`: `key_slot` (CRC16 of the key or its hash tag).
 //! - `keyspace`: a SET then a GET through `Keyspace::lock` / `Txn::key` / `KeyMut::set` / `read`.
 //! - `hot`: the hot-key sketch's `record`, sampled (what a command pays) and on every access.
+//! - `merge`: a peer's batch of 256 deltas for random keys of a 1M-key keyspace (registers, and
+//!   counters), merged with `Keyspace::merge_batch` (groups of keys warmed in the caches
+//!   together, `store::prefetch`) and with `merge_from` one key after the other. The deltas are
+//!   duplicates of what is stored, so every iteration finds the same state: what is measured is
+//!   reaching the keys, which is what a receiving region mostly waits on.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use meridian::clock::Hlc;
+use meridian::crdt::EntryDelta;
 use meridian::crdt::{Entry, Stamp};
 use meridian::resp::{parse_command, Limits};
-use meridian::store::{key_slot, Keyspace, Ttl};
+use meridian::store::{key_slot, Keyspace, Origin, Ttl};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,5 +279,64 @@ fn hot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, crdt, slot, keyspace, hot);
+fn merge(c: &mut Criterion) {
+    const KEYS: usize = 1_000_000;
+    const BATCH: usize = 256;
+    let mut g = c.benchmark_group("merge");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for counters in [false, true] {
+        let ks = Keyspace::new(Arc::new(Hlc::new(1, Duration::from_millis(500))), None);
+        let deltas: Vec<(Arc<[u8]>, Arc<EntryDelta>)> = (0..KEYS)
+            .map(|i| {
+                let key: Arc<[u8]> = format!("key:{i:012}").into_bytes().into();
+                let stamp = Stamp::new(1_000 + i as u64, 2);
+                let mut e = Entry::empty();
+                let d = if counters {
+                    e.add_int(2, 1, stamp)
+                } else {
+                    e.write_register(Some(vec![b'v'; 32].into_boxed_slice()), stamp)
+                };
+                ks.merge(&key, &d);
+                (key, Arc::new(d))
+            })
+            .collect();
+        // A batch's keys: random, as a peer's outbox drains them (a fixed LCG, no dependency).
+        let mut x = 12345u64;
+        let batches: Vec<Vec<usize>> = (0..64)
+            .map(|_| {
+                (0..BATCH)
+                    .map(|_| {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (x >> 33) as usize % KEYS
+                    })
+                    .collect()
+            })
+            .collect();
+        let kind = if counters { "counter" } else { "register" };
+        let mut n = 0usize;
+        g.bench_function(format!("batch_{kind}"), |b| {
+            b.iter(|| {
+                n = (n + 1) % batches.len();
+                let entries: Vec<_> = batches[n]
+                    .iter()
+                    .map(|&i| (&deltas[i].0, &deltas[i].1))
+                    .collect();
+                ks.merge_batch(Origin::Peer(2), &entries, 0)
+            })
+        });
+        g.bench_function(format!("one_by_one_{kind}"), |b| {
+            b.iter(|| {
+                n = (n + 1) % batches.len();
+                for &i in &batches[n] {
+                    black_box(ks.merge_from(Origin::Peer(2), &deltas[i].0, &deltas[i].1, 0));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, crdt, slot, keyspace, hot, merge);
 criterion_main!(benches);

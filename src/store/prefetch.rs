@@ -15,11 +15,14 @@
 //! 3. Under those locks, probe each key's table with a comparison that always answers "no"
 //!    and only hints the node a matching tag points to. The probes' loads do not depend on
 //!    each other, so the CPU overlaps them; no node is dereferenced.
-//! 4. Release the locks. The work that follows finds its lines in L1/L2.
+//! 4. Find each key for real (its lines are arriving) and hint the boxed parts of its entry
+//!    that a merge reads: a counter's state is one more dependent miss (`Entry::boxed_lines`).
+//! 5. Release the locks. The work that follows finds its lines in L1/L2.
 //!
 //! Invariant: prefetching changes nothing — no entry, no access time, no statistic. It is a
 //! pure hint; skipping it (a held slot, an architecture without prefetch) only costs speed.
 
+use super::shard::Node;
 use super::{key_slot, Keyspace};
 use smallvec::SmallVec;
 
@@ -31,11 +34,11 @@ impl Keyspace {
     /// Warms the caches for `keys` (see the module doc); at most [`GROUP`] of them are used.
     pub fn prefetch<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
         // 1.
-        let mut probes: SmallVec<[(u16, u64); GROUP]> = SmallVec::new();
+        let mut probes: SmallVec<[(u16, u64, &[u8]); GROUP]> = SmallVec::new();
         for key in keys.into_iter().take(GROUP) {
             let slot = key_slot(key);
             hint_all(&self.shards[slot as usize]);
-            probes.push((slot, self.hash(key)));
+            probes.push((slot, self.hash(key), key));
         }
         if probes.len() < 2 {
             // One key has nothing to overlap with.
@@ -44,20 +47,26 @@ impl Keyspace {
         // 2. (a slot twice in the group: the second try fails, its probe is skipped)
         let guards: SmallVec<[_; GROUP]> = probes
             .iter()
-            .map(|&(slot, _)| self.shards[slot as usize].try_lock())
+            .map(|&(slot, ..)| self.shards[slot as usize].try_lock())
             .collect();
         // 3.
-        for (guard, &(_, hash)) in guards.iter().zip(&probes) {
+        for (guard, &(_, hash, _)) in guards.iter().zip(&probes) {
             if let Some(shard) = guard {
                 shard.table.find(hash, |node| {
-                    let at: *const super::shard::Node = &**node;
+                    let at: *const Node = &**node;
                     hint(at);
                     hint(at.wrapping_byte_add(64));
                     false
                 });
             }
         }
-        // 4. (guards drop here)
+        // 4.
+        for (guard, &(_, hash, key)) in guards.iter().zip(&probes) {
+            if let Some(node) = guard.as_ref().and_then(|shard| shard.find(hash, key)) {
+                node.entry.boxed_lines(hint);
+            }
+        }
+        // 5. (guards drop here)
     }
 }
 
