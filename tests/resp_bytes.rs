@@ -40,6 +40,65 @@ async fn pipelined_commands_get_replies_in_order() {
     s.shutdown().await;
 }
 
+/// A pipeline's keys are warmed in the caches a group of commands ahead of running them
+/// (`server::conn`): whatever the group holds — keyless, unknown, wrong-arity, transaction and
+/// hash-tagged commands, the same key twice, a truncated command and a malformed one — every
+/// reply is the one it gets alone and in order, and the malformed command still ends the
+/// connection after everything before it was answered.
+#[tokio::test]
+async fn pipelines_warmed_ahead_answer_every_kind_of_command_in_order() {
+    let s = start().await;
+    let mut req: Vec<u8> = Vec::new();
+    let mut want: Vec<u8> = Vec::new();
+    let mut cmd = |args: &[&str], reply: &str| {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        req.extend(common::encode(&args));
+        want.extend_from_slice(reply.as_bytes());
+    };
+    for round in 0..3 {
+        let n = round + 1;
+        cmd(&["SET", "a", &n.to_string()], "+OK\r\n");
+        cmd(&["PING"], "+PONG\r\n");
+        cmd(
+            &["NOSUCH", "a"],
+            "-ERR unknown command 'NOSUCH', with args beginning with: 'a' \r\n",
+        );
+        cmd(
+            &["GET"],
+            "-ERR wrong number of arguments for 'get' command\r\n",
+        );
+        cmd(&["INCR", "a"], &format!(":{}\r\n", n + 1));
+        cmd(
+            &["GET", "a"],
+            &format!("${}\r\n{}\r\n", (n + 1).to_string().len(), n + 1),
+        );
+        cmd(&["MULTI"], "+OK\r\n");
+        cmd(&["INCR", "{t}x"], "+QUEUED\r\n");
+        cmd(&["GET", "{t}x"], "+QUEUED\r\n");
+        cmd(&["EXEC"], &format!("*2\r\n:{n}\r\n$1\r\n{n}\r\n"));
+        cmd(&["DEL", "gone"], ":0\r\n");
+        cmd(&["GET", "gone"], "$-1\r\n");
+        cmd(&["ECHO", "e"], "$1\r\ne\r\n");
+        for i in 0..7 {
+            cmd(&["SET", &format!("k{i}"), "v"], "+OK\r\n");
+        }
+    }
+    let mut raw = Raw::connect(s.addr()).await;
+    // The pipeline ends with a command cut short: answered once its rest arrives.
+    let tail = common::encode(&[b"GET".as_slice(), b"a"]);
+    raw.send(&[&req[..], &tail[..tail.len() - 3]].concat())
+        .await;
+    raw.expect(&want).await;
+    raw.send(&[&tail[tail.len() - 3..], b"PING\r\n*1\r\n$-5\r\nGET a\r\n"].concat())
+        .await;
+    let got = raw.expect_closed().await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "$1\r\n4\r\n+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+    );
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn inline_commands_and_quoting() {
     let s = start().await;

@@ -52,9 +52,15 @@ impl CommandSpec {
             .filter(|f| !matches!(*f, "txn_control" | "keyspace_wide"))
     }
 
+    /// Position of the first key in `args`, if the command has one there (no allocation: a
+    /// pipeline's keys are warmed in the caches by it, see `server::conn`).
+    pub fn first_key_position(&self, argc: usize) -> Option<usize> {
+        (self.first_key > 0 && (self.first_key as usize) < argc).then_some(self.first_key as usize)
+    }
+
     /// Positions of the keys in `args` (by the first/last/step rule).
     pub fn key_positions(&self, argc: usize) -> Vec<usize> {
-        if self.first_key <= 0 || argc as i32 <= self.first_key {
+        if self.first_key_position(argc).is_none() {
             return Vec::new();
         }
         let last = if self.last_key < 0 {

@@ -8,8 +8,9 @@
 //! - `timeout`: an idle client is closed; `maxclients`: the excess client gets
 //!   `-ERR max number of clients reached` and is closed.
 
-use crate::cmd::{dispatch, ClientState, Ctx, Db, Node};
+use crate::cmd::{dispatch, lookup, ClientState, Ctx, Db, Node};
 use crate::resp::{parse_command, Args, Limits, Out, Protocol};
+use crate::store::PREFETCH_GROUP;
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -72,6 +73,7 @@ async fn run(
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = Out::new(Protocol::Resp2);
     let mut spans: Vec<(u32, u32)> = Vec::with_capacity(16);
+    let mut ahead_spans: Vec<(u32, u32)> = Vec::with_capacity(16);
     let handle = client.handle.clone();
     // Invalidation pushes for this connection (client-side caching): drained after each
     // command's reply, and written at once when they arrive while the client is idle.
@@ -135,6 +137,8 @@ async fn run(
         let mut failed = None;
         // The read's writes reach replication together (`store::held`); never across an await.
         let mut held = Some(node.keyspace.hold_publish());
+        // Commands before this position had their keys warmed in the caches.
+        let mut warmed = 0;
         while pos < inbuf.len() {
             let parsed = match parse_command(&inbuf[pos..], &limits, &mut spans) {
                 Ok(Some(p)) => p,
@@ -145,6 +149,9 @@ async fn run(
                     break;
                 }
             };
+            if pos >= warmed && pos + parsed.consumed < inbuf.len() && limits.authenticated {
+                warmed = warm_keys(node, &inbuf, pos, &limits, &mut ahead_spans);
+            }
             {
                 let mut ctx = Ctx {
                     node,
@@ -215,6 +222,38 @@ async fn run(
             return Close::QueryBuffer;
         }
     }
+}
+
+/// A pipeline: parses up to `PREFETCH_GROUP` commands of `buf` from `pos` and warms the caches
+/// for their first keys together (`store::prefetch`) before they run one at a time; returns
+/// where the last one parsed ends. Why: a pipelined writer spent a quarter of its cycles
+/// waiting on its keys' memory, one key after the other. Only a hint: a command that does not
+/// parse here is left for the loop to report.
+fn warm_keys(
+    node: &Node,
+    buf: &[u8],
+    mut pos: usize,
+    limits: &Limits,
+    spans: &mut Vec<(u32, u32)>,
+) -> usize {
+    let mut keys: smallvec::SmallVec<[&[u8]; PREFETCH_GROUP]> = smallvec::SmallVec::new();
+    for _ in 0..PREFETCH_GROUP {
+        let Ok(Some(parsed)) = parse_command(&buf[pos..], limits, spans) else {
+            break;
+        };
+        let args = Args::new(&buf[pos..], spans);
+        let first = (parsed.owned.is_none() && !args.is_empty())
+            .then(|| lookup(args.get(0)))
+            .flatten()
+            .and_then(|spec| spec.first_key_position(args.len()));
+        if let Some(i) = first {
+            let (start, end) = spans[i];
+            keys.push(&buf[pos + start as usize..pos + end as usize]);
+        }
+        pos += parsed.consumed;
+    }
+    node.keyspace.prefetch(keys);
+    pos
 }
 
 /// Writes everything buffered for the client in one call, counts it, and empties the buffer.

@@ -28,6 +28,7 @@ pub use evict::{used_memory, Eviction, EvictionSettings, OutOfMemory};
 pub use expire::CycleStats;
 pub use held::HeldPublish;
 pub use key::{KeyMut, Ttl};
+pub use prefetch::GROUP as PREFETCH_GROUP;
 pub use slot::{key_slot, SLOTS};
 
 use crate::clock::{unix_ms, Hlc};
