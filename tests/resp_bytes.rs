@@ -41,8 +41,9 @@ async fn pipelined_commands_get_replies_in_order() {
 }
 
 /// A pipeline's keys are warmed in the caches a group of commands ahead of running them
-/// (`server::conn`): whatever the group holds — keyless, unknown, wrong-arity, transaction and
-/// hash-tagged commands, the same key twice, a truncated command and a malformed one — every
+/// (`server::conn`): whatever the group holds — keyless, unknown, wrong-arity, multi-key,
+/// transaction and hash-tagged commands, the same key twice, a truncated command and a
+/// malformed one — every
 /// reply is the one it gets alone and in order, and the malformed command still ends the
 /// connection after everything before it was answered.
 #[tokio::test]
@@ -79,6 +80,11 @@ async fn pipelines_warmed_ahead_answer_every_kind_of_command_in_order() {
         cmd(&["DEL", "gone"], ":0\r\n");
         cmd(&["GET", "gone"], "$-1\r\n");
         cmd(&["ECHO", "e"], "$1\r\ne\r\n");
+        cmd(&["MSET", "m1", "x", "m2", &n.to_string()], "+OK\r\n");
+        cmd(
+            &["MGET", "m1", "m2", "none"],
+            &format!("*3\r\n$1\r\nx\r\n$1\r\n{n}\r\n$-1\r\n"),
+        );
         for i in 0..7 {
             cmd(&["SET", &format!("k{i}"), "v"], "+OK\r\n");
         }

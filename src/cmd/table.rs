@@ -52,26 +52,24 @@ impl CommandSpec {
             .filter(|f| !matches!(*f, "txn_control" | "keyspace_wide"))
     }
 
-    /// Position of the first key in `args`, if the command has one there (no allocation: a
-    /// pipeline's keys are warmed in the caches by it, see `server::conn`).
-    pub fn first_key_position(&self, argc: usize) -> Option<usize> {
-        (self.first_key > 0 && (self.first_key as usize) < argc).then_some(self.first_key as usize)
-    }
-
-    /// Positions of the keys in `args` (by the first/last/step rule).
-    pub fn key_positions(&self, argc: usize) -> Vec<usize> {
-        if self.first_key_position(argc).is_none() {
-            return Vec::new();
-        }
-        let last = if self.last_key < 0 {
+    /// Positions of the keys in `args` (by the first/last/step rule), without allocating: a
+    /// pipeline's keys are warmed in the caches through it (`server::conn`).
+    pub fn key_positions_iter(&self, argc: usize) -> impl Iterator<Item = usize> {
+        let last = if self.first_key <= 0 || argc as i32 <= self.first_key {
+            0 // empty range: no key
+        } else if self.last_key < 0 {
             argc as i32 + self.last_key
         } else {
             self.last_key.min(argc as i32 - 1)
         };
-        (self.first_key..=last)
+        (self.first_key.max(1)..=last)
             .step_by(self.step.max(1) as usize)
             .map(|i| i as usize)
-            .collect()
+    }
+
+    /// Positions of the keys in `args` (by the first/last/step rule).
+    pub fn key_positions(&self, argc: usize) -> Vec<usize> {
+        self.key_positions_iter(argc).collect()
     }
 }
 

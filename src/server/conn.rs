@@ -149,7 +149,10 @@ async fn run(
                     break;
                 }
             };
-            if pos >= warmed && pos + parsed.consumed < inbuf.len() && limits.authenticated {
+            // Worth it when more commands follow, or for one command that may name several
+            // keys (more than `CMD key value`).
+            let more = pos + parsed.consumed < inbuf.len() || spans.len() > 3;
+            if pos >= warmed && more && limits.authenticated {
                 warmed = warm_keys(node, &inbuf, pos, &limits, &mut ahead_spans);
             }
             {
@@ -224,11 +227,11 @@ async fn run(
     }
 }
 
-/// A pipeline: parses up to `PREFETCH_GROUP` commands of `buf` from `pos` and warms the caches
-/// for their first keys together (`store::prefetch`) before they run one at a time; returns
-/// where the last one parsed ends. Why: a pipelined writer spent a quarter of its cycles
-/// waiting on its keys' memory, one key after the other. Only a hint: a command that does not
-/// parse here is left for the loop to report.
+/// A pipeline: parses commands of `buf` from `pos` until they name `PREFETCH_GROUP` keys and
+/// warms the caches for those keys together (`store::prefetch`) before the commands run one at
+/// a time; returns where the last command parsed ends. Why: a pipelined writer spent a quarter
+/// of its cycles waiting on its keys' memory, one key after the other. Only a hint: a command
+/// that does not parse here is left for the loop to report.
 fn warm_keys(
     node: &Node,
     buf: &[u8],
@@ -237,20 +240,28 @@ fn warm_keys(
     spans: &mut Vec<(u32, u32)>,
 ) -> usize {
     let mut keys: smallvec::SmallVec<[&[u8]; PREFETCH_GROUP]> = smallvec::SmallVec::new();
+    // Bounded by commands too: a run of keyless commands is not parsed to its end.
     for _ in 0..PREFETCH_GROUP {
         let Ok(Some(parsed)) = parse_command(&buf[pos..], limits, spans) else {
             break;
         };
         let args = Args::new(&buf[pos..], spans);
-        let first = (parsed.owned.is_none() && !args.is_empty())
+        let spec = (parsed.owned.is_none() && !args.is_empty())
             .then(|| lookup(args.get(0)))
-            .flatten()
-            .and_then(|spec| spec.first_key_position(args.len()));
-        if let Some(i) = first {
+            .flatten();
+        let room = PREFETCH_GROUP - keys.len();
+        for i in spec
+            .into_iter()
+            .flat_map(|s| s.key_positions_iter(args.len()))
+            .take(room)
+        {
             let (start, end) = spans[i];
             keys.push(&buf[pos + start as usize..pos + end as usize]);
         }
         pos += parsed.consumed;
+        if keys.len() >= PREFETCH_GROUP {
+            break;
+        }
     }
     node.keyspace.prefetch(keys);
     pos
