@@ -45,6 +45,8 @@
 #             on SERVER_CPU, so the two peer regions' merges share the core with the writer
 #             region. After each 3-region run the script waits for MERIDIAN.WAITREGIONS 2 (drain
 #             time reported) so runs do not overlap with the previous run's replication tail.
+#             Also reports the ratio by writer CPU (the writer's CPU per request, 1 region ÷ 3),
+#             which does not depend on which core bounds the rps.
 #
 # Usage:  benches/regions.sh
 # Env:
@@ -640,8 +642,8 @@ if c:
 t = [r for r in rows if r["part"] == "throughput"]
 if t:
     print("## Write throughput: region replicating to 2 peer regions vs unreplicated (medians over rounds)\n")
-    print("| test | P | 1 region rps | 3 regions rps | ratio 3/1 | p99 ms 1 / 3 | node CPU µs/req 1 / 3 | all nodes CPU µs/req 1 / 3 | core busy 1 / 3 | drain after run (ms, 3 regions) | bytes_sent per req (3 regions) | runs |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| test | P | 1 region rps | 3 regions rps | ratio 3/1 | ratio by writer CPU | p99 ms 1 / 3 | node CPU µs/req 1 / 3 | all nodes CPU µs/req 1 / 3 | core busy 1 / 3 | drain after run (ms, 3 regions) | bytes_sent per req (3 regions) | runs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     keys = sorted({(r["test"], r["pipeline"]) for r in t}, key=lambda k: (k[1], k[0]))
     med = lambda xs: statistics.median(xs) if xs else None
     for test, p in keys:
@@ -650,7 +652,11 @@ if t:
         g = lambda rs, k: med([r[k] for r in rs])
         r1, r3 = g(one, "rps"), g(three, "rps")
         ratio = r3 / r1 if r1 and r3 else None
-        print(f"| {test} | {p} | {fmt(r1,0)} | {fmt(r3,0)} | **{fmt(ratio,2)}** | {fmt(g(one,'p99_ms'),2)} / {fmt(g(three,'p99_ms'),2)} | {fmt(g(one,'cpu_us_per_req_node'),2)} / {fmt(g(three,'cpu_us_per_req_node'),2)} | {fmt(g(one,'cpu_us_per_req_all'),2)} / {fmt(g(three,'cpu_us_per_req_all'),2)} | {fmt(g(one,'core_busy_all'),2)} / {fmt(g(three,'core_busy_all'),2)} | {fmt(g(three,'drain_ms'),0)} | {fmt(g(three,'wan_bytes_per_req'),1)} | {len(one)} / {len(three)} |")
+        c1, c3 = g(one, "cpu_us_per_req_node"), g(three, "cpu_us_per_req_node")
+        by_cpu = c1 / c3 if c1 and c3 else None
+        print(f"| {test} | {p} | {fmt(r1,0)} | {fmt(r3,0)} | **{fmt(ratio,2)}** | {fmt(by_cpu,2)} | {fmt(g(one,'p99_ms'),2)} / {fmt(g(three,'p99_ms'),2)} | {fmt(g(one,'cpu_us_per_req_node'),2)} / {fmt(g(three,'cpu_us_per_req_node'),2)} | {fmt(g(one,'cpu_us_per_req_all'),2)} / {fmt(g(three,'cpu_us_per_req_all'),2)} | {fmt(g(one,'core_busy_all'),2)} / {fmt(g(three,'core_busy_all'),2)} | {fmt(g(three,'drain_ms'),0)} | {fmt(g(three,'wan_bytes_per_req'),1)} | {len(one)} / {len(three)} |")
+    print()
+    print("Ratio by writer CPU: the writer node's CPU per request unreplicated ÷ replicating, i.e. the writes per core a region keeps while it replicates, whatever bounds the rps here (on 2 cores, the client shares a core with the peers).")
     print()
     print("Per run (rps): " + "; ".join(f"r{r['round']} {r['regions']}reg {r['test']} P{r['pipeline']} {r['rps']:,.0f} (runq {r['runq_node']:.0%})" for r in t))
     print()
