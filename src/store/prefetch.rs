@@ -44,14 +44,26 @@ impl Keyspace {
             // One key has nothing to overlap with.
             return;
         }
-        // 2. (a slot twice in the group: the second try fails, its probe is skipped)
-        let guards: SmallVec<[_; GROUP]> = probes
-            .iter()
-            .map(|&(slot, ..)| self.shards[slot as usize].try_lock())
-            .collect();
+        // 2. Keys of one slot (a multi-key command's hash tag) share its lock: `owner[i]` is
+        //    the probe whose guard key i uses.
+        let mut guards: SmallVec<[_; GROUP]> = SmallVec::new();
+        let mut owner: SmallVec<[usize; GROUP]> = SmallVec::new();
+        for (i, &(slot, ..)) in probes.iter().enumerate() {
+            match probes[..i].iter().position(|p| p.0 == slot) {
+                Some(first) => {
+                    owner.push(first);
+                    guards.push(None);
+                }
+                None => {
+                    owner.push(i);
+                    guards.push(self.shards[slot as usize].try_lock());
+                }
+            }
+        }
+        let shard = |i: usize| guards[owner[i]].as_deref();
         // 3.
-        for (guard, &(_, hash, _)) in guards.iter().zip(&probes) {
-            if let Some(shard) = guard {
+        for (i, &(_, hash, _)) in probes.iter().enumerate() {
+            if let Some(shard) = shard(i) {
                 shard.table.find(hash, |node| {
                     let at: *const Node = &**node;
                     hint(at);
@@ -61,8 +73,8 @@ impl Keyspace {
             }
         }
         // 4.
-        for (guard, &(_, hash, key)) in guards.iter().zip(&probes) {
-            if let Some(node) = guard.as_ref().and_then(|shard| shard.find(hash, key)) {
+        for (i, &(_, hash, key)) in probes.iter().enumerate() {
+            if let Some(node) = shard(i).and_then(|shard| shard.find(hash, key)) {
                 node.entry.boxed_lines(hint);
             }
         }
