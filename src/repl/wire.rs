@@ -128,6 +128,7 @@ pub struct KeyEntry {
 
 /// `Arc<[u8]>` as a msgpack byte string (what `serde_bytes` does for `Box<[u8]>`).
 mod arc_bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
     use serde::{Deserializer, Serializer};
     use std::sync::Arc;
 
@@ -135,9 +136,37 @@ mod arc_bytes {
         serde_bytes::serialize(&key[..], s)
     }
 
+    /// Straight from the frame's bytes into the `Arc`: going through a `ByteBuf` cost every
+    /// received key a second allocation and copy.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
-        let b: serde_bytes::ByteBuf = serde_bytes::deserialize(d)?;
-        Ok(b.into_vec().into())
+        d.deserialize_bytes(ArcBytes)
+    }
+
+    struct ArcBytes;
+
+    impl<'de> Visitor<'de> for ArcBytes {
+        type Value = Arc<[u8]>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+            Ok(Arc::from(v))
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Arc::from(v.as_bytes()))
+        }
+
+        /// An array of small integers, as a plain `Vec<u8>` field would have been encoded.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(v.into())
+        }
     }
 }
 
@@ -325,6 +354,34 @@ mod tests {
         let bytes = rmp_serde::to_vec(&full).unwrap();
         assert_eq!(rmp_serde::from_slice::<EntryDelta>(&bytes).unwrap(), full);
         assert!(rmp_serde::from_slice::<OldDelta>(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_key_decodes_from_a_byte_string_a_string_or_an_array_of_bytes() {
+        let entry = std::sync::Arc::new(EntryDelta::default());
+        let want = KeyEntry {
+            key: std::sync::Arc::from(&b"k\xff"[..]),
+            entry: entry.clone(),
+        };
+        let bin = rmp_serde::to_vec(&want).unwrap();
+        assert_eq!(rmp_serde::from_slice::<KeyEntry>(&bin).unwrap(), want);
+        #[derive(Serialize)]
+        struct AsArray(Vec<u8>, std::sync::Arc<EntryDelta>);
+        let arr = rmp_serde::to_vec(&AsArray(b"k\xff".to_vec(), entry.clone())).unwrap();
+        assert_ne!(arr, bin);
+        assert_eq!(rmp_serde::from_slice::<KeyEntry>(&arr).unwrap(), want);
+        #[derive(Serialize)]
+        struct AsStr(&'static str, std::sync::Arc<EntryDelta>);
+        let s = rmp_serde::to_vec(&AsStr("key", entry.clone())).unwrap();
+        assert_eq!(
+            &rmp_serde::from_slice::<KeyEntry>(&s).unwrap().key[..],
+            b"key"
+        );
+        // Anything else is an error, not a panic.
+        #[derive(Serialize)]
+        struct AsInt(u64, std::sync::Arc<EntryDelta>);
+        let i = rmp_serde::to_vec(&AsInt(7, entry)).unwrap();
+        assert!(rmp_serde::from_slice::<KeyEntry>(&i).is_err());
     }
 
     #[test]
