@@ -420,12 +420,9 @@ async fn two_regions_have_per_peer_region_metrics_and_state() {
 
     // INFO regions and /metrics read the same figures (b writes no more, so they hold still).
     let info = w.info(0, 0, "regions").await;
-    let line = info_field(&info, "peer_region_b").unwrap();
     let field = |f: &str| -> f64 {
-        let v = line
-            .split(',')
-            .find_map(|kv| kv.strip_prefix(&format!("{f}=")));
-        v.unwrap_or_else(|| panic!("{f} in {line}"))
+        common::peer_field(&info, "b", f)
+            .unwrap_or_else(|| panic!("{f} in {info}"))
             .parse()
             .unwrap()
     };

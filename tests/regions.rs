@@ -13,8 +13,8 @@
 
 mod common;
 
-use common::info_field;
 use common::world::World;
+use common::{info_field, peer_field};
 use std::time::Duration;
 
 type Con = redis::aio::MultiplexedConnection;
@@ -36,13 +36,6 @@ async fn start(layout: &[Layout<'_>]) -> World {
 
 async fn regions_info(con: &mut Con) -> String {
     q!(*con, "INFO", "regions").expect("INFO regions")
-}
-
-/// The `peer_region_<name>` line's field `f`.
-fn peer_field(info: &str, region: &str, f: &str) -> Option<String> {
-    let line = info_field(info, &format!("peer_region_{region}"))?;
-    line.split(',')
-        .find_map(|kv| kv.strip_prefix(&format!("{f}=")).map(str::to_string))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

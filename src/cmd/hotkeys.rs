@@ -120,41 +120,28 @@ pub fn info(node: &Node, t: &mut String) {
     }
 }
 
-/// One parameter's current text.
-fn param(node: &Node, name: &str) -> String {
-    node.config
-        .get_matching(|n| n == name)
-        .pop()
-        .map(|(_, v)| v)
-        .unwrap_or_default()
-}
-
 /// `repl-scope` rules with Redis's glob rules (case-sensitive, as KEYS and SCAN MATCH).
 pub fn scope_rules(text: &str) -> Result<ScopeRules, crate::hot::scope::ScopeError> {
     ScopeRules::parse(text, |p, k| super::glob::matches(p, k, false))
 }
 
-/// Applies `hotkeys-k`, `hotkeys-threshold`, `repl-scope` and `repl-antientropy` (at start and
-/// on CONFIG SET).
+/// Applies `hotkeys-k`, `hotkeys-threshold` and `repl-scope` (at start and on CONFIG SET).
 pub fn apply_settings(node: &Node) {
-    let k = param(node, "hotkeys-k")
+    let k = super::param(node, "hotkeys-k")
         .parse()
         .unwrap_or(crate::hot::DEFAULT_K);
-    let threshold = param(node, "hotkeys-threshold")
+    let threshold = super::param(node, "hotkeys-threshold")
         .parse()
         .unwrap_or(crate::hot::DEFAULT_THRESHOLD);
     node.hot.configure(k, threshold);
-    let rules = scope_rules(&param(node, "repl-scope")).unwrap_or_else(|e| {
+    let rules = scope_rules(&super::param(node, "repl-scope")).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "repl-scope: every key replicates in full");
         ScopeRules::default()
     });
     if !rules.all() {
         tracing::info!(rules = ?rules, "replication scope");
     }
-    let antientropy = param(node, "repl-antientropy").parse().unwrap_or(60_000);
     if let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) {
         c.repl().set_scope(node.hot.clone(), rules);
-        c.repl()
-            .set_antientropy(std::time::Duration::from_millis(antientropy));
     }
 }

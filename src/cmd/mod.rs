@@ -31,7 +31,6 @@ pub mod tracking;
 mod txn;
 
 pub use clients::{ClientHandle, Clients};
-pub use hotkeys::apply_settings as hotkeys_apply_settings;
 pub use server::apply_settings as server_apply_settings;
 pub use table::{lookup, CommandSpec};
 // Read by the admin port (metrics, dashboard): the same figures INFO shows.
@@ -228,6 +227,15 @@ impl Ctx<'_, '_> {
 }
 
 /// Parses an i64 argument (`ERR value is not an integer or out of range`).
+/// One parameter's current text (`""` if unknown), for the `apply_settings` of each family.
+pub(crate) fn param(node: &Node, name: &str) -> String {
+    node.config
+        .get_matching(|n| n == name)
+        .pop()
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
 pub fn arg_i64(a: &[u8]) -> Result<i64, CmdError> {
     crate::crdt::number::parse_i64(a).ok_or(CmdError::NotInteger)
 }

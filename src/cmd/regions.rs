@@ -72,6 +72,17 @@ pub struct PeerRegion {
     pub last_skew: Option<std::time::Instant>,
 }
 
+/// Applies `repl-antientropy` (at start and on CONFIG SET) to every replication link.
+pub fn apply_settings(node: &Node) {
+    let ms = super::param(node, "repl-antientropy")
+        .parse()
+        .unwrap_or(60_000);
+    if let Some(c) = node.cluster.as_deref().filter(|c| c.has_repl()) {
+        c.repl()
+            .set_antientropy(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// Every other region this node knows of (by gossip or by a replication link), with its
 /// state and replication figures summed over the links to it.
 pub fn peer_regions(node: &Node) -> std::collections::BTreeMap<String, PeerRegion> {

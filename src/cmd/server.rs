@@ -102,6 +102,7 @@ pub fn apply_settings(node: &super::Node, s: &Settings) {
         });
     super::tracking::apply_settings(node);
     super::hotkeys::apply_settings(node);
+    super::regions::apply_settings(node);
 }
 
 fn config_resetstat(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> CmdResult {

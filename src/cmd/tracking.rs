@@ -73,11 +73,8 @@ impl ConnTracking {
 
 /// Applies `tracking-table-max-keys` (startup and CONFIG SET).
 pub fn apply_settings(node: &Node) {
-    let max = node
-        .config
-        .get_matching(|n| n == "tracking-table-max-keys")
-        .first()
-        .and_then(|(_, v)| v.parse::<u64>().ok())
+    let max = super::param(node, "tracking-table-max-keys")
+        .parse::<u64>()
         .unwrap_or(1_000_000);
     node.tracking.set_max_keys(max);
 }

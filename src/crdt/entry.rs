@@ -205,20 +205,16 @@ impl Entry {
         self.stamp.max(self.expiry_stamp()).max(c)
     }
 
-    /// Calls `hint` with an address in every cache line of the entry's boxed parts that a
-    /// merge reads (an expiry stamp of its own, the counters), so `store::prefetch` can warm
-    /// them before the merge. Reads nothing behind the boxes. The value's bytes are left out:
-    /// a merge compares stamps and replaces them without reading them.
-    pub fn boxed_lines(&self, mut hint: impl FnMut(*const u8)) {
+    /// Calls `part` with the address and size of each boxed part of the entry that a merge
+    /// reads (an expiry stamp of its own, the counters), so `store::prefetch` can warm them
+    /// before the merge. Reads nothing behind the boxes. The value's bytes are left out: a
+    /// merge compares stamps and replaces them without reading them.
+    pub fn boxed_parts(&self, mut part: impl FnMut(*const u8, usize)) {
         if let Some(s) = &self.expiry_stamp {
-            hint((&**s as *const Stamp).cast());
+            part((&**s as *const Stamp).cast(), size_of::<Stamp>());
         }
         if let Some(c) = &self.counters {
-            let at: *const u8 = (&**c as *const Counters).cast();
-            for off in (0..size_of::<Counters>()).step_by(64) {
-                hint(at.wrapping_add(off));
-            }
-            hint(at.wrapping_add(size_of::<Counters>() - 1));
+            part((&**c as *const Counters).cast(), size_of::<Counters>());
         }
     }
 
@@ -504,30 +500,19 @@ mod tests {
     }
 
     #[test]
-    fn boxed_lines_cover_the_counters_a_merge_reads_and_nothing_for_a_plain_register() {
-        let lines = |e: &Entry| {
+    fn boxed_parts_are_the_counters_a_merge_reads_and_nothing_for_a_plain_register() {
+        let parts = |e: &Entry| {
             let mut at = Vec::new();
-            e.boxed_lines(|p| at.push(p as usize));
+            e.boxed_parts(|p, len| at.push((p as usize, len)));
             at
         };
         // A SET: register and expiry under one stamp, so no box.
         let mut e = Entry::empty();
         e.write_register(Some(b"v".to_vec().into()), s(1, 1));
         e.write_expiry(None, s(1, 1));
-        assert!(lines(&e).is_empty());
+        assert!(parts(&e).is_empty());
         e.add_int(7, 1, s(2, 7));
         let c = e.counters.as_deref().unwrap() as *const Counters as usize;
-        let end = c + size_of::<Counters>();
-        let at = lines(&e);
-        assert!(
-            at.iter().all(|&p| (c..end).contains(&p)),
-            "{at:x?} outside {c:x}..{end:x}"
-        );
-        for line in (c / 64)..=((end - 1) / 64) {
-            assert!(
-                at.iter().any(|&p| p / 64 == line),
-                "line {line:x} not hinted"
-            );
-        }
+        assert_eq!(parts(&e), vec![(c, size_of::<Counters>())]);
     }
 }

@@ -16,7 +16,7 @@
 //!    and only hints the node a matching tag points to. The probes' loads do not depend on
 //!    each other, so the CPU overlaps them; no node is dereferenced.
 //! 4. Find each key for real (its lines are arriving) and hint the boxed parts of its entry
-//!    that a merge reads: a counter's state is one more dependent miss (`Entry::boxed_lines`).
+//!    that a merge reads: a counter's state is one more dependent miss (`Entry::boxed_parts`).
 //! 5. Release the locks. The work that follows finds its lines in L1/L2.
 //!
 //! Invariant: prefetching changes nothing — no entry, no access time, no statistic. It is a
@@ -75,7 +75,7 @@ impl Keyspace {
         // 4.
         for (i, &(_, hash, key)) in probes.iter().enumerate() {
             if let Some(node) = shard(i).and_then(|shard| shard.find(hash, key)) {
-                node.entry.boxed_lines(hint);
+                node.entry.boxed_parts(hint_range);
             }
         }
         // 5. (guards drop here)
@@ -86,11 +86,16 @@ impl Keyspace {
 /// and a merge reads its first and last fields).
 #[inline(always)]
 fn hint_all<T>(v: &T) {
-    let p: *const T = v;
-    for off in (0..size_of::<T>()).step_by(64) {
-        hint(p.wrapping_byte_add(off));
+    hint_range((v as *const T).cast(), size_of::<T>());
+}
+
+/// Hints every line of the `len` bytes at `p` (`len` > 0).
+#[inline(always)]
+fn hint_range(p: *const u8, len: usize) {
+    for off in (0..len).step_by(64) {
+        hint(p.wrapping_add(off));
     }
-    hint(p.wrapping_byte_add(size_of::<T>() - 1));
+    hint(p.wrapping_add(len - 1));
 }
 
 /// Asks the CPU to bring the line holding `p` into its caches. Never faults, whatever `p`.

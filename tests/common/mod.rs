@@ -325,6 +325,13 @@ pub fn info_field(info: &str, name: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// Field `f` of the `peer_region_<region>` line of an INFO regions text.
+pub fn peer_field(info: &str, region: &str, f: &str) -> Option<String> {
+    let line = info_field(info, &format!("peer_region_{region}"))?;
+    line.split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{f}=")).map(str::to_string))
+}
+
 /// RESP multibulk encoding of a command.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut v = format!("*{}\r\n", args.len()).into_bytes();

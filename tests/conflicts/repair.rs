@@ -4,7 +4,7 @@
 //! (`repair_bytes` in `INFO regions`) is a small fraction of what a full sync would ship.
 //! Anti-entropy checks (`repl-antientropy`) run over the real mesh once configured.
 
-use crate::common::info_field;
+use crate::common::peer_field;
 use crate::regions::{RegionSpec, World};
 use rand::Rng;
 use std::time::Duration;
@@ -38,11 +38,8 @@ async fn write(world: &World, r: usize, keys: &[String]) -> usize {
 /// Field `name` of the `peer_region_<peer>` line node 0 of `r` reports in INFO regions.
 async fn region_field(world: &World, r: usize, peer: usize, name: &str) -> u64 {
     let info = world.info(r, 0, "regions").await;
-    let line = info_field(&info, &format!("peer_region_{}", world.name(peer)))
-        .unwrap_or_else(|| panic!("no peer_region line in:\n{info}"));
-    (line.split(','))
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
+    peer_field(&info, world.name(peer), name)
+        .unwrap_or_else(|| panic!("no {name} for {} in:\n{info}", world.name(peer)))
         .parse()
         .expect("a number")
 }
