@@ -232,24 +232,33 @@ impl Cluster {
         Ok(())
     }
 
-    pub(crate) fn request_failover(&self, mode: FailoverMode) {
+    fn request_failover(&self, mode: FailoverMode) {
         let mut f = self.failover.lock();
         let since = f.map_or_else(Instant::now, |(_, at)| at);
         *f = Some((mode, since));
         self.changed.notify_one();
     }
 
-    /// A pending manual failover and when it was first asked for (UNIX ms); one asked for
-    /// more than 5 s ago goes ahead as FORCE.
-    pub(crate) fn take_failover(&self) -> Option<(FailoverMode, u64)> {
+    /// A pending manual failover, with when it was first asked for (UNIX ms, and as taken
+    /// back by [`Cluster::defer_failover`]); one asked for more than 5 s ago goes ahead as
+    /// FORCE.
+    pub(crate) fn take_failover(&self) -> Option<(FailoverMode, u64, Instant)> {
         self.failover.lock().take().map(|(mode, at)| {
             let asked_ms = crate::clock::unix_ms().saturating_sub(at.elapsed().as_millis() as u64);
             if at.elapsed().as_secs() >= 5 {
-                (FailoverMode::Force, asked_ms)
+                (FailoverMode::Force, asked_ms, at)
             } else {
-                (mode, asked_ms)
+                (mode, asked_ms, at)
             }
         })
+    }
+
+    /// Puts back a taken failover that must wait (the replica is catching up), keeping when it
+    /// was asked for: so the 5 s FORCE fallback and the "record newer than the request" rule
+    /// count from the request, not from the last pass. It does not wake the runtime: the next
+    /// tick looks again (waking it spun the loop while it waited).
+    pub(crate) fn defer_failover(&self, mode: FailoverMode, asked: Instant) {
+        self.failover.lock().get_or_insert((mode, asked));
     }
 
     /// `CLUSTER ADDSLOTS` / `ADDSLOTSRANGE`: claim unowned slots.
@@ -323,5 +332,55 @@ impl Cluster {
                 send_buffer_used: l.pending_keys as u64,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn replica() -> Cluster {
+        let me = NodeInfo {
+            id: 2,
+            version: 1,
+            region: "r".into(),
+            resp: "127.0.0.1:1".parse().unwrap(),
+            mesh: "127.0.0.1:2".parse().unwrap(),
+            role: Role::Replica { of: 1 },
+            config_epoch: 0,
+            slots: SlotSet::default(),
+            repl_offset: 0,
+            wan: None,
+        };
+        Cluster::new(Topology::new(me, 0))
+    }
+
+    /// A failover waiting for its replica to catch up keeps the time it was asked for: the
+    /// runtime's re-arming every pass used to restart it, so the 5 s FORCE fallback never came
+    /// and a record "newer than the request" had to be newer than the last pass.
+    #[test]
+    fn a_deferred_failover_keeps_its_request_time_and_turns_force_after_5_s() {
+        let c = replica();
+        c.failover(FailoverMode::Default).unwrap();
+        let (mode, asked_ms, asked) = c.take_failover().expect("pending");
+        assert_eq!(mode, FailoverMode::Default);
+        std::thread::sleep(Duration::from_millis(50));
+        c.defer_failover(mode, asked);
+        let (_, again_ms, again) = c.take_failover().expect("still pending");
+        assert_eq!(again, asked);
+        assert!(
+            again_ms.abs_diff(asked_ms) <= 2,
+            "{asked_ms} then {again_ms}"
+        );
+
+        let long_ago = Instant::now() - Duration::from_secs(6);
+        c.defer_failover(FailoverMode::Default, long_ago);
+        let (mode, ..) = c.take_failover().expect("pending");
+        assert_eq!(
+            mode,
+            FailoverMode::Force,
+            "asked 6 s ago: goes ahead as FORCE"
+        );
     }
 }

@@ -138,7 +138,7 @@ impl Control {
             self.failing_since = None;
             return;
         }
-        if let Some((mode, asked_ms)) = manual {
+        if let Some((mode, asked_ms, asked)) = manual {
             if mode == FailoverMode::Default {
                 // Catch up first, so the switch loses no write (bounded wait), to the offset of
                 // a record the primary made after the request: an older one (records go out
@@ -154,7 +154,7 @@ impl Control {
                     .catch_up_to
                     .is_some_and(|target| self.repl.applied_from(of) >= target);
                 if !caught_up {
-                    self.cluster.request_failover(mode);
+                    self.cluster.defer_failover(mode, asked);
                     return;
                 }
             }
