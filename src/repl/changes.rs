@@ -4,12 +4,19 @@
 //! Why carry deltas: a batch used to re-read every queued key from the keyspace, once per link,
 //! by which time the key had usually left the CPU caches; on a writer replicating to two
 //! regions that lookup was the largest single cost of replication. The store already built a
-//! delta under the slot lock, so [`Replicator::publish`](super::Replicator) wraps it in an
-//! `Arc` once and every link queues the same allocation.
+//! delta under the slot lock, so [`Replicator::publish`](super::Replicator) wraps it, with its
+//! key, in one [`Change`] record and every link queues the same allocation.
+//!
+//! Why one record, held once per link: every reference count taken or dropped is an atomic
+//! instruction, which waits for the core's pending stores. A change used to be queued as a key,
+//! a hash and a delta, three counts taken per link (the key twice: the order and the index),
+//! three dropped, and those were three quarters of a queue's cost on a writer replicating to
+//! two regions. Now a link takes one count when it queues a change and drops it when the peer
+//! acknowledged the batch; the index holds positions, not references.
 //!
 //! Invariants:
-//! - A key is queued at most once (`queued` holds exactly the keys in `queue`): memory is
-//!   bounded by the keyspace, not by the write rate.
+//! - A key is queued at most once (`index` holds exactly the positions of the keys in
+//!   `queue`): memory is bounded by the keyspace, not by the write rate.
 //! - A queued delta is the join of every change of its key recorded since it was queued (and
 //!   of the deltas of a lost batch put back), so sending it loses nothing the peer lacks: the
 //!   peer acknowledged everything before. `None` means "read the key's entry at batch time",
@@ -21,8 +28,9 @@
 use crate::crdt::EntryDelta;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
+use once_cell::race::OnceBox;
 use std::collections::VecDeque;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock};
 
 /// Queued keys beyond which changes are queued without their delta (read at batch time).
 pub const DELTAS_MAX: usize = 64 * 1024;
@@ -30,112 +38,145 @@ pub const DELTAS_MAX: usize = 64 * 1024;
 /// Capacity an emptied queue keeps: a link that keeps up queues a millisecond of writes.
 const KEEP_CAPACITY: usize = 4096;
 
-/// One changed key, as published to the links and as carried by a batch in flight.
+/// One changed key, as published to the links and as carried by a batch in flight: a handle to
+/// one record shared by every link (cloning it is one reference count).
 #[derive(Clone, Debug)]
-pub struct Change {
-    pub key: Arc<[u8]>,
+pub struct Change(Arc<Record>);
+
+#[derive(Debug)]
+struct Record {
+    key: Arc<[u8]>,
     /// The key's hash, made once when the change is published: every link's queue indexes
     /// the key by it (hashing it per link, on push and again on pop, was a quarter of the
     /// queues' cost).
     hash: u64,
     /// The store's delta of the change; `None`: the batch reads the key's current entry.
-    pub delta: Option<Arc<Shared>>,
+    delta: Option<Arc<EntryDelta>>,
+    /// The delta's encoding as this key's batch entry (`wire::entry_bytes`), made by the first
+    /// batch that carries it and copied by the others. A join makes a new record, so an
+    /// encoding always belongs to the delta beside it.
+    wire: OnceBox<Vec<u8>>,
 }
 
-/// The hasher of [`Change::hash`], the same for every link of the process.
+/// The hasher of a change's key hash, the same for every link of the process.
 static HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
 
 impl Change {
-    pub fn new(key: Arc<[u8]>, delta: Option<Arc<Shared>>) -> Self {
-        Change {
-            hash: HASHER.hash_one(&key[..]),
+    pub fn new(key: Arc<[u8]>, delta: Option<Arc<EntryDelta>>) -> Self {
+        let hash = HASHER.hash_one(&key[..]);
+        Self::with_hash(key, hash, delta)
+    }
+
+    fn with_hash(key: Arc<[u8]>, hash: u64, delta: Option<Arc<EntryDelta>>) -> Self {
+        Change(Arc::new(Record {
             key,
+            hash,
             delta,
+            wire: OnceBox::new(),
+        }))
+    }
+
+    pub fn key(&self) -> &Arc<[u8]> {
+        &self.0.key
+    }
+
+    pub fn delta(&self) -> Option<&Arc<EntryDelta>> {
+        self.0.delta.as_ref()
+    }
+
+    /// The same key, to be read at batch time.
+    fn without_delta(&self) -> Self {
+        Self::with_hash(self.0.key.clone(), self.0.hash, None)
+    }
+
+    /// The encoding of the delta as its key's batch entry; `None` when the change carries no
+    /// delta.
+    pub fn wire(&self) -> Option<Result<&[u8], super::wire::WireError>> {
+        let delta = self.0.delta.as_ref()?;
+        if let Some(w) = self.0.wire.get() {
+            return Some(Ok(w));
         }
-    }
-}
-
-/// A delta as all links share it, with its wire encoding (`wire::entry_bytes`), made by the
-/// first batch that carries it and copied by the others. A join makes a new `Shared`, so an
-/// encoding always belongs to the delta beside it.
-#[derive(Debug)]
-pub struct Shared {
-    pub delta: Arc<EntryDelta>,
-    wire: OnceLock<Box<[u8]>>,
-}
-
-impl Shared {
-    pub fn new(delta: Arc<EntryDelta>) -> Arc<Self> {
-        Arc::new(Shared {
-            delta,
-            wire: OnceLock::new(),
-        })
-    }
-
-    /// The encoding of this delta as `key`'s batch entry (always the same key: the change's).
-    pub fn wire(&self, key: &[u8]) -> Result<&[u8], super::wire::WireError> {
-        if let Some(w) = self.wire.get() {
-            return Ok(w);
+        let mut out = Vec::with_capacity(self.0.key.len() + 96);
+        if let Err(e) = super::wire::entry_bytes(&self.0.key, delta, &mut out) {
+            return Some(Err(e));
         }
-        let mut out = Vec::with_capacity(key.len() + 64);
-        super::wire::entry_bytes(key, &self.delta, &mut out)?;
-        Ok(self.wire.get_or_init(|| out.into_boxed_slice()))
+        Some(Ok(self.0.wire.get_or_init(|| Box::new(out))))
     }
 }
 
-/// A queued key with its (joined) delta.
-struct Queued {
-    hash: u64,
-    key: Arc<[u8]>,
-    delta: Option<Arc<Shared>>,
-}
-
-#[derive(Default)]
+/// Queued changes in order, each key once. Positions are absolute (`head` is the position of
+/// the front), so a key's index entry stays valid while changes are pushed at either end and
+/// popped at the front.
 pub struct Changes {
-    queue: VecDeque<(u64, Arc<[u8]>)>,
-    queued: HashTable<Queued>,
+    queue: VecDeque<Change>,
+    /// Position of `queue[0]`; changes pushed to the front take the positions below it.
+    head: u64,
+    /// (position, hash) of each queued key, by the key's hash.
+    index: HashTable<(u64, u64)>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes {
+            queue: VecDeque::new(),
+            // Room below for any number of pushes to the front.
+            head: u64::MAX / 2,
+            index: HashTable::new(),
+        }
+    }
 }
 
 impl Changes {
     /// Queues a change (at the front for the priority lane). Returns whether the key was new to
     /// the queue; a key already queued keeps its place and joins the delta.
     pub fn push(&mut self, c: &Change, front: bool) -> bool {
+        let (queue, head, hash) = (&mut self.queue, self.head, c.0.hash);
         // One probe per link and change (this runs for every write), by the published hash.
-        match self.queued.entry(c.hash, |q| q.key == c.key, |q| q.hash) {
-            Entry::Occupied(mut queued) => {
-                join_into(&mut queued.get_mut().delta, c.delta.as_ref());
+        let at = |pos: u64| (pos - head) as usize;
+        let found = self.index.entry(
+            hash,
+            |&(pos, h)| h == hash && queue[at(pos)].0.key == c.0.key,
+            |&(_, h)| h,
+        );
+        let slot = match found {
+            Entry::Occupied(queued) => {
+                let i = at(queued.get().0);
+                join_into(&mut queue[i], c);
                 return false;
             }
-            Entry::Vacant(slot) => {
-                slot.insert(Queued {
-                    hash: c.hash,
-                    key: c.key.clone(),
-                    delta: c.delta.clone().filter(|_| self.queue.len() < DELTAS_MAX),
-                });
-            }
-        }
-        if front {
-            self.queue.push_front((c.hash, c.key.clone()));
+            Entry::Vacant(slot) => slot,
+        };
+        let c = if c.0.delta.is_some() && queue.len() >= DELTAS_MAX {
+            c.without_delta()
         } else {
-            self.queue.push_back((c.hash, c.key.clone()));
+            c.clone()
+        };
+        if front {
+            self.head -= 1;
+            slot.insert((self.head, hash));
+            queue.push_front(c);
+        } else {
+            slot.insert((head + queue.len() as u64, hash));
+            queue.push_back(c);
         }
         true
     }
 
     /// The oldest queued change.
     pub fn pop(&mut self) -> Option<Change> {
-        let (hash, key) = self.queue.pop_front()?;
-        let delta = match self.queued.find_entry(hash, |q| Arc::ptr_eq(&q.key, &key)) {
-            Ok(queued) => queued.remove().0.delta,
-            Err(_) => None,
-        };
-        if self.queue.is_empty() && self.queued.capacity() > KEEP_CAPACITY {
+        let c = self.queue.pop_front()?;
+        let pos = self.head;
+        self.head += 1;
+        if let Ok(queued) = self.index.find_entry(c.0.hash, |&(p, _)| p == pos) {
+            queued.remove();
+        }
+        if self.queue.is_empty() && self.index.capacity() > KEEP_CAPACITY {
             // A backlog (a partition, a burst) grew the table; sparse, every probe of it
             // would miss the CPU caches from then on.
-            self.queued.shrink_to(KEEP_CAPACITY, |q| q.hash);
+            self.index.shrink_to(KEEP_CAPACITY, |&(_, h)| h);
             self.queue.shrink_to(KEEP_CAPACITY);
         }
-        Some(Change { key, hash, delta })
+        Some(c)
     }
 
     /// Puts back the changes of a batch that was not acknowledged, at the back (order between
@@ -157,24 +198,27 @@ impl Changes {
     /// The queued keys in order (tests).
     #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.queue.iter().map(|k| &k.1[..])
+        self.queue.iter().map(|c| &c.0.key[..])
     }
 }
 
 /// `queued ⊔= new`, where `None` (read the entry) absorbs everything. A newer delta that
 /// covers every part of the queued one replaces it without a copy (the common cases: a key
 /// written again with SET, or counted again by the same actor).
-fn join_into(queued: &mut Option<Arc<Shared>>, new: Option<&Arc<Shared>>) {
-    let (Some(q), Some(n)) = (queued.as_mut(), new) else {
-        *queued = None;
+fn join_into(queued: &mut Change, new: &Change) {
+    let Some(q) = queued.delta() else {
         return;
     };
-    if covers(&n.delta, &q.delta) {
-        *q = n.clone();
+    let Some(n) = new.delta() else {
+        *queued = new.clone();
+        return;
+    };
+    if covers(n, q) {
+        *queued = new.clone();
     } else {
-        let mut joined = q.delta.clone();
-        Arc::make_mut(&mut joined).join(&n.delta);
-        *q = Shared::new(joined);
+        let mut joined = q.clone();
+        Arc::make_mut(&mut joined).join(n);
+        *queued = Change::with_hash(queued.0.key.clone(), queued.0.hash, Some(joined));
     }
 }
 
@@ -214,7 +258,7 @@ mod tests {
     }
 
     fn change(key: &[u8], d: EntryDelta) -> Change {
-        Change::new(key.into(), Some(Shared::new(Arc::new(d))))
+        Change::new(key.into(), Some(Arc::new(d)))
     }
 
     #[test]
@@ -228,10 +272,10 @@ mod tests {
         assert!(!q.push(&change(b"k", incr), false));
         assert!(!q.push(&change(b"k", set2), false));
         assert_eq!(q.len(), 1);
-        let got = q.pop().unwrap().delta.unwrap();
+        let got = q.pop().unwrap();
         // The join carries what the full entry would: the last register and the counter.
         let mut from_deltas = Entry::empty();
-        from_deltas.merge(&got.delta);
+        from_deltas.merge(got.delta().unwrap());
         assert_eq!(from_deltas.to_delta(), e.to_delta());
         assert!(q.pop().is_none());
     }
@@ -239,26 +283,34 @@ mod tests {
     #[test]
     fn a_covering_delta_replaces_the_queued_one_without_a_copy() {
         let mut e = Entry::empty();
-        let first = Shared::new(Arc::new(e.add_int(7, 1, stamp(10))));
-        let second = Shared::new(Arc::new(e.add_int(7, 1, stamp(11))));
-        let other_link = first.clone();
+        let first = change(b"n", e.add_int(7, 1, stamp(10)));
+        let second = change(b"n", e.add_int(7, 1, stamp(11)));
+        let other_link = first.delta().unwrap().clone();
         let mut q = Changes::default();
-        let c = |d: &Arc<Shared>| Change::new(b"n"[..].into(), Some(d.clone()));
-        q.push(&c(&first), false);
-        q.push(&c(&second), false);
-        let got = q.pop().unwrap().delta.unwrap();
-        assert!(Arc::ptr_eq(&got, &second));
+        q.push(&first, false);
+        q.push(&second, false);
+        let got = q.pop().unwrap();
+        assert!(
+            Arc::ptr_eq(&got.0, &second.0),
+            "the very record, not a copy"
+        );
         assert_eq!(
-            *other_link.delta, *first.delta,
+            *other_link,
+            **first.delta().unwrap(),
             "the other link's delta is untouched"
         );
         // Another actor's count is not covered: the queued delta is joined (copied).
-        let third = Shared::new(Arc::new(e.add_int(8, 1, stamp(12))));
-        q.push(&c(&second), false);
-        q.push(&c(&third), false);
-        let joined = q.pop().unwrap().delta.unwrap();
-        assert!(!Arc::ptr_eq(&joined, &third));
-        assert_eq!(joined.delta.contrib.len(), 2);
+        let third = change(b"n", e.add_int(8, 1, stamp(12)));
+        q.push(&second, false);
+        q.push(&third, false);
+        let joined = q.pop().unwrap();
+        assert!(!Arc::ptr_eq(&joined.0, &third.0));
+        assert_eq!(joined.delta().unwrap().contrib.len(), 2);
+        assert_eq!(
+            second.delta().unwrap().contrib.len(),
+            1,
+            "what others queued is untouched"
+        );
     }
 
     #[test]
@@ -267,13 +319,56 @@ mod tests {
         let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(1));
         q.push(&change(b"k", d.clone()), false);
         q.push(&Change::new(b"k"[..].into(), None), false);
-        assert!(q.pop().unwrap().delta.is_none());
+        assert!(q.pop().unwrap().delta().is_none());
         for i in 0..DELTAS_MAX + 1 {
             q.push(&change(format!("k{i}").as_bytes(), d.clone()), false);
         }
         let kept = std::iter::from_fn(|| q.pop())
-            .filter(|c| c.delta.is_some())
+            .filter(|c| c.delta().is_some())
             .count();
         assert_eq!(kept, DELTAS_MAX);
+    }
+
+    proptest::proptest! {
+        /// The queue against a model (a list of distinct keys): pushes at either end, pops,
+        /// keys pushed again while queued and after they left. Every key comes out once, in the model's order, with its latest delta.
+        #[test]
+        fn the_queue_keeps_each_key_once_in_order(
+            ops in proptest::collection::vec((0u8..3, 0u16..40), 0..400),
+        ) {
+            let mut q = Changes::default();
+            let mut model: VecDeque<(u16, u64)> = VecDeque::new();
+            for (n, (op, k)) in ops.into_iter().enumerate() {
+                let t = n as u64 + 1;
+                let key = format!("k{k}").into_bytes();
+                let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(t));
+                match op {
+                    0 | 1 => {
+                        let front = op == 1;
+                        let new = q.push(&change(&key, d), front);
+                        match model.iter_mut().find(|m| m.0 == k) {
+                            Some(m) => {
+                                proptest::prop_assert!(!new);
+                                m.1 = t;
+                            }
+                            None => {
+                                proptest::prop_assert!(new);
+                                if front { model.push_front((k, t)) } else { model.push_back((k, t)) }
+                            }
+                        }
+                    }
+                    _ => {
+                        let got = q.pop().map(|c| {
+                            let stamp = c.delta().unwrap().register.as_ref().unwrap().stamp.time;
+                            (c.key().to_vec(), stamp)
+                        });
+                        let want = model.pop_front().map(|(k, t)| (format!("k{k}").into_bytes(), t));
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                }
+                proptest::prop_assert_eq!(q.len(), model.len());
+                proptest::prop_assert_eq!(q.index.len(), model.len());
+            }
+        }
     }
 }

@@ -86,15 +86,16 @@ impl Link {
                 }
             };
         for c in &keys {
-            let done = match &c.delta {
-                // The store's delta, shared with the other links: no second lookup or copy.
-                // Under a `hot` scope the choice needs the whole entry.
-                Some(d) if scope.is_none() => d.wire(&c.key).map(|w| {
+            // The store's delta, shared with the other links: no second lookup or copy.
+            // Under a `hot` scope the choice needs the whole entry.
+            let wire = if scope.is_none() { c.wire() } else { None };
+            let done = match wire {
+                Some(w) => w.map(|w| {
                     body.extend_from_slice(w);
                     1
                 }),
-                _ => match ks.entry(&c.key) {
-                    Some(e) => add(&c.key, e, &mut inv_bytes, &mut body),
+                None => match ks.entry(c.key()) {
+                    Some(e) => add(c.key(), e, &mut inv_bytes, &mut body),
                     None => Ok(0),
                 },
             };
