@@ -154,6 +154,11 @@ impl Contributions {
         }
     }
 
+    /// The list as decoded, unchecked, as serde's derive takes it (`crdt::msgpack`).
+    pub(super) fn decoded(list: smallvec::SmallVec<[Contribution; 1]>) -> Self {
+        Contributions(list)
+    }
+
     /// A single contribution (nothing if its totals are zero).
     pub fn from_one(c: Contribution) -> Self {
         if c.totals.is_zero() {

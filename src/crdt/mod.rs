@@ -16,6 +16,7 @@
 mod counter;
 pub mod digest;
 mod entry;
+pub mod msgpack;
 pub mod number;
 mod settled;
 mod stamp;

@@ -67,6 +67,11 @@ impl Settled {
     /// No points (a constant, for entries without counters).
     pub const EMPTY: Settled = Settled(Vec::new());
 
+    /// The points as decoded, unchecked, as serde's derive takes them (`crdt::msgpack`).
+    pub(super) fn decoded(points: Vec<Point>) -> Self {
+        Settled(points)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

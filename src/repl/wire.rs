@@ -41,6 +41,7 @@ const COMPRESS_FROM: usize = 96;
 /// batches (a saturated link) compress well with LZ4 at a fraction of deflate's CPU.
 const DEFLATE_UPTO: usize = 16 << 10;
 
+mod fast;
 mod splice;
 pub use splice::{encode_batch, entry_bytes};
 
@@ -280,6 +281,9 @@ pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), Wi
         }
         Some(&c) => return Err(WireError::Class(c)),
     };
+    if let Some(decoded) = fast::batch(&body) {
+        return Ok(decoded);
+    }
     Ok(match rmp_serde::from_slice(&body)? {
         ReplFrame::V1(m) => (m, 0, Vec::new()),
         ReplFrame::V2 {
