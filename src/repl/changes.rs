@@ -91,16 +91,13 @@ impl Change {
 
     /// The encoding of the delta as its key's batch entry; `None` when the change carries no
     /// delta.
-    pub fn wire(&self) -> Option<Result<&[u8], super::wire::WireError>> {
+    pub fn wire(&self) -> Option<&[u8]> {
         let delta = self.0.delta.as_ref()?;
-        if let Some(w) = self.0.wire.get() {
-            return Some(Ok(w));
-        }
-        let mut out = Vec::with_capacity(self.0.key.len() + 96);
-        if let Err(e) = super::wire::entry_bytes(&self.0.key, delta, &mut out) {
-            return Some(Err(e));
-        }
-        Some(Ok(self.0.wire.get_or_init(|| Box::new(out))))
+        Some(self.0.wire.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.0.key.len() + 96);
+            super::wire::entry_bytes(&self.0.key, delta, &mut out);
+            Box::new(out)
+        }))
     }
 }
 

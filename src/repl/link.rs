@@ -15,7 +15,7 @@ mod batch;
 
 use super::changes::{Change, Changes};
 use super::scope::{ScopeState, Ship, COLD_DELAY};
-use super::wire::{self, Invalidation, ReplMsg, WireError};
+use super::wire::{self, Invalidation, ReplMsg};
 use super::Transport;
 use crate::cluster::SlotSet;
 use crate::store::{Keyspace, SLOTS};

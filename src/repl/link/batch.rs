@@ -68,7 +68,6 @@ impl Link {
         // once for every link that ships it.
         let mut body: Vec<u8> = Vec::with_capacity(keys.len() * 96);
         let mut count = 0;
-        let mut encoded: Result<(), WireError> = Ok(());
         let mut invalidations: Vec<Invalidation> = Vec::new();
         // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
         let mut add =
@@ -80,29 +79,28 @@ impl Link {
                             key: Box::from(key),
                             stamp,
                         });
-                        Ok(0)
+                        0
                     }
-                    _ => wire::entry_bytes(key, &e.to_delta(), body).map(|()| 1),
+                    _ => {
+                        wire::entry_bytes(key, &e.to_delta(), body);
+                        1
+                    }
                 }
             };
         for c in &keys {
             // The store's delta, shared with the other links: no second lookup or copy.
             // Under a `hot` scope the choice needs the whole entry.
             let wire = if scope.is_none() { c.wire() } else { None };
-            let done = match wire {
-                Some(w) => w.map(|w| {
+            count += match wire {
+                Some(w) => {
                     body.extend_from_slice(w);
                     1
-                }),
+                }
                 None => match ks.entry(c.key()) {
                     Some(e) => add(c.key(), e, &mut inv_bytes, &mut body),
-                    None => Ok(0),
+                    None => 0,
                 },
             };
-            match done {
-                Ok(n) => count += n,
-                Err(e) => encoded = Err(e),
-            }
         }
         let mut synced = Vec::new();
         let keyed_bytes = body.len() + inv_bytes;
@@ -112,10 +110,7 @@ impl Link {
             while slot < SLOTS && body.len() + inv_bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
-                        match add(&k, e, &mut inv_bytes, &mut body) {
-                            Ok(added) => count += added,
-                            Err(e) => encoded = Err(e),
-                        }
+                        count += add(&k, e, &mut inv_bytes, &mut body);
                         n += 1;
                     }
                     synced.push(slot as u16);
@@ -174,7 +169,7 @@ impl Link {
         };
         self.invalidations_sent
             .fetch_add(invalidations.len() as u64, Relaxed);
-        match encoded.and_then(|()| wire::encode_batch(msg, count, &body, promise, invalidations)) {
+        match wire::encode_batch(msg, count, &body, promise, invalidations) {
             Ok(frame) => {
                 if repairing {
                     self.outbox.lock().repair.counts.bytes += frame.len() as u64;

@@ -11,19 +11,14 @@
 //! followed only by the fields after the message (the promise, then any invalidations).
 
 use super::{frame, pack, EntryDelta, Invalidation, ReplMsg, WireError, CLASS_REPL};
-use serde::Serialize;
+use crate::crdt::msgpack;
 
-/// Appends the encoding of one batch entry (a [`KeyEntry`](super::KeyEntry)) to `out`.
-pub fn entry_bytes(key: &[u8], entry: &EntryDelta, out: &mut Vec<u8>) -> Result<(), WireError> {
-    /// The same fields, in the same order, as `KeyEntry`, borrowed.
-    #[derive(Serialize)]
-    struct KeyEntryRef<'a> {
-        #[serde(with = "serde_bytes")]
-        key: &'a [u8],
-        entry: &'a EntryDelta,
-    }
-    rmp_serde::encode::write(out, &KeyEntryRef { key, entry })?;
-    Ok(())
+/// Appends the encoding of one batch entry (a [`KeyEntry`](super::KeyEntry): `[key, entry]`),
+/// written by hand as serde would write it (`crdt::msgpack`; a test below checks the bytes).
+pub fn entry_bytes(key: &[u8], entry: &EntryDelta, out: &mut Vec<u8>) {
+    out.push(0x92);
+    msgpack::bin(out, key);
+    msgpack::write_delta(entry, out);
 }
 
 /// Encodes `head` (a [`ReplMsg::Batch`] with no entries) carrying `count` entries whose
@@ -122,7 +117,7 @@ mod tests {
                 let es = entries(n);
                 let mut body = Vec::new();
                 for e in &es {
-                    entry_bytes(&e.key, &e.entry, &mut body).unwrap();
+                    entry_bytes(&e.key, &e.entry, &mut body);
                 }
                 let spliced =
                     encode_batch(batch(Vec::new()), n, &body, 1 << 50, invalidations.clone())
