@@ -24,6 +24,10 @@
 //!   together, `store::prefetch`) and with `merge_from` one key after the other. The deltas are
 //!   duplicates of what is stored, so every iteration finds the same state: what is measured is
 //!   reaching the keys, which is what a receiving region mostly waits on.
+//! - `wire`: one 256-entry batch frame (SET-like registers with 32-byte values, INCR-like
+//!   counters), decoded by hand (`repl::wire::decode`, the receiver's path) against serde
+//!   (`rmp_serde::from_slice`, the fallback), and its entries encoded by hand
+//!   (`wire::entry_bytes`, the writer's path) against serde (`rmp_serde::encode::write`).
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -339,5 +343,79 @@ fn merge(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, crdt, slot, keyspace, hot, merge);
+fn wire(c: &mut Criterion) {
+    use meridian::repl::wire::{self, KeyEntry, ReplFrame, ReplMsg};
+    const BATCH: usize = 256;
+    let mut g = c.benchmark_group("wire");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for counters in [false, true] {
+        let entries: Vec<KeyEntry> = (0..BATCH)
+            .map(|i| {
+                let stamp = Stamp::new(7_000_000_000_000_000_000 + i as u64, 0x8a9d_555c_1396_e708);
+                let mut e = Entry::empty();
+                let d = if counters {
+                    e.add_int(0x8a9d_555c_1396_e708, 1 + i as i64, stamp)
+                } else {
+                    e.write_register(Some(vec![b'v'; 32].into_boxed_slice()), stamp)
+                };
+                KeyEntry {
+                    key: format!("key:{i:012}").into_bytes().into(),
+                    entry: Arc::new(d),
+                }
+            })
+            .collect();
+        let msg = ReplMsg::Batch {
+            from: 1,
+            session: 2,
+            fresh: false,
+            batch: 3,
+            upto: 4,
+            entries: entries.clone(),
+        };
+        let frame = wire::encode(msg, 5).unwrap();
+        // Uncompressed, so only decoding is measured.
+        let body = {
+            let mut body = Vec::new();
+            rmp_serde::encode::write(
+                &mut body,
+                &ReplFrame::V2 {
+                    msg: wire::decode(&frame).unwrap().0,
+                    delivered_below: 5,
+                },
+            )
+            .unwrap();
+            body
+        };
+        let plain: Vec<u8> = [&[wire::CLASS_REPL][..], &body].concat();
+        let kind = if counters { "counter" } else { "register" };
+        g.bench_function(format!("decode_hand_{kind}"), |b| {
+            b.iter(|| black_box(wire::decode(&plain).unwrap()))
+        });
+        g.bench_function(format!("decode_serde_{kind}"), |b| {
+            b.iter(|| black_box(rmp_serde::from_slice::<ReplFrame>(&body).unwrap()))
+        });
+        let mut out = Vec::with_capacity(body.len());
+        g.bench_function(format!("encode_hand_{kind}"), |b| {
+            b.iter(|| {
+                out.clear();
+                for e in &entries {
+                    wire::entry_bytes(&e.key, &e.entry, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+        g.bench_function(format!("encode_serde_{kind}"), |b| {
+            b.iter(|| {
+                out.clear();
+                for e in &entries {
+                    rmp_serde::encode::write(&mut out, e).unwrap();
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, crdt, slot, keyspace, hot, merge, wire);
 criterion_main!(benches);
