@@ -276,6 +276,7 @@ fn write_contributions(out: &mut Vec<u8>, cs: &Contributions) {
     }
 }
 
+#[inline]
 fn write_contribution(out: &mut Vec<u8>, c: &Contribution) {
     array(out, 3);
     uint(out, c.actor);
@@ -289,6 +290,7 @@ fn write_contribution(out: &mut Vec<u8>, c: &Contribution) {
     uint(out, c.epoch);
 }
 
+#[inline]
 pub fn stamp(out: &mut Vec<u8>, s: Stamp) {
     array(out, 2);
     uint(out, s.time);
@@ -296,6 +298,7 @@ pub fn stamp(out: &mut Vec<u8>, s: Stamp) {
 }
 
 /// An array header in the smallest form.
+#[inline]
 pub fn array(out: &mut Vec<u8>, n: usize) {
     if n < 16 {
         out.push(0x90 | n as u8);
@@ -309,6 +312,7 @@ pub fn array(out: &mut Vec<u8>, n: usize) {
 }
 
 /// An unsigned integer in the smallest form.
+#[inline]
 pub fn uint(out: &mut Vec<u8>, v: u64) {
     if v < 128 {
         out.push(v as u8);
@@ -327,6 +331,7 @@ pub fn uint(out: &mut Vec<u8>, v: u64) {
 }
 
 /// A `bin` byte string in the smallest form.
+#[inline]
 pub fn bin(out: &mut Vec<u8>, b: &[u8]) {
     let n = b.len();
     if n < 1 << 8 {

@@ -125,8 +125,10 @@ impl Default for Changes {
 
 impl Changes {
     /// Queues a change (at the front for the priority lane). Returns whether the key was new to
-    /// the queue; a key already queued keeps its place and joins the delta.
-    pub fn push(&mut self, c: &Change, front: bool) -> bool {
+    /// the queue; a key already queued keeps its place and joins the delta. Takes the change
+    /// (a reference count) so that the last link a change is published to takes the
+    /// publisher's own count instead of a new one.
+    pub fn push(&mut self, c: Change, front: bool) -> bool {
         let (queue, head, hash) = (&mut self.queue, self.head, c.0.hash);
         // One probe per link and change (this runs for every write), by the published hash.
         let at = |pos: u64| (pos - head) as usize;
@@ -146,7 +148,7 @@ impl Changes {
         let c = if c.0.delta.is_some() && queue.len() >= DELTAS_MAX {
             c.without_delta()
         } else {
-            c.clone()
+            c
         };
         if front {
             self.head -= 1;
@@ -180,7 +182,7 @@ impl Changes {
     /// keys does not matter; a key queued again since joins the two deltas).
     pub fn requeue(&mut self, changes: Vec<Change>) {
         for c in changes {
-            self.push(&c, false);
+            self.push(c, false);
         }
     }
 
@@ -202,16 +204,16 @@ impl Changes {
 /// `queued ⊔= new`, where `None` (read the entry) absorbs everything. A newer delta that
 /// covers every part of the queued one replaces it without a copy (the common cases: a key
 /// written again with SET, or counted again by the same actor).
-fn join_into(queued: &mut Change, new: &Change) {
+fn join_into(queued: &mut Change, new: Change) {
     let Some(q) = queued.delta() else {
         return;
     };
     let Some(n) = new.delta() else {
-        *queued = new.clone();
+        *queued = new;
         return;
     };
     if covers(n, q) {
-        *queued = new.clone();
+        *queued = new;
     } else {
         let mut joined = q.clone();
         Arc::make_mut(&mut joined).join(n);
@@ -265,9 +267,9 @@ mod tests {
         let incr = e.add_int(7, 5, stamp(11));
         let set2 = e.write_register(Some(b"v2"[..].into()), stamp(12));
         let mut q = Changes::default();
-        assert!(q.push(&change(b"k", set), false));
-        assert!(!q.push(&change(b"k", incr), false));
-        assert!(!q.push(&change(b"k", set2), false));
+        assert!(q.push(change(b"k", set), false));
+        assert!(!q.push(change(b"k", incr), false));
+        assert!(!q.push(change(b"k", set2), false));
         assert_eq!(q.len(), 1);
         let got = q.pop().unwrap();
         // The join carries what the full entry would: the last register and the counter.
@@ -284,8 +286,8 @@ mod tests {
         let second = change(b"n", e.add_int(7, 1, stamp(11)));
         let other_link = first.delta().unwrap().clone();
         let mut q = Changes::default();
-        q.push(&first, false);
-        q.push(&second, false);
+        q.push(first.clone(), false);
+        q.push(second.clone(), false);
         let got = q.pop().unwrap();
         assert!(
             Arc::ptr_eq(&got.0, &second.0),
@@ -298,8 +300,8 @@ mod tests {
         );
         // Another actor's count is not covered: the queued delta is joined (copied).
         let third = change(b"n", e.add_int(8, 1, stamp(12)));
-        q.push(&second, false);
-        q.push(&third, false);
+        q.push(second.clone(), false);
+        q.push(third.clone(), false);
         let joined = q.pop().unwrap();
         assert!(!Arc::ptr_eq(&joined.0, &third.0));
         assert_eq!(joined.delta().unwrap().contrib.len(), 2);
@@ -314,11 +316,11 @@ mod tests {
     fn none_absorbs_and_a_long_queue_stops_keeping_deltas() {
         let mut q = Changes::default();
         let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(1));
-        q.push(&change(b"k", d.clone()), false);
-        q.push(&Change::new(b"k"[..].into(), None), false);
+        q.push(change(b"k", d.clone()), false);
+        q.push(Change::new(b"k"[..].into(), None), false);
         assert!(q.pop().unwrap().delta().is_none());
         for i in 0..DELTAS_MAX + 1 {
-            q.push(&change(format!("k{i}").as_bytes(), d.clone()), false);
+            q.push(change(format!("k{i}").as_bytes(), d.clone()), false);
         }
         let kept = std::iter::from_fn(|| q.pop())
             .filter(|c| c.delta().is_some())
@@ -342,7 +344,7 @@ mod tests {
                 match op {
                     0 | 1 => {
                         let front = op == 1;
-                        let new = q.push(&change(&key, d), front);
+                        let new = q.push(change(&key, d), front);
                         match model.iter_mut().find(|m| m.0 == k) {
                             Some(m) => {
                                 proptest::prop_assert!(!new);

@@ -222,9 +222,9 @@ impl Link {
     /// the offset the next batch claims: the heartbeat carries it, and a waiter (`WAIT`,
     /// `MERIDIAN.WAITREGIONS`) wakes the link itself. Waking for it made a region that
     /// receives a stream of writes answer each batch with an empty claim batch per link.
-    pub fn record<'c>(
+    pub fn record(
         &self,
-        changes: impl Iterator<Item = (&'c Change, bool)>,
+        changes: impl Iterator<Item = (Change, bool)>,
         offset: u64,
         oldest: u64,
         (now, covered): (Instant, u64),

@@ -471,13 +471,28 @@ impl DeltaSink for Replicator {
                 (d.slot, newest, change, hot)
             })
             .collect();
-        for link in links.values() {
+        let mut changes = Some(changes);
+        for (i, link) in links.values().enumerate() {
             let from_peer = from_peer(link);
             let slots = link.slots.lock();
-            let carried = || changes.iter().filter(|c| !from_peer && slots.contains(c.0));
+            let carries = |c: &&(u16, u64, Change, bool)| !from_peer && slots.contains(c.0);
+            let all = changes.as_ref().expect("taken by the last link only");
             // Commands stamp afresh; forwarded merges and imports may carry old stamps.
-            let oldest = carried().map(|c| c.1).min().unwrap_or(u64::MAX);
-            let wake = link.record(carried().map(|c| (&c.2, c.3)), offset, oldest, clocks);
+            let oldest = all
+                .iter()
+                .filter(carries)
+                .map(|c| c.1)
+                .min()
+                .unwrap_or(u64::MAX);
+            // Every link takes a count of each change it carries; the last takes ours.
+            let wake = if i + 1 == links.len() {
+                let all = changes.take().expect("taken once");
+                let carried = all.into_iter().filter(|c| carries(&c)).map(|c| (c.2, c.3));
+                link.record(carried, offset, oldest, clocks)
+            } else {
+                let carried = all.iter().filter(carries).map(|c| (c.2.clone(), c.3));
+                link.record(carried, offset, oldest, clocks)
+            };
             drop(slots);
             if wake {
                 link.wake.notify_one();

@@ -30,7 +30,7 @@ fn a_hot_key_jumps_the_queue_of_a_region_link_only() {
             .map(|k| Change::new((*k).into(), None))
             .collect();
         let state = scope.load_full().expect("installed");
-        let flagged = changes.iter().map(|c| (c, state.urgent(c.key())));
+        let flagged = changes.iter().map(|c| (c.clone(), state.urgent(c.key())));
         link.record(flagged, 3, u64::MAX, (Instant::now(), covered_now()));
         let o = link.outbox.lock();
         let queued: Vec<&[u8]> = o.changes.keys().collect();
