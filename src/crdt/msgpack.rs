@@ -14,13 +14,17 @@
 //! width, `bin` for bytes, `u128` as 16 big-endian bytes, optional trailing fields present or
 //! absent); anything else, well-formed or not, is `None`, and the caller falls back to serde,
 //! which decides. Property tests check the agreement on arbitrary deltas and on damaged bytes.
-//! Every length is checked against the bytes left before anything is allocated, and no input
-//! panics.
+//! Every length is checked against the bytes left, and what is reserved for it is capped at
+//! [`RESERVE_MAX`] elements (a claim of a million one-byte elements in a large frame of garbage
+//! must not reserve a million structs); no input panics.
 
 use super::counter::{Contribution, Contributions, Totals};
 use super::entry::{EntryDelta, Expiry, Register};
 use super::settled::{Point, Settled};
 use super::stamp::Stamp;
+
+/// Elements reserved ahead for an array, whatever its header claims (more grow as they decode).
+pub const RESERVE_MAX: usize = 4096;
 
 /// A cursor over msgpack bytes.
 pub struct Reader<'a> {
@@ -178,7 +182,7 @@ fn register(r: &mut Reader) -> Option<Register> {
 
 fn contributions(r: &mut Reader) -> Option<Contributions> {
     let n = r.array()?;
-    let mut list = smallvec::SmallVec::with_capacity(n);
+    let mut list = smallvec::SmallVec::with_capacity(n.min(RESERVE_MAX));
     for _ in 0..n {
         list.push(contribution(r)?);
     }
@@ -217,7 +221,7 @@ fn expiry(r: &mut Reader) -> Option<Expiry> {
 
 fn settled(r: &mut Reader) -> Option<Settled> {
     let n = r.array()?;
-    let mut points = Vec::with_capacity(n);
+    let mut points = Vec::with_capacity(n.min(RESERVE_MAX));
     for _ in 0..n {
         (r.array()? == 2).then_some(())?;
         points.push(Point {

@@ -8,7 +8,7 @@
 //! always serde's (tested on arbitrary batches and on damaged frames).
 
 use super::{Invalidation, KeyEntry, ReplMsg};
-use crate::crdt::msgpack::{read_delta, Reader};
+use crate::crdt::msgpack::{read_delta, Reader, RESERVE_MAX};
 use std::sync::Arc;
 
 /// `{"V2": [msg, delivered_below]}` or `{"V3": [msg, delivered_below, invalidations]}` with
@@ -25,7 +25,7 @@ pub(super) fn batch(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
     let (from, session, fresh) = (r.uint()?, r.uint()?, r.bool()?);
     let (batch, upto) = (r.uint()?, r.uint()?);
     let n = r.array()?;
-    let mut entries = Vec::with_capacity(n);
+    let mut entries = Vec::with_capacity(n.min(RESERVE_MAX));
     for _ in 0..n {
         r.expect(&[0x92])?;
         let key = Arc::from(r.bin()?);
@@ -36,7 +36,7 @@ pub(super) fn batch(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
     let mut invalidations = Vec::new();
     if v3 {
         let n = r.array()?;
-        invalidations.reserve(n);
+        invalidations.reserve(n.min(RESERVE_MAX));
         for _ in 0..n {
             r.expect(&[0x92])?;
             let key = Box::from(r.bin()?);
