@@ -284,7 +284,12 @@ pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), Wi
     if let Some(decoded) = fast::batch(&body) {
         return Ok(decoded);
     }
-    Ok(match rmp_serde::from_slice(&body)? {
+    Ok(unframe(rmp_serde::from_slice(&body)?))
+}
+
+/// A frame's message, delivery promise and invalidations, whatever its version.
+fn unframe(frame: ReplFrame) -> (ReplMsg, u64, Vec<Invalidation>) {
+    match frame {
         ReplFrame::V1(m) => (m, 0, Vec::new()),
         ReplFrame::V2 {
             msg,
@@ -295,7 +300,7 @@ pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), Wi
             delivered_below,
             invalidations,
         } => (msg, delivered_below, invalidations),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -60,25 +60,14 @@ pub(super) fn batch(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{encode_with, ReplFrame, CLASS_REPL};
+    use super::super::{encode_with, CLASS_REPL};
     use super::*;
     use crate::crdt::msgpack::any_delta;
     use crate::crdt::Stamp;
     use proptest::prelude::*;
 
     fn serde_decode(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
-        Some(match rmp_serde::from_slice(body).ok()? {
-            ReplFrame::V1(m) => (m, 0, Vec::new()),
-            ReplFrame::V2 {
-                msg,
-                delivered_below,
-            } => (msg, delivered_below, Vec::new()),
-            ReplFrame::V3 {
-                msg,
-                delivered_below,
-                invalidations,
-            } => (msg, delivered_below, invalidations),
-        })
+        Some(super::super::unframe(rmp_serde::from_slice(body).ok()?))
     }
 
     /// The uncompressed body of a frame (class byte dropped).

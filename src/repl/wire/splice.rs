@@ -49,23 +49,10 @@ pub fn encode_batch(
     // 3. Head, the array of `count` entries, tail.
     let mut buf = Vec::with_capacity(empty.len() + 5 + body.len());
     buf.extend_from_slice(&empty[..split]);
-    write_array_len(&mut buf, count);
+    msgpack::array(&mut buf, count);
     buf.extend_from_slice(body);
     buf.extend_from_slice(&empty[split + 1..]);
     Ok(pack(buf))
-}
-
-/// A msgpack array header (fixarray, array 16 or array 32), as rmp writes it.
-fn write_array_len(out: &mut Vec<u8>, n: usize) {
-    if n < 16 {
-        out.push(0x90 | n as u8);
-    } else if n <= u16::MAX as usize {
-        out.push(0xdc);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdd);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
 }
 
 #[cfg(test)]
