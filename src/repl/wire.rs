@@ -4,6 +4,10 @@
 //! is one [`ReplFrame`]. New fields go into a new variant (`V2`), never into `V1`, so nodes of
 //! different versions can tell what they cannot read instead of misreading it.
 //!
+//! The format is serde's; the hot paths read and write it by hand without changing a byte:
+//! batch entries are encoded by `crdt::msgpack` (`splice`) and batch frames decoded by `fast`,
+//! which leaves anything it does not expect to serde.
+//!
 //! `ReplMsg::Digests` and `ReplMsg::DigestDiff` (repair) were added as new message variants,
 //! and the deflate class [`CLASS_REPL_DEFLATE`] as a new class byte: a node built before them
 //! drops such a frame as undecodable (logged), and the asking link falls back to sending the
