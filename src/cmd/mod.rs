@@ -226,7 +226,6 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Parses an i64 argument (`ERR value is not an integer or out of range`).
 /// One parameter's current text (`""` if unknown), for the `apply_settings` of each family.
 pub(crate) fn param(node: &Node, name: &str) -> String {
     node.config
@@ -236,6 +235,7 @@ pub(crate) fn param(node: &Node, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Parses an i64 argument (`ERR value is not an integer or out of range`).
 pub fn arg_i64(a: &[u8]) -> Result<i64, CmdError> {
     crate::crdt::number::parse_i64(a).ok_or(CmdError::NotInteger)
 }

@@ -7,7 +7,7 @@
 //! everywhere) was a sixth of a receiving region's CPU per write.
 //!
 //! Invariant: [`write_delta`] writes byte for byte what `rmp_serde` writes (tested on arbitrary
-//! deltas), so frames and logs do not depend on which of the two made them.
+//! deltas), so a frame does not depend on which of the two made it.
 //!
 //! Invariant: [`read_delta`] either returns exactly what `rmp_serde` decodes from the same bytes,
 //! or `None`. It reads only the canonical encoding the serializer writes (smallest integer
@@ -89,6 +89,11 @@ impl<'a> Reader<'a> {
         (n <= self.left()).then_some(n)
     }
 
+    /// An array of exactly `n` elements (a struct of `n` fields, a tuple).
+    pub fn tuple(&mut self, n: usize) -> Option<()> {
+        (self.array()? == n).then_some(())
+    }
+
     /// An unsigned integer in the width the serializer picks for it.
     pub fn uint(&mut self) -> Option<u64> {
         let v = match self.byte()? {
@@ -134,7 +139,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn stamp(&mut self) -> Option<Stamp> {
-        (self.array()? == 2).then_some(())?;
+        self.tuple(2)?;
         Some(Stamp::new(self.uint()?, self.uint()?))
     }
 }
@@ -195,7 +200,7 @@ fn contribution(r: &mut Reader) -> Option<Contribution> {
         return None;
     }
     let actor = r.uint()?;
-    (r.array()? == 4).then_some(())?;
+    r.tuple(4)?;
     let totals = Totals {
         int_inc: r.u128()?,
         int_dec: r.u128()?,
@@ -211,7 +216,7 @@ fn contribution(r: &mut Reader) -> Option<Contribution> {
 }
 
 fn expiry(r: &mut Reader) -> Option<Expiry> {
-    (r.array()? == 2).then_some(())?;
+    r.tuple(2)?;
     let deadline_ms = if r.nil() { None } else { Some(r.uint()?) };
     Some(Expiry {
         deadline_ms,
@@ -223,7 +228,7 @@ fn settled(r: &mut Reader) -> Option<Settled> {
     let n = r.array()?;
     let mut points = Vec::with_capacity(n.min(RESERVE_MAX));
     for _ in 0..n {
-        (r.array()? == 2).then_some(())?;
+        r.tuple(2)?;
         points.push(Point {
             seen: contribution(r)?,
             at: r.stamp()?,

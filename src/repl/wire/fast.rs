@@ -27,7 +27,7 @@ pub(super) fn batch(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
     let n = r.array()?;
     let mut entries = Vec::with_capacity(n.min(RESERVE_MAX));
     for _ in 0..n {
-        r.expect(&[0x92])?;
+        r.tuple(2)?;
         let key = Arc::from(r.bin()?);
         let entry = Arc::new(read_delta(&mut r)?);
         entries.push(KeyEntry { key, entry });
@@ -38,7 +38,7 @@ pub(super) fn batch(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
         let n = r.array()?;
         invalidations.reserve(n.min(RESERVE_MAX));
         for _ in 0..n {
-            r.expect(&[0x92])?;
+            r.tuple(2)?;
             let key = Box::from(r.bin()?);
             invalidations.push(Invalidation {
                 key,
