@@ -214,7 +214,8 @@ async fn inbound_loop(
                 Some(
                     &repl::wire::CLASS_REPL
                     | &repl::wire::CLASS_REPL_LZ4
-                    | &repl::wire::CLASS_REPL_DEFLATE,
+                    | &repl::wire::CLASS_REPL_DEFLATE
+                    | &repl::wire::CLASS_REPL_SHARED,
                 ) => repl.on_frame(&bytes).await,
                 other => tracing::warn!(%from, class = ?other, "dropping a frame of unknown class"),
             },

@@ -12,6 +12,7 @@
 //! - `acked` only grows; WAIT reads it.
 
 mod batch;
+mod fanout;
 
 use super::changes::{Change, Changes};
 use super::scope::{ScopeState, Ship, COLD_DELAY};
@@ -20,6 +21,9 @@ use super::Transport;
 use crate::cluster::SlotSet;
 use crate::store::{Keyspace, SLOTS};
 pub(super) use batch::covered_now;
+use batch::Body;
+pub use fanout::Fanout;
+use fanout::Shared;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -76,6 +80,8 @@ pub struct Outbox {
     /// forwarded merge, a migration import): (the offset that must be acknowledged, the oldest
     /// such stamp). Until that offset is acknowledged the promise stays below the stamp.
     hold: Option<(u64, u64)>,
+    /// Batches built for the link's fan-out group, to be sent in order (`fanout`).
+    ready: VecDeque<Arc<Shared>>,
     /// Digest comparison of the slots a session (re)starts with (see `repl::repair`).
     pub(super) repair: super::repair::Repair,
     /// Ack timing: the adaptive timeout after which a batch counts as lost.
@@ -95,12 +101,36 @@ struct InFlight {
     /// arrive out of order.
     upto: u64,
     acked: bool,
-    keys: Vec<Change>,
+    keys: Carried,
     /// Slots this batch synced in full (sent again if it is never acknowledged).
     synced: Vec<u16>,
     /// Stamp time (NTP64) below which every change is in this batch or an earlier one
     /// (meaningful when `upto` > 0).
     covers: u64,
+}
+
+/// The changes a batch in flight carries: its own, or those of a batch built for its fan-out
+/// group (freed with the last member's ack).
+enum Carried {
+    Own(Vec<Change>),
+    Shared(Arc<Shared>),
+}
+
+impl Carried {
+    fn len(&self) -> usize {
+        match self {
+            Carried::Own(keys) => keys.len(),
+            Carried::Shared(s) => s.keys.len(),
+        }
+    }
+
+    /// The changes, to be queued again.
+    fn into_changes(self) -> Vec<Change> {
+        match self {
+            Carried::Own(keys) => keys,
+            Carried::Shared(s) => s.keys.clone(),
+        }
+    }
 }
 
 pub struct Link {
@@ -130,6 +160,9 @@ pub struct Link {
     /// Set when the link is no longer wanted: the deadline by which its task ends, sooner
     /// once its peer acknowledged everything (`Link::retire`).
     retire_by: Mutex<Option<Instant>>,
+    /// The region links it shares a queue and batches with (`fanout`); set and cleared by the
+    /// group.
+    fanout: Mutex<Option<Arc<Fanout>>>,
     /// The node's hot set and `repl-scope` rules (region links only; see `repl::scope`).
     pub scope: Arc<arc_swap::ArcSwapOption<ScopeState>>,
     /// Keys this link reported as invalidations instead of full state.
@@ -167,6 +200,7 @@ impl Link {
                 inflight: VecDeque::new(),
                 marks: VecDeque::new(),
                 hold: None,
+                ready: VecDeque::new(),
                 repair,
                 rtt: Default::default(),
                 urgent: false,
@@ -183,6 +217,7 @@ impl Link {
             last_batch: Mutex::new(Instant::now()),
             stop: Notify::new(),
             retire_by: Mutex::new(None),
+            fanout: Mutex::new(None),
             scope: Default::default(),
             invalidations_sent: AtomicU64::new(0),
             antientropy_ms: Default::default(),
@@ -243,18 +278,7 @@ impl Link {
         if urgent {
             o.urgent = true;
         }
-        o.seen = o.seen.max(offset);
-        if any && oldest <= covered {
-            let (at, stamp) = o.hold.unwrap_or((0, u64::MAX));
-            o.hold = Some((at.max(offset), stamp.min(oldest)));
-        }
-        if any
-            && o.marks
-                .back()
-                .is_none_or(|m| now.saturating_duration_since(m.1) >= Duration::from_millis(1))
-        {
-            o.marks.push_back((offset, now));
-        }
+        o.note(any, offset, oldest, (now, covered));
         any && (was_empty || urgent)
     }
 
@@ -266,6 +290,24 @@ impl Link {
 }
 
 impl Outbox {
+    /// Notes a publish of which `any` change is carried by the link (see [`Link::record`]):
+    /// the offset the next batch may claim, the hold of old stamps, and the lag mark.
+    fn note(&mut self, any: bool, offset: u64, oldest: u64, (now, covered): (Instant, u64)) {
+        self.seen = self.seen.max(offset);
+        if any && oldest <= covered {
+            let (at, stamp) = self.hold.unwrap_or((0, u64::MAX));
+            self.hold = Some((at.max(offset), stamp.min(oldest)));
+        }
+        if any
+            && self
+                .marks
+                .back()
+                .is_none_or(|m| now.saturating_duration_since(m.1) >= Duration::from_millis(1))
+        {
+            self.marks.push_back((offset, now));
+        }
+    }
+
     pub(super) fn rtt_probe_due(&mut self) -> bool {
         self.rtt.probe_due()
     }
@@ -283,6 +325,7 @@ impl Outbox {
     /// Nothing queued, in flight, being compared or waiting to be sent in full.
     pub(super) fn is_idle(&self) -> bool {
         self.changes.is_empty()
+            && self.ready.is_empty()
             && self.inflight.is_empty()
             && self.resync.is_none()
             && !self.repair.busy()
@@ -334,7 +377,10 @@ impl Link {
         o.repair.start(&slots);
         o.next_batch = 1;
         for b in std::mem::take(&mut o.inflight) {
-            o.changes.requeue(b.keys);
+            o.changes.requeue(b.keys.into_changes());
+        }
+        for s in std::mem::take(&mut o.ready) {
+            o.changes.requeue(s.keys.clone());
         }
         drop(o);
         self.wake.notify_one();
@@ -425,13 +471,35 @@ impl Link {
             return false;
         };
         let o = self.outbox.lock();
-        Instant::now() >= by || (o.changes.is_empty() && o.inflight.is_empty())
+        Instant::now() >= by
+            || (o.changes.is_empty() && o.ready.is_empty() && o.inflight.is_empty())
     }
 
-    /// Unacknowledged keys (queued or in flight), for INFO lag.
+    /// Unacknowledged keys (queued, here or in the fan-out group, or in flight), for INFO lag.
     pub fn pending(&self) -> usize {
+        let group = self.fanout().map_or(0, |g| g.queued().0);
         let o = self.outbox.lock();
-        o.changes.len() + o.inflight.iter().map(|b| b.keys.len()).sum::<usize>()
+        group
+            + o.changes.len()
+            + o.ready.iter().map(|s| s.keys.len()).sum::<usize>()
+            + o.inflight.iter().map(|b| b.keys.len()).sum::<usize>()
+    }
+
+    /// How long the task waits before building a batch (see the batching delay in [`run`]).
+    fn send_delay(&self) -> Duration {
+        if self.region_scope().is_none() {
+            return Duration::ZERO;
+        }
+        let (group, group_urgent) = self.fanout().map_or((0, false), |g| g.queued());
+        let o = self.outbox.lock();
+        let queued = o.changes.len() + group;
+        if !o.ready.is_empty() || queued == 0 || queued >= super::pacing::BATCH_NOW {
+            Duration::ZERO
+        } else if o.urgent || group_urgent {
+            COLD_DELAY.saturating_sub(self.last_batch.lock().elapsed())
+        } else {
+            COLD_DELAY
+        }
     }
 }
 
@@ -507,18 +575,7 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
         // So a link sends at most one small batch per COLD_DELAY: under a skewed workload most
         // writes are to hot keys, and letting each of them leave at once sent a batch per few
         // writes (1.28x the payload in WAN bytes at 10k writes/s, against 0.93x).
-        let delay = if link.region_scope().is_some() {
-            let o = link.outbox.lock();
-            if o.changes.is_empty() || o.changes.len() >= super::pacing::BATCH_NOW {
-                Duration::ZERO
-            } else if o.urgent {
-                COLD_DELAY.saturating_sub(link.last_batch.lock().elapsed())
-            } else {
-                COLD_DELAY
-            }
-        } else {
-            Duration::ZERO
-        };
+        let delay = link.send_delay();
         if !delay.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

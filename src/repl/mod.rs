@@ -17,12 +17,16 @@
 //!    never saw begin with `need_resync` (R restarted and lost what the session had sent), and
 //!    S starts a new session. Both ends of a primary/replica pair run a link, so a node that was
 //!    away gets what it missed and gives back what only it had: a CRDT merge, nothing discarded.
-//! 6. While both nodes are quiet, S checks R's digests every `repl-antientropy`; two checks in
+//! 6. Region links that carry the same slots form a fan-out group ([`link::Fanout`]): one
+//!    queue and one encoded, compressed batch for all of them, framed per link.
+//! 7. While both nodes are quiet, S checks R's digests every `repl-antientropy`; two checks in
 //!    a row that differ start a new session, so step 5 ([`repair`]).
 
 #[cfg(test)]
 mod antientropy_tests;
 pub mod changes;
+#[cfg(test)]
+mod fanout_tests;
 mod inbound;
 pub mod link;
 pub mod pacing;
@@ -32,7 +36,7 @@ pub mod scope;
 pub mod wire;
 
 use changes::Change;
-pub use link::{Link, LinkKind};
+pub use link::{Fanout, Link, LinkKind};
 
 use crate::cluster::SlotSet;
 use crate::store::{Delta, DeltaSink, Keyspace, Origin};
@@ -105,6 +109,9 @@ pub struct Replicator {
     offset: AtomicU64,
     publishing: Mutex<()>,
     links: RwLock<HashMap<u64, Arc<Link>>>,
+    /// Fan-out groups of region links with the same slots, made by `set_links` under the
+    /// links' write lock (lock order: links, then groups).
+    groups: RwLock<Vec<Arc<Fanout>>>,
     keyspace: OnceLock<Arc<Keyspace>>,
     transport: Arc<dyn Transport>,
     /// Per sender: the session we saw begin, and the offset we applied up to.
@@ -143,6 +150,7 @@ impl Replicator {
             offset: AtomicU64::new(0),
             publishing: Mutex::new(()),
             links: RwLock::new(HashMap::new()),
+            groups: RwLock::new(Vec::new()),
             keyspace: OnceLock::new(),
             transport,
             inbound: Mutex::new(HashMap::new()),
@@ -308,6 +316,34 @@ impl Replicator {
                 link::run(link, ks, transport, me).await
             });
         }
+        self.regroup(&links);
+    }
+
+    /// Makes the fan-out groups anew (see [`Fanout`]): region links whose slots are the same
+    /// share one. The old groups hand their queues to their members first.
+    fn regroup(&self, links: &HashMap<u64, Arc<Link>>) {
+        let mut groups = self.groups.write();
+        for g in groups.drain(..) {
+            g.dissolve();
+        }
+        let mut region: Vec<&Arc<Link>> = links
+            .values()
+            .filter(|l| l.kind == LinkKind::Region)
+            .collect();
+        region.sort_by_key(|l| l.peer);
+        let mut by_slots: Vec<(SlotSet, Vec<Arc<Link>>)> = Vec::new();
+        for l in region {
+            let slots = l.slots.lock().clone();
+            match by_slots.iter_mut().find(|(s, _)| *s == slots) {
+                Some((_, members)) => members.push(l.clone()),
+                None => by_slots.push((slots, vec![l.clone()])),
+            }
+        }
+        for (slots, members) in by_slots {
+            if members.len() > 1 && !slots.is_empty() {
+                groups.push(Fanout::new(members, slots));
+            }
+        }
     }
 
     /// Retired links to `peer` whose tasks are still draining.
@@ -413,6 +449,9 @@ impl Replicator {
 
     /// Stops every link task and waits for them.
     pub async fn shutdown(&self) {
+        for g in self.groups.write().drain(..) {
+            g.dissolve();
+        }
         for l in self.links.write().drain() {
             l.1.stop.notify_one();
         }
@@ -471,12 +510,30 @@ impl DeltaSink for Replicator {
                 (d.slot, newest, change, hot)
             })
             .collect();
+        // A group stands for its members (region links, all refusing the same origins).
+        let groups = self.groups.read();
+        let grouped = |l: &Arc<Link>| {
+            groups
+                .iter()
+                .any(|g| g.members.iter().any(|m| Arc::ptr_eq(m, l)))
+        };
+        let targets: Vec<Target> = groups
+            .iter()
+            .map(|g| Target::Group(g))
+            .chain(links.values().filter(|l| !grouped(l)).map(Target::Link))
+            .collect();
         let mut changes = Some(changes);
-        for (i, link) in links.values().enumerate() {
-            let from_peer = from_peer(link);
-            let slots = link.slots.lock();
+        for (i, target) in targets.iter().enumerate() {
+            let link_slots;
+            let (from_peer, slots): (bool, &SlotSet) = match target {
+                Target::Group(g) => (from_region, &g.slots),
+                Target::Link(l) => {
+                    link_slots = l.slots.lock();
+                    (from_peer(l), &link_slots)
+                }
+            };
             let carries = |c: &&(u16, u64, Change, bool)| !from_peer && slots.contains(c.0);
-            let all = changes.as_ref().expect("taken by the last link only");
+            let all = changes.as_ref().expect("taken by the last target only");
             // Commands stamp afresh; forwarded merges and imports may carry old stamps.
             let oldest = all
                 .iter()
@@ -484,18 +541,39 @@ impl DeltaSink for Replicator {
                 .map(|c| c.1)
                 .min()
                 .unwrap_or(u64::MAX);
-            // Every link takes a count of each change it carries; the last takes ours.
-            let wake = if i + 1 == links.len() {
+            // Every target takes a count of each change it carries; the last takes ours.
+            if i + 1 == targets.len() {
                 let all = changes.take().expect("taken once");
                 let carried = all.into_iter().filter(|c| carries(&c)).map(|c| (c.2, c.3));
-                link.record(carried, offset, oldest, clocks)
+                target.record(carried, offset, oldest, clocks);
             } else {
                 let carried = all.iter().filter(carries).map(|c| (c.2.clone(), c.3));
-                link.record(carried, offset, oldest, clocks)
-            };
-            drop(slots);
-            if wake {
-                link.wake.notify_one();
+                target.record(carried, offset, oldest, clocks);
+            }
+        }
+    }
+}
+
+/// Where `publish` records changes: a fan-out group for all its members, or one link.
+enum Target<'a> {
+    Group(&'a Fanout),
+    Link(&'a Arc<Link>),
+}
+
+impl Target<'_> {
+    fn record(
+        &self,
+        carried: impl Iterator<Item = (Change, bool)>,
+        offset: u64,
+        oldest: u64,
+        clocks: (std::time::Instant, u64),
+    ) {
+        match self {
+            Target::Group(g) => g.record(carried, offset, oldest, clocks),
+            Target::Link(l) => {
+                if l.record(carried, offset, oldest, clocks) {
+                    l.wake.notify_one();
+                }
             }
         }
     }

@@ -39,6 +39,9 @@ pub const CLASS_REPL_LZ4: u8 = 3;
 pub const CLASS_REPL_DEFLATE: u8 = 4;
 /// Bodies shorter than this are sent as they are: compression would not pay.
 const COMPRESS_FROM: usize = 96;
+/// A batch whose entries were packed once for several links (`repl::fanout`), with a plain
+/// head per link: see [`encode_shared`].
+pub const CLASS_REPL_SHARED: u8 = 5;
 /// Bodies up to this size are deflated (level 1), larger ones go through LZ4. A small batch (a
 /// few writes at a moderate rate) has too few repeats for LZ4, but its values and stamps still
 /// have far less entropy than 8 bits a byte, which deflate's Huffman stage takes; large
@@ -47,7 +50,7 @@ const DEFLATE_UPTO: usize = 16 << 10;
 
 mod fast;
 mod splice;
-pub use splice::{encode_batch, entry_bytes};
+pub use splice::{encode_batch, encode_shared, entry_bytes, pack_entries};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplFrame {
@@ -181,6 +184,8 @@ pub enum WireError {
     Class(u8),
     #[error("empty frame")]
     Empty,
+    #[error("replication frame cut short")]
+    Truncated,
     #[error("undecompressable replication frame: {0}")]
     Decompress(#[from] lz4_flex::block::DecompressError),
     #[error("undeflatable replication frame: {0}")]
@@ -193,6 +198,8 @@ pub enum WireError {
     Encode(#[from] rmp_serde::encode::Error),
     #[error("a batch frame cannot be assembled from encoded entries")]
     Splice,
+    #[error("malformed shared-entries replication frame: {0}")]
+    Shared(&'static str),
 }
 
 /// Encodes a message; bodies of [`COMPRESS_FROM`] bytes or more are compressed (deflate up to
@@ -260,7 +267,20 @@ pub fn decode(frame: &[u8]) -> Result<(ReplMsg, u64), WireError> {
 
 /// [`decode`], also returning the frame's invalidations (empty before V3).
 pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), WireError> {
-    let body: std::borrow::Cow<'_, [u8]> = match frame.first() {
+    let body = match frame.first() {
+        Some(&CLASS_REPL_SHARED) => splice::unshare(frame)?.into(),
+        _ => body(frame)?,
+    };
+    if let Some(decoded) = fast::batch(&body) {
+        return Ok(decoded);
+    }
+    Ok(unframe(rmp_serde::from_slice(&body)?))
+}
+
+/// The msgpack body of a plain or compressed frame; checks the claimed size of a compressed
+/// body before allocating it.
+fn body(frame: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, WireError> {
+    Ok(match frame.first() {
         None => return Err(WireError::Empty),
         Some(&CLASS_REPL) => frame[1..].into(),
         Some(&CLASS_REPL_LZ4) => {
@@ -279,16 +299,14 @@ pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), Wi
             if claimed > crate::mesh::DEFAULT_MAX_FRAME_LEN {
                 return Err(WireError::TooLarge(claimed));
             }
-            miniz_oxide::inflate::decompress_to_vec_with_limit(&frame[5..], claimed)
+            // A frame cut inside its size: slicing past its end panicked the peer's handler.
+            let packed = frame.get(5..).ok_or(WireError::Truncated)?;
+            miniz_oxide::inflate::decompress_to_vec_with_limit(packed, claimed)
                 .map_err(|e| WireError::Inflate(format!("{:?}", e.status)))?
                 .into()
         }
         Some(&c) => return Err(WireError::Class(c)),
-    };
-    if let Some(decoded) = fast::batch(&body) {
-        return Ok(decoded);
-    }
-    Ok(unframe(rmp_serde::from_slice(&body)?))
+    })
 }
 
 /// A frame's message, delivery promise and invalidations, whatever its version.
@@ -466,6 +484,10 @@ mod tests {
         short[1] = 3; // claims fewer bytes than it inflates to
         short[2] = 0;
         assert!(decode(&short).is_err());
+        // Cut inside the size: refused (it used to panic the handler).
+        for cut in 0..5 {
+            assert!(decode(&frame[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ impl Link {
         if let Some(question) = self.repair_frame(ks, from) {
             return Some(question);
         }
+        let fanout = self.fanout();
         let mut o = self.outbox.lock();
         // 1. Batches unacknowledged for too long: their keys go back to the queue.
         let mut timed_out = false;
@@ -26,7 +27,7 @@ impl Link {
                 o.resync_slots.insert(s);
             }
             o.resync = o.resync_slots.first().map(usize::from);
-            o.changes.requeue(b.keys);
+            o.changes.requeue(b.keys.into_changes());
             // Later batches claimed offsets that assumed this one would arrive: void the
             // claims; the batch that carries the re-queued keys makes its own.
             for later in o.inflight.iter_mut() {
@@ -39,7 +40,21 @@ impl Link {
         if o.inflight.len() >= WINDOW {
             return None;
         }
-        // 2. Changed keys first, then the next slots of a full sync, within the budget.
+        // 2. In step with its fan-out group (nothing of its own queued): the group's next
+        //    batch, built once for every member (`fanout`).
+        if let Some(group) = &fanout {
+            if o.changes.is_empty() && o.resync.is_none() {
+                if o.ready.is_empty() {
+                    drop(o);
+                    group.build(ks);
+                    o = self.outbox.lock();
+                }
+                if let Some(shared) = o.ready.pop_front() {
+                    return self.send_shared(o, shared, from);
+                }
+            }
+        }
+        // 2b. Its own changed keys first, then the next slots of a full sync, within the budget.
         let mut keys = Vec::new();
         while keys.len() < BATCH_KEYS {
             let Some(c) = o.changes.pop() else { break };
@@ -60,57 +75,19 @@ impl Link {
         let fresh = o.fresh;
         o.urgent = false;
         drop(o);
-        // Only a `hot` rule makes the choice per key; under `all` every key ships in full.
-        let scope = self.region_scope().filter(|s| !s.rules.all());
-        // Bytes the batch's invalidations take (the entries' are `body.len()`).
-        let mut inv_bytes = 0;
-        // The batch's entries, encoded (`wire::splice`): a shared delta's encoding is made
-        // once for every link that ships it.
-        let mut body: Vec<u8> = Vec::with_capacity(keys.len() * 96);
-        let mut count = 0;
-        let mut invalidations: Vec<Invalidation> = Vec::new();
-        // Full state, or under `repl-scope hot` a cold key's invalidation (`repl::scope`).
-        let mut add =
-            |key: &[u8], e: crate::crdt::Entry, inv_bytes: &mut usize, body: &mut Vec<u8>| {
-                match scope.as_ref().map(|s| s.ship(key, &e)) {
-                    Some(Ship::Invalidate(stamp)) => {
-                        *inv_bytes += key.len() + 24;
-                        invalidations.push(Invalidation {
-                            key: Box::from(key),
-                            stamp,
-                        });
-                        0
-                    }
-                    _ => {
-                        wire::entry_bytes(key, &e.to_delta(), body);
-                        1
-                    }
-                }
-            };
+        let mut body = Body::new(self, keys.len());
         for c in &keys {
-            // The store's delta, shared with the other links: no second lookup or copy.
-            // Under a `hot` scope the choice needs the whole entry.
-            let wire = if scope.is_none() { c.wire() } else { None };
-            count += match wire {
-                Some(w) => {
-                    body.extend_from_slice(w);
-                    1
-                }
-                None => match ks.entry(c.key()) {
-                    Some(e) => add(c.key(), e, &mut inv_bytes, &mut body),
-                    None => 0,
-                },
-            };
+            body.change(ks, c);
         }
         let mut synced = Vec::new();
-        let keyed_bytes = body.len() + inv_bytes;
+        let keyed_bytes = body.len();
         if let Some(mut slot) = resync_from {
             let slots = self.outbox.lock().resync_slots.clone();
             let mut n = keys.len();
-            while slot < SLOTS && body.len() + inv_bytes < BATCH_BYTES && n < BATCH_KEYS * 4 {
+            while slot < SLOTS && body.len() < BATCH_BYTES && n < BATCH_KEYS * 4 {
                 if slots.contains(slot as u16) {
                     for (k, e) in ks.slot_entries(slot as u16) {
-                        count += add(&k, e, &mut inv_bytes, &mut body);
+                        body.entry(&k, e);
                         n += 1;
                     }
                     synced.push(slot as u16);
@@ -118,7 +95,11 @@ impl Link {
                 slot += 1;
             }
         }
+        // The group first (lock order): its queue must be idle for this batch to claim.
+        let group = fanout.as_ref().map(|g| g.idle());
         let mut o = self.outbox.lock();
+        let group_idle = group.as_ref().is_none_or(|g| g.is_idle()) && o.ready.is_empty();
+        drop(group);
         if o.session != session {
             // A new session started while we read: this batch belongs to the old one.
             o.changes.requeue(keys);
@@ -129,19 +110,20 @@ impl Link {
             o.resync_slots.remove(s);
         }
         if !synced.is_empty() {
-            let synced_bytes = body.len() + inv_bytes - keyed_bytes;
+            let synced_bytes = body.len() - keyed_bytes;
             crate::repl::repair::after_sync(&mut o, synced.len(), synced_bytes);
         }
         o.resync = o.resync_slots.first().map(usize::from);
         // 3. The batch completes everything published up to `seen` only if nothing is left.
-        let complete = o.changes.is_empty() && o.resync.is_none() && !o.repair.holds_claims();
+        let complete =
+            o.changes.is_empty() && group_idle && o.resync.is_none() && !o.repair.holds_claims();
         let upto = if complete { seen } else { 0 };
         let recent = self.last_batch.lock().elapsed() < KEEPALIVE;
         // An empty batch is worth sending for a new claim or the keep-alive only.
         let claimed = upto == 0
             || upto <= self.acked.load(Relaxed)
             || o.inflight.iter().any(|b| b.upto >= upto);
-        if body.is_empty() && invalidations.is_empty() && !fresh && recent && claimed {
+        if body.is_empty() && !fresh && recent && claimed {
             return None;
         }
         *self.last_batch.lock() = Instant::now();
@@ -154,7 +136,7 @@ impl Link {
             sent: Instant::now(),
             upto,
             acked: false,
-            keys,
+            keys: Carried::Own(keys),
             synced,
             covers,
         });
@@ -168,8 +150,8 @@ impl Link {
             entries: Vec::new(),
         };
         self.invalidations_sent
-            .fetch_add(invalidations.len() as u64, Relaxed);
-        match wire::encode_batch(msg, count, &body, promise, invalidations) {
+            .fetch_add(body.invalidations.len() as u64, Relaxed);
+        match wire::encode_batch(msg, body.count, &body.bytes, promise, body.invalidations) {
             Ok(frame) => {
                 if repairing {
                     self.outbox.lock().repair.counts.bytes += frame.len() as u64;
@@ -181,6 +163,77 @@ impl Link {
                 None
             }
         }
+    }
+}
+
+/// The entries of one batch being encoded (`wire::splice`): a change's shared encoding is
+/// copied, a change without a delta is read from the keyspace, and under a `repl-scope hot`
+/// rule every key is read and a cold one becomes an invalidation (`repl::scope`).
+pub(super) struct Body {
+    /// The scope, on a region link whose rules are not all `all` (only then is the choice
+    /// made per key).
+    scope: Option<Arc<ScopeState>>,
+    /// The encoded entries, concatenated.
+    pub(super) bytes: Vec<u8>,
+    pub(super) count: usize,
+    pub(super) invalidations: Vec<Invalidation>,
+    /// Bytes the invalidations take.
+    inv_bytes: usize,
+}
+
+impl Body {
+    pub(super) fn new(link: &Link, keys: usize) -> Self {
+        Body {
+            scope: link.region_scope().filter(|s| !s.rules.all()),
+            bytes: Vec::with_capacity(keys * 96),
+            count: 0,
+            invalidations: Vec::new(),
+            inv_bytes: 0,
+        }
+    }
+
+    /// Adds a queued change: its delta, shared with the other links (no second lookup or
+    /// copy), or the key's current entry.
+    pub(super) fn change(&mut self, ks: &Keyspace, c: &Change) {
+        // Under a `hot` scope the choice needs the whole entry.
+        let shared = if self.scope.is_none() { c.wire() } else { None };
+        match shared {
+            Some(w) => {
+                self.bytes.extend_from_slice(w);
+                self.count += 1;
+            }
+            None => {
+                if let Some(e) = ks.entry(c.key()) {
+                    self.entry(c.key(), e);
+                }
+            }
+        }
+    }
+
+    /// Adds a key's full state, or under `repl-scope hot` a cold key's invalidation.
+    pub(super) fn entry(&mut self, key: &[u8], e: crate::crdt::Entry) {
+        match self.scope.as_ref().map(|s| s.ship(key, &e)) {
+            Some(Ship::Invalidate(stamp)) => {
+                self.inv_bytes += key.len() + 24;
+                self.invalidations.push(Invalidation {
+                    key: Box::from(key),
+                    stamp,
+                });
+            }
+            _ => {
+                wire::entry_bytes(key, &e.to_delta(), &mut self.bytes);
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Bytes of entries and invalidations.
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len() + self.inv_bytes
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.invalidations.is_empty()
     }
 }
 

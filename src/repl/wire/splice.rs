@@ -10,7 +10,9 @@
 //! [`ReplMsg::Batch`], so in the frame of a batch with no entries, the empty array (`0x90`) is
 //! followed only by the fields after the message (the promise, then any invalidations).
 
-use super::{frame, pack, EntryDelta, Invalidation, ReplMsg, WireError, CLASS_REPL};
+use super::{
+    frame, pack, EntryDelta, Invalidation, ReplMsg, WireError, CLASS_REPL, CLASS_REPL_SHARED,
+};
 use crate::crdt::msgpack;
 
 /// Appends the encoding of one batch entry (a [`KeyEntry`](super::KeyEntry): `[key, entry]`),
@@ -30,6 +32,24 @@ pub fn encode_batch(
     delivered_below: u64,
     invalidations: Vec<Invalidation>,
 ) -> Result<bytes::Bytes, WireError> {
+    let (empty, split) = empty_frame(head, delivered_below, invalidations)?;
+    // Head, the array of `count` entries, tail.
+    let mut buf = Vec::with_capacity(empty.len() + 6 + body.len());
+    buf.push(CLASS_REPL);
+    buf.extend_from_slice(&empty[..split]);
+    msgpack::array(&mut buf, count);
+    buf.extend_from_slice(body);
+    buf.extend_from_slice(&empty[split + 1..]);
+    Ok(pack(buf))
+}
+
+/// The msgpack frame of `head` (a [`ReplMsg::Batch`] with no entries) and the position of its
+/// empty entries array (`0x90`), which only the fields after the message follow.
+fn empty_frame(
+    head: ReplMsg,
+    delivered_below: u64,
+    invalidations: Vec<Invalidation>,
+) -> Result<(Vec<u8>, usize), WireError> {
     if !matches!(&head, ReplMsg::Batch { entries, .. } if entries.is_empty()) {
         return Err(WireError::Splice);
     }
@@ -40,19 +60,76 @@ pub fn encode_batch(
         rmp_serde::encode::write(&mut tail, &invalidations)?;
     }
     // 2. The frame of the batch with no entries; its empty array sits right before the tail.
-    let mut empty = vec![CLASS_REPL];
+    let mut empty = Vec::with_capacity(64);
     rmp_serde::encode::write(&mut empty, &frame(head, delivered_below, invalidations))?;
     let split = empty.len() - tail.len() - 1;
     if empty[split] != 0x90 || empty[split + 1..] != tail[..] {
         return Err(WireError::Splice);
     }
-    // 3. Head, the array of `count` entries, tail.
-    let mut buf = Vec::with_capacity(empty.len() + 5 + body.len());
-    buf.extend_from_slice(&empty[..split]);
+    Ok((empty, split))
+}
+
+/// The entries of a batch packed once for several links (`repl::fanout`): the msgpack array
+/// of the `count` entries encoded in `body`, compressed as a frame body would be, behind its
+/// class byte. [`encode_shared`] frames it for each link.
+pub fn pack_entries(count: usize, body: &[u8]) -> bytes::Bytes {
+    let mut buf = Vec::with_capacity(body.len() + 6);
+    buf.push(CLASS_REPL);
     msgpack::array(&mut buf, count);
     buf.extend_from_slice(body);
-    buf.extend_from_slice(&empty[split + 1..]);
-    Ok(pack(buf))
+    pack(buf)
+}
+
+/// A [`CLASS_REPL_SHARED`] frame: `head` (a [`ReplMsg::Batch`] with no entries) and its
+/// promise and invalidations as plain msgpack, then `entries` from [`pack_entries`]. Layout:
+/// class byte, the position of the head's empty array (u32 LE), the head's length (u32 LE),
+/// the head, the packed entries. The receiver puts the unpacked array in place of the empty
+/// one and holds exactly the body [`encode_batch`] would have sent.
+pub fn encode_shared(
+    head: ReplMsg,
+    entries: &[u8],
+    delivered_below: u64,
+    invalidations: Vec<Invalidation>,
+) -> Result<bytes::Bytes, WireError> {
+    let (empty, split) = empty_frame(head, delivered_below, invalidations)?;
+    let mut out = Vec::with_capacity(9 + empty.len() + entries.len());
+    out.push(CLASS_REPL_SHARED);
+    out.extend_from_slice(&(split as u32).to_le_bytes());
+    out.extend_from_slice(&(empty.len() as u32).to_le_bytes());
+    out.extend_from_slice(&empty);
+    out.extend_from_slice(entries);
+    Ok(out.into())
+}
+
+/// The body of a [`CLASS_REPL_SHARED`] frame (class byte included in `frame`), as
+/// [`encode_batch`] would have sent it; every length is checked before it is used.
+pub(super) fn unshare(frame: &[u8]) -> Result<Vec<u8>, WireError> {
+    let word = |at: usize| {
+        frame
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or(WireError::Truncated)
+    };
+    let (split, len) = (word(1)?, word(5)?);
+    let head = frame
+        .get(9..9usize.saturating_add(len))
+        .ok_or(WireError::Truncated)?;
+    if head.get(split) != Some(&0x90) {
+        return Err(WireError::Shared("no empty entries array in the head"));
+    }
+    let packed = &frame[9 + len..];
+    if packed.first() == Some(&CLASS_REPL_SHARED) {
+        return Err(WireError::Shared("nested"));
+    }
+    let entries = super::body(packed)?;
+    if entries.len() + len > crate::mesh::DEFAULT_MAX_FRAME_LEN {
+        return Err(WireError::TooLarge(entries.len() + len));
+    }
+    let mut body = Vec::with_capacity(len + entries.len());
+    body.extend_from_slice(&head[..split]);
+    body.extend_from_slice(&entries);
+    body.extend_from_slice(&head[split + 1..]);
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -117,6 +194,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A batch packed once and framed per link decodes as the spliced frame of the same batch,
+    /// whatever the size (plain, deflated, LZ4 entries) and with invalidations (V3).
+    #[test]
+    fn shared_frames_decode_as_the_spliced_frame() {
+        let inv = vec![Invalidation {
+            key: b"cold"[..].into(),
+            stamp: Stamp::new(5, 6),
+        }];
+        for n in [0, 1, 16, 200, 2000, 70_000] {
+            for invalidations in [Vec::new(), inv.clone()] {
+                let es = entries(n);
+                let mut body = Vec::new();
+                for e in &es {
+                    entry_bytes(&e.key, &e.entry, &mut body);
+                }
+                let packed = pack_entries(n, &body);
+                let shared =
+                    encode_shared(batch(Vec::new()), &packed, 1 << 50, invalidations.clone())
+                        .unwrap();
+                assert_eq!(shared[0], CLASS_REPL_SHARED);
+                assert_eq!(
+                    decode_with(&shared).unwrap(),
+                    (batch(es), 1 << 50, invalidations),
+                    "{n} entries"
+                );
+            }
+        }
+    }
+
+    /// Every cut and every changed byte of a shared frame is an error or a frame serde would
+    /// read the same way; never a panic or an allocation the frame's size does not bound.
+    #[test]
+    fn damaged_shared_frames_are_refused_or_decoded() {
+        let es = entries(40);
+        let mut body = Vec::new();
+        for e in &es {
+            entry_bytes(&e.key, &e.entry, &mut body);
+        }
+        let frame =
+            encode_shared(batch(Vec::new()), &pack_entries(40, &body), 3, Vec::new()).unwrap();
+        for i in 0..frame.len() {
+            let _ = decode_with(&frame[..i]);
+            for byte in [0x00, 0x05, 0x90, 0xff] {
+                let mut f = frame.to_vec();
+                f[i] = byte;
+                let _ = decode_with(&f);
+            }
+        }
+        let mut nested = frame.to_vec();
+        nested.extend_from_slice(&frame);
+        let head_end = 9 + u32::from_le_bytes([frame[5], frame[6], frame[7], frame[8]]) as usize;
+        nested.truncate(head_end);
+        nested.extend_from_slice(&frame);
+        assert!(matches!(
+            decode_with(&nested),
+            Err(WireError::Shared("nested"))
+        ));
     }
 
     #[test]

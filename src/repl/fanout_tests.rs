@@ -1,0 +1,234 @@
+//! Fan-out groups between replicators joined by an in-memory transport: a writer whose two
+//! region links carry the same slots sends each batch built once (shared frames) to both, and
+//! a peer that cannot be reached neither holds up the other nor misses anything once it is
+//! back.
+
+use super::*;
+use crate::clock::Hlc;
+use crate::store::Ttl;
+use std::collections::HashSet;
+use std::sync::Weak;
+
+/// Delivers each frame to the replicator on its address, unless that address is down;
+/// remembers the class byte of every frame delivered to each address.
+#[derive(Default)]
+struct Wire {
+    nodes: Mutex<HashMap<SocketAddr, Weak<Replicator>>>,
+    down: Mutex<HashSet<SocketAddr>>,
+    classes: Mutex<HashMap<SocketAddr, Vec<u8>>>,
+}
+
+impl Transport for Wire {
+    fn send(
+        &self,
+        to: SocketAddr,
+        frame: bytes::Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        let target = if self.down.lock().contains(&to) {
+            None
+        } else {
+            self.nodes.lock().get(&to).and_then(Weak::upgrade)
+        };
+        if target.is_some() {
+            self.classes.lock().entry(to).or_default().push(frame[0]);
+        }
+        Box::pin(async move {
+            let target = target.ok_or("unreachable")?;
+            target.on_frame(&frame).await;
+            Ok(())
+        })
+    }
+}
+
+struct Node {
+    repl: Arc<Replicator>,
+    ks: Arc<Keyspace>,
+}
+
+const ADDRS: [&str; 3] = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"];
+
+fn addr(i: usize) -> SocketAddr {
+    ADDRS[i].parse().unwrap()
+}
+
+/// Three regions of one node each, every node linked to the two others (all slots).
+fn mesh(wire: &Arc<Wire>) -> Vec<Node> {
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let id = i as u64 + 1;
+            let repl = Replicator::new(id, wire.clone());
+            let ks = Arc::new(Keyspace::new(
+                Arc::new(Hlc::new(id, Duration::from_millis(500))),
+                None,
+            ));
+            repl.attach(ks.clone());
+            wire.nodes.lock().insert(addr(i), Arc::downgrade(&repl));
+            Node { repl, ks }
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let links = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| LinkSpec {
+                peer: j as u64 + 1,
+                kind: LinkKind::Region,
+                group: format!("region-{j}"),
+                addr: addr(j),
+                slots: SlotSet::from_ranges(&[(0, 16383)]),
+            })
+            .collect();
+        n.repl.set_links(links);
+    }
+    nodes
+}
+
+fn write(ks: &Keyspace, from: usize, to: usize) {
+    for i in from..to {
+        let key = format!("key:{i}");
+        ks.lock([key.as_bytes()])
+            .key(key.as_bytes())
+            .set_bytes(format!("value-{i}").as_bytes(), Ttl::Clear);
+    }
+}
+
+/// Whether `reader` holds keys `key:0..n` exactly as `writer` does.
+fn holds_all(writer: &Keyspace, reader: &Keyspace, n: usize) -> bool {
+    (0..n).all(|i| {
+        let key = format!("key:{i}");
+        let want = writer.entry(key.as_bytes()).map(|e| e.to_delta());
+        want.is_some() && reader.entry(key.as_bytes()).map(|e| e.to_delta()) == want
+    })
+}
+
+async fn until(what: impl Fn() -> bool, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if what() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    what()
+}
+
+#[tokio::test]
+async fn a_writer_ships_one_batch_built_once_to_both_regions() {
+    let wire = Arc::new(Wire::default());
+    let nodes = mesh(&wire);
+    assert_eq!(
+        nodes[0].repl.groups.read().len(),
+        1,
+        "one group of two links"
+    );
+    write(&nodes[0].ks, 0, 3000);
+    assert_eq!(
+        nodes[0].repl.wait_regions(2, Duration::from_secs(10)).await,
+        2,
+        "both regions acknowledge every write"
+    );
+    for n in &nodes[1..] {
+        assert!(holds_all(&nodes[0].ks, &n.ks, 3000), "every write arrived");
+    }
+    for to in [addr(1), addr(2)] {
+        let shared = wire.classes.lock()[&to]
+            .iter()
+            .filter(|&&c| c == wire::CLASS_REPL_SHARED)
+            .count();
+        assert!(shared >= 1, "the writes went in shared batches to {to}");
+    }
+    for n in &nodes {
+        n.repl.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_region_holds_up_nobody_and_catches_up_when_back() {
+    let wire = Arc::new(Wire::default());
+    let nodes = mesh(&wire);
+    // Region 3 is cut off while 20 windows' worth of batches are written.
+    wire.down.lock().insert(addr(2));
+    for round in 0..20 {
+        write(&nodes[0].ks, round * 600, (round + 1) * 600);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        until(
+            || holds_all(&nodes[0].ks, &nodes[1].ks, 12_000),
+            Duration::from_secs(10)
+        )
+        .await,
+        "the reachable region gets everything while the other is away"
+    );
+    assert_eq!(nodes[0].repl.regions_acked(), 1);
+    let to_c = nodes[0]
+        .repl
+        .status()
+        .into_iter()
+        .find(|l| l.peer == 3)
+        .unwrap();
+    assert!(
+        to_c.pending_keys > 0,
+        "the cut-off link still owes its keys"
+    );
+    assert!(
+        to_c.pending_keys <= 12_000,
+        "each key owed once, however it was queued: {}",
+        to_c.pending_keys
+    );
+    wire.down.lock().clear();
+    assert_eq!(
+        nodes[0].repl.wait_regions(2, Duration::from_secs(20)).await,
+        2,
+        "region 3 acknowledges everything once back"
+    );
+    assert!(
+        holds_all(&nodes[0].ks, &nodes[2].ks, 12_000),
+        "nothing was lost"
+    );
+    for n in &nodes {
+        n.repl.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn links_whose_slots_differ_are_not_grouped_and_a_regroup_loses_nothing() {
+    let wire = Arc::new(Wire::default());
+    let nodes = mesh(&wire);
+    wire.down.lock().insert(addr(1));
+    wire.down.lock().insert(addr(2));
+    write(&nodes[0].ks, 0, 500);
+    // Changes queued in the group when the links change: both links keep them.
+    let spec = |j: usize, slots: SlotSet| LinkSpec {
+        peer: j as u64 + 1,
+        kind: LinkKind::Region,
+        group: format!("region-{j}"),
+        addr: addr(j),
+        slots,
+    };
+    let all = SlotSet::from_ranges(&[(0, 16383)]);
+    let mut most = all.clone();
+    most.remove(16383);
+    nodes[0]
+        .repl
+        .set_links(vec![spec(1, all.clone()), spec(2, most)]);
+    assert!(nodes[0].repl.groups.read().is_empty(), "different slots");
+    wire.down.lock().clear();
+    nodes[0]
+        .repl
+        .set_links(vec![spec(1, all.clone()), spec(2, all)]);
+    assert_eq!(nodes[0].repl.groups.read().len(), 1, "the same slots again");
+    write(&nodes[0].ks, 500, 1000);
+    assert_eq!(
+        nodes[0].repl.wait_regions(2, Duration::from_secs(20)).await,
+        2
+    );
+    for n in &nodes[1..] {
+        assert!(
+            holds_all(&nodes[0].ks, &n.ks, 1000),
+            "nothing lost across the regroups"
+        );
+    }
+    for n in &nodes {
+        n.repl.shutdown().await;
+    }
+}

@@ -1,0 +1,257 @@
+//! Fan-out groups: region links that carry the same slots share one queue, and each batch is
+//! encoded and compressed once for all of them.
+//!
+//! Why: a writer replicating to two regions queued, popped, encoded, compressed and freed every
+//! change once per link, and those per-link costs were most of what replication added to a
+//! write (`docs/benchmarks.md`). The links of one group carry exactly the same changes (same
+//! slots, and region links all refuse the same origins: `Replicator::publish`), so one queue and
+//! one batch serve them all; each link only frames the batch with its own session, number,
+//! claim and promise (`wire::encode_shared`).
+//!
+//! Protocol (the numbers are the steps of `Link::next_batch`):
+//! 1. A publish pushes each change once into the group's queue and notes the offset in every
+//!    member's outbox (`Outbox::note`: `seen`, lag marks, the hold of old stamps).
+//! 2. A member with nothing of its own queued and no batch ready builds the next batch for the
+//!    group ([`Fanout::build`]): it pops up to `BATCH_KEYS` changes, encodes and packs them,
+//!    then hands the batch to every member in step (own queue empty, window not full) and the
+//!    batch's changes to every other member's own queue, where they coalesce as on an ungrouped
+//!    link. So a slow or unreachable peer never holds up the others, and its memory stays bounded
+//!    by the keyspace.
+//! 3. A member sends its ready batches in order; on a lost batch it re-queues the changes in
+//!    its own queue, as an ungrouped link does.
+//!
+//! Invariants:
+//! - One build at a time (`building`), so ready batches reach every member in the order their
+//!   changes left the queue: a batch that drained the queue may claim the group's offset.
+//! - A batch claims an offset for a member only if nothing published before it is left behind
+//!   for that member: the group queue was drained by the batch, and the member has nothing of
+//!   its own queued, no batch ready before it, no full slot pending and no repair holding
+//!   claims. A member's own batch additionally needs the group queue empty and idle.
+//! - Lock order: group state, then a member's `fanout`, then its outbox.
+//! - A dissolved group (the links or their slots changed) gives its queue to every member's own
+//!   queue; a build in progress gives its changes back the same way.
+
+use super::*;
+use crate::cluster::SlotSet;
+
+/// Region links with the same slots, sharing one queue (see the module doc).
+pub struct Fanout {
+    pub(in crate::repl) members: Vec<Arc<Link>>,
+    pub(in crate::repl) slots: SlotSet,
+    state: Mutex<State>,
+}
+
+struct State {
+    changes: Changes,
+    /// Offset of the last publish recorded here.
+    seen: u64,
+    /// A member has popped changes and not handed the batch out yet.
+    building: bool,
+    /// A hot key's change is queued (at the front).
+    urgent: bool,
+    dissolved: bool,
+}
+
+/// One batch built for every member of a group.
+pub struct Shared {
+    /// The changes it carries, re-queued by a member that loses the batch.
+    pub(super) keys: Vec<Change>,
+    /// The entries array, packed (`wire::pack_entries`).
+    entries: bytes::Bytes,
+    invalidations: Vec<Invalidation>,
+    /// The group offset it completes when nothing of a member is left behind (0: the batch
+    /// did not drain the group queue).
+    seen: u64,
+    /// Stamp time below which every change published before `seen` was recorded.
+    covers: u64,
+}
+
+impl Fanout {
+    /// Groups `members` (region links whose slots are `slots`) and tells each of them.
+    pub(in crate::repl) fn new(members: Vec<Arc<Link>>, slots: SlotSet) -> Arc<Fanout> {
+        let group = Arc::new(Fanout {
+            members,
+            slots,
+            state: Mutex::new(State {
+                changes: Changes::default(),
+                seen: 0,
+                building: false,
+                urgent: false,
+                dissolved: false,
+            }),
+        });
+        for m in &group.members {
+            *m.fanout.lock() = Some(group.clone());
+        }
+        group
+    }
+
+    /// Step 1: queues published changes once for every member (see [`Link::record`] for the
+    /// arguments), notes the offset in every member and wakes them when the queue was empty or
+    /// a hot key arrived.
+    pub(in crate::repl) fn record(
+        &self,
+        changes: impl Iterator<Item = (Change, bool)>,
+        offset: u64,
+        oldest: u64,
+        clocks: (Instant, u64),
+    ) {
+        let mut s = self.state.lock();
+        let was_empty = s.changes.is_empty();
+        let (mut any, mut urgent) = (false, false);
+        for (c, hot) in changes {
+            any = true;
+            urgent |= s.changes.push(c, hot) && hot;
+        }
+        s.urgent |= urgent;
+        s.seen = s.seen.max(offset);
+        drop(s);
+        for m in &self.members {
+            m.outbox.lock().note(any, offset, oldest, clocks);
+        }
+        if any && (was_empty || urgent) {
+            for m in &self.members {
+                m.wake.notify_one();
+            }
+        }
+    }
+
+    /// Step 2: builds the group's next batch and hands it out (see the module doc). Does
+    /// nothing when the queue is empty or another member is building.
+    pub(super) fn build(&self, ks: &Keyspace) {
+        let (keys, seen, covers) = {
+            let mut s = self.state.lock();
+            if s.building || s.dissolved || s.changes.is_empty() {
+                return;
+            }
+            let seen = s.seen;
+            // Read after `seen`: every change published before this instant is at or below it.
+            let covers = covered_now();
+            let mut keys = Vec::with_capacity(s.changes.len().min(BATCH_KEYS));
+            while keys.len() < BATCH_KEYS {
+                let Some(c) = s.changes.pop() else { break };
+                keys.push(c);
+            }
+            s.building = true;
+            s.urgent = false;
+            (keys, if s.changes.is_empty() { seen } else { 0 }, covers)
+        };
+        let mut body = Body::new(&self.members[0], keys.len());
+        for c in &keys {
+            body.change(ks, c);
+        }
+        let shared = Arc::new(Shared {
+            entries: wire::pack_entries(body.count, &body.bytes),
+            invalidations: body.invalidations,
+            keys,
+            seen,
+            covers,
+        });
+        let mut s = self.state.lock();
+        s.building = false;
+        for m in &self.members {
+            let mut o = m.outbox.lock();
+            let in_step = o.changes.is_empty() && o.inflight.len() + o.ready.len() < WINDOW;
+            if in_step && !s.dissolved {
+                o.ready.push_back(shared.clone());
+            } else {
+                o.changes.requeue(shared.keys.clone());
+            }
+            drop(o);
+            m.wake.notify_one();
+        }
+        drop(s);
+    }
+
+    /// Keys queued, and whether a hot one is among them (the link task's sending delay).
+    pub(super) fn queued(&self) -> (usize, bool) {
+        let s = self.state.lock();
+        (s.changes.len(), s.urgent)
+    }
+
+    /// Nothing queued and no batch being built: with nothing of its own left behind, a member's
+    /// batch may claim what it has seen. Called with the member's outbox unlocked (lock order).
+    pub(super) fn idle(&self) -> GroupIdle<'_> {
+        GroupIdle(self.state.lock())
+    }
+
+    /// Ends the group: every member takes the queued changes into its own queue.
+    pub(in crate::repl) fn dissolve(&self) {
+        let mut s = self.state.lock();
+        s.dissolved = true;
+        let mut queued = Vec::with_capacity(s.changes.len());
+        while let Some(c) = s.changes.pop() {
+            queued.push(c);
+        }
+        for m in &self.members {
+            *m.fanout.lock() = None;
+            m.outbox.lock().changes.requeue(queued.clone());
+            m.wake.notify_one();
+        }
+    }
+}
+
+/// The group's state held while a member decides whether its own batch may claim (see
+/// [`Fanout::idle`]): the member's outbox is locked after it, and the answer stays true until
+/// the guard is dropped.
+pub(super) struct GroupIdle<'a>(parking_lot::MutexGuard<'a, State>);
+
+impl GroupIdle<'_> {
+    pub(super) fn is_idle(&self) -> bool {
+        self.0.changes.is_empty() && !self.0.building
+    }
+}
+
+impl Link {
+    /// The link's fan-out group, if it is in one.
+    pub(super) fn fanout(&self) -> Option<Arc<Fanout>> {
+        self.fanout.lock().clone()
+    }
+
+    /// Step 3: frames a batch built for the group as this link's next batch.
+    pub(super) fn send_shared(
+        &self,
+        mut o: parking_lot::MutexGuard<'_, Outbox>,
+        s: Arc<Shared>,
+        from: u64,
+    ) -> Option<bytes::Bytes> {
+        let complete = s.seen > 0
+            && o.changes.is_empty()
+            && o.ready.is_empty()
+            && o.resync.is_none()
+            && !o.repair.holds_claims();
+        let upto = if complete { s.seen } else { 0 };
+        let promise = self.promise(&o);
+        let (session, fresh, batch) = (o.session, o.fresh, o.next_batch);
+        o.next_batch += 1;
+        o.fresh = false;
+        o.inflight.push_back(InFlight {
+            batch,
+            sent: Instant::now(),
+            upto,
+            acked: false,
+            keys: Carried::Shared(s.clone()),
+            synced: Vec::new(),
+            covers: s.covers,
+        });
+        drop(o);
+        *self.last_batch.lock() = Instant::now();
+        self.invalidations_sent
+            .fetch_add(s.invalidations.len() as u64, Relaxed);
+        let msg = ReplMsg::Batch {
+            from,
+            session,
+            fresh,
+            batch,
+            upto,
+            entries: Vec::new(),
+        };
+        match wire::encode_shared(msg, &s.entries, promise, s.invalidations.clone()) {
+            Ok(frame) => Some(frame),
+            Err(e) => {
+                tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
+                None
+            }
+        }
+    }
+}
