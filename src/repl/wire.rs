@@ -14,6 +14,12 @@
 //! slots in full after three unanswered questions. Deflated batches cannot be read by such a
 //! node at all: upgrade every node of a deployment before relying on mixed versions.
 //!
+//! The shared class [`CLASS_REPL_SHARED`] came the same way: a batch built once for the region
+//! links of a fan-out group (`repl::link::fanout`) carries its packed entries array behind a
+//! plain head per link ([`encode_shared`]); the receiver splices it back into exactly the body
+//! [`encode_batch`] would have sent, so everything after the class byte decodes as before. A
+//! node built before it drops such frames (unknown class, logged).
+//!
 //! One field went inside the entries instead: each actor's counter contribution carries its
 //! epoch (`crdt::counter`) as a trailing element, `[actor, totals, epoch]`, defaulting to 0. Every
 //! variant decodes frames from nodes built before it (their totals count in epoch 0); a node
