@@ -28,7 +28,6 @@
 use crate::crdt::EntryDelta;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
-use once_cell::race::OnceBox;
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock};
 
@@ -52,10 +51,6 @@ struct Record {
     hash: u64,
     /// The store's delta of the change; `None`: the batch reads the key's current entry.
     delta: Option<Arc<EntryDelta>>,
-    /// The delta's encoding as this key's batch entry (`wire::entry_bytes`), made by the first
-    /// batch that carries it and copied by the others. A join makes a new record, so an
-    /// encoding always belongs to the delta beside it.
-    wire: OnceBox<Vec<u8>>,
 }
 
 /// The hasher of a change's key hash, the same for every link of the process.
@@ -68,12 +63,7 @@ impl Change {
     }
 
     fn with_hash(key: Arc<[u8]>, hash: u64, delta: Option<Arc<EntryDelta>>) -> Self {
-        Change(Arc::new(Record {
-            key,
-            hash,
-            delta,
-            wire: OnceBox::new(),
-        }))
+        Change(Arc::new(Record { key, hash, delta }))
     }
 
     pub fn key(&self) -> &Arc<[u8]> {
@@ -87,17 +77,6 @@ impl Change {
     /// The same key, to be read at batch time.
     fn without_delta(&self) -> Self {
         Self::with_hash(self.0.key.clone(), self.0.hash, None)
-    }
-
-    /// The encoding of the delta as its key's batch entry; `None` when the change carries no
-    /// delta.
-    pub fn wire(&self) -> Option<&[u8]> {
-        let delta = self.0.delta.as_ref()?;
-        Some(self.0.wire.get_or_init(|| {
-            let mut out = Vec::with_capacity(self.0.key.len() + 96);
-            super::wire::entry_bytes(&self.0.key, delta, &mut out);
-            Box::new(out)
-        }))
     }
 }
 

@@ -192,14 +192,13 @@ impl Body {
         }
     }
 
-    /// Adds a queued change: its delta, shared with the other links (no second lookup or
-    /// copy), or the key's current entry.
+    /// Adds a queued change: the store's delta, encoded straight into the batch (no second
+    /// lookup or copy), or the key's current entry.
     pub(super) fn change(&mut self, ks: &Keyspace, c: &Change) {
         // Under a `hot` scope the choice needs the whole entry.
-        let shared = if self.scope.is_none() { c.wire() } else { None };
-        match shared {
-            Some(w) => {
-                self.bytes.extend_from_slice(w);
+        match c.delta().filter(|_| self.scope.is_none()) {
+            Some(delta) => {
+                wire::entry_bytes(c.key(), delta, &mut self.bytes);
                 self.count += 1;
             }
             None => {

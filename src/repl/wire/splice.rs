@@ -1,7 +1,8 @@
-//! Batch frames assembled from entries encoded once: a change replicated to several regions
-//! is serialized by the first link that ships it and copied as bytes by the others.
+//! Batch frames assembled from entries encoded straight from the store's deltas into the
+//! batch's body, and the shared frame of a fan-out group (`repl::link::fanout`), whose body is
+//! packed once for all its links.
 //!
-//! Why: serializing every entry of every batch once per link was the largest cost of
+//! Why: serializing every entry through serde, once per link, was the largest cost of
 //! replication left on a writer replicating to two regions (`docs/benchmarks.md`).
 //!
 //! The frame is byte for byte what [`encode_with`](super::encode_with) makes of the same batch
