@@ -3,47 +3,10 @@
 //! region links do not forward) reaches it within `repl-antientropy`, and not without it; a
 //! check that finds nothing changes nothing.
 
+use super::test_wire::{node, Node, Wire};
 use super::*;
 use crate::clock::Hlc;
 use crate::store::Ttl;
-use std::sync::Weak;
-
-/// Delivers each frame to the replicator listening on its address.
-#[derive(Default)]
-struct Wire {
-    nodes: Mutex<HashMap<SocketAddr, Weak<Replicator>>>,
-}
-
-impl Transport for Wire {
-    fn send(
-        &self,
-        to: SocketAddr,
-        frame: bytes::Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
-        let target = self.nodes.lock().get(&to).and_then(Weak::upgrade);
-        Box::pin(async move {
-            let target = target.ok_or("no such node")?;
-            target.on_frame(&frame).await;
-            Ok(())
-        })
-    }
-}
-
-struct Node {
-    repl: Arc<Replicator>,
-    ks: Arc<Keyspace>,
-}
-
-fn node(wire: &Arc<Wire>, id: u64, addr: SocketAddr) -> Node {
-    let repl = Replicator::new(id, wire.clone());
-    let ks = Arc::new(Keyspace::new(
-        Arc::new(Hlc::new(id, Duration::from_millis(500))),
-        None,
-    ));
-    repl.attach(ks.clone());
-    wire.nodes.lock().insert(addr, Arc::downgrade(&repl));
-    Node { repl, ks }
-}
 
 /// Two region peers linked both ways; with `orphan`, `b` also holds a key merged from a third
 /// region (9) that `a` lacks.

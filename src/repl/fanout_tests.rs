@@ -3,47 +3,9 @@
 //! a peer that cannot be reached neither holds up the other nor misses anything once it is
 //! back.
 
+use super::test_wire::{node, Node, Wire};
 use super::*;
-use crate::clock::Hlc;
 use crate::store::Ttl;
-use std::collections::HashSet;
-use std::sync::Weak;
-
-/// Delivers each frame to the replicator on its address, unless that address is down;
-/// remembers the class byte of every frame delivered to each address.
-#[derive(Default)]
-struct Wire {
-    nodes: Mutex<HashMap<SocketAddr, Weak<Replicator>>>,
-    down: Mutex<HashSet<SocketAddr>>,
-    classes: Mutex<HashMap<SocketAddr, Vec<u8>>>,
-}
-
-impl Transport for Wire {
-    fn send(
-        &self,
-        to: SocketAddr,
-        frame: bytes::Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
-        let target = if self.down.lock().contains(&to) {
-            None
-        } else {
-            self.nodes.lock().get(&to).and_then(Weak::upgrade)
-        };
-        if target.is_some() {
-            self.classes.lock().entry(to).or_default().push(frame[0]);
-        }
-        Box::pin(async move {
-            let target = target.ok_or("unreachable")?;
-            target.on_frame(&frame).await;
-            Ok(())
-        })
-    }
-}
-
-struct Node {
-    repl: Arc<Replicator>,
-    ks: Arc<Keyspace>,
-}
 
 const ADDRS: [&str; 3] = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"];
 
@@ -53,19 +15,7 @@ fn addr(i: usize) -> SocketAddr {
 
 /// Three regions of one node each, every node linked to the two others (all slots).
 fn mesh(wire: &Arc<Wire>) -> Vec<Node> {
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let id = i as u64 + 1;
-            let repl = Replicator::new(id, wire.clone());
-            let ks = Arc::new(Keyspace::new(
-                Arc::new(Hlc::new(id, Duration::from_millis(500))),
-                None,
-            ));
-            repl.attach(ks.clone());
-            wire.nodes.lock().insert(addr(i), Arc::downgrade(&repl));
-            Node { repl, ks }
-        })
-        .collect();
+    let nodes: Vec<Node> = (0..3).map(|i| node(wire, i as u64 + 1, addr(i))).collect();
     for (i, n) in nodes.iter().enumerate() {
         let links = (0..3)
             .filter(|&j| j != i)

@@ -308,6 +308,38 @@ impl Outbox {
         }
     }
 
+    /// Records a batch about to be sent as in flight under the next batch number, and returns
+    /// its head: a [`ReplMsg::Batch`] with no entries (they are spliced in: `wire::splice`).
+    fn dispatch(
+        &mut self,
+        from: u64,
+        upto: u64,
+        keys: Carried,
+        synced: Vec<u16>,
+        covers: u64,
+    ) -> ReplMsg {
+        let (session, fresh, batch) = (self.session, self.fresh, self.next_batch);
+        self.next_batch += 1;
+        self.fresh = false;
+        self.inflight.push_back(InFlight {
+            batch,
+            sent: Instant::now(),
+            upto,
+            acked: false,
+            keys,
+            synced,
+            covers,
+        });
+        ReplMsg::Batch {
+            from,
+            session,
+            fresh,
+            batch,
+            upto,
+            entries: Vec::new(),
+        }
+    }
+
     pub(super) fn rtt_probe_due(&mut self) -> bool {
         self.rtt.probe_due()
     }

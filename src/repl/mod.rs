@@ -33,6 +33,8 @@ pub mod pacing;
 mod parked;
 pub mod repair;
 pub mod scope;
+#[cfg(test)]
+mod test_wire;
 pub mod wire;
 
 use changes::Change;

@@ -128,30 +128,11 @@ impl Link {
         }
         *self.last_batch.lock() = Instant::now();
         let repairing = !synced.is_empty();
-        let batch = o.next_batch;
-        o.next_batch += 1;
-        o.fresh = false;
-        o.inflight.push_back(InFlight {
-            batch,
-            sent: Instant::now(),
-            upto,
-            acked: false,
-            keys: Carried::Own(keys),
-            synced,
-            covers,
-        });
+        let head = o.dispatch(from, upto, Carried::Own(keys), synced, covers);
         drop(o);
-        let msg = ReplMsg::Batch {
-            from,
-            session,
-            fresh,
-            batch,
-            upto,
-            entries: Vec::new(),
-        };
         self.invalidations_sent
             .fetch_add(body.invalidations.len() as u64, Relaxed);
-        match wire::encode_batch(msg, body.count, &body.bytes, promise, body.invalidations) {
+        match wire::encode_batch(head, body.count, &body.bytes, promise, body.invalidations) {
             Ok(frame) => {
                 if repairing {
                     self.outbox.lock().repair.counts.bytes += frame.len() as u64;

@@ -222,31 +222,12 @@ impl Link {
             && !o.repair.holds_claims();
         let upto = if complete { s.seen } else { 0 };
         let promise = self.promise(&o);
-        let (session, fresh, batch) = (o.session, o.fresh, o.next_batch);
-        o.next_batch += 1;
-        o.fresh = false;
-        o.inflight.push_back(InFlight {
-            batch,
-            sent: Instant::now(),
-            upto,
-            acked: false,
-            keys: Carried::Shared(s.clone()),
-            synced: Vec::new(),
-            covers: s.covers,
-        });
+        let head = o.dispatch(from, upto, Carried::Shared(s.clone()), Vec::new(), s.covers);
         drop(o);
         *self.last_batch.lock() = Instant::now();
         self.invalidations_sent
             .fetch_add(s.invalidations.len() as u64, Relaxed);
-        let msg = ReplMsg::Batch {
-            from,
-            session,
-            fresh,
-            batch,
-            upto,
-            entries: Vec::new(),
-        };
-        match wire::encode_shared(msg, &s.entries, promise, s.invalidations.clone()) {
+        match wire::encode_shared(head, &s.entries, promise, s.invalidations.clone()) {
             Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
