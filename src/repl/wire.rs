@@ -274,7 +274,15 @@ pub fn decode(frame: &[u8]) -> Result<(ReplMsg, u64), WireError> {
 /// [`decode`], also returning the frame's invalidations (empty before V3).
 pub fn decode_with(frame: &[u8]) -> Result<(ReplMsg, u64, Vec<Invalidation>), WireError> {
     let body = match frame.first() {
-        Some(&CLASS_REPL_SHARED) => splice::unshare(frame)?.into(),
+        Some(&CLASS_REPL_SHARED) => {
+            // Read in place; joined into one body only for what the hand reader gives up on.
+            let parts = splice::unshare(frame)?;
+            let (before, after) = parts.around();
+            if let Some(decoded) = fast::shared_batch(before, &parts.entries, after) {
+                return Ok(decoded);
+            }
+            parts.join().into()
+        }
         _ => body(frame)?,
     };
     if let Some(decoded) = fast::batch(&body) {

@@ -15,6 +15,33 @@ use std::sync::Arc;
 /// msg `{"Batch": [from, session, fresh, batch, upto, entries]}`, as a whole frame body.
 pub(super) fn batch(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
     let mut r = Reader::new(body);
+    let head = head(&mut r)?;
+    let entries = entries(&mut r)?;
+    tail(head, entries, &mut r)
+}
+
+/// The same batch in the three pieces of a shared frame (`wire::splice::unshare`): the body
+/// before the entries array, the array, and the body after it. Whatever it decodes, [`batch`]
+/// decodes the same from the three joined (each piece is read to its end, and the reader
+/// never looks past what it consumes).
+pub(super) fn shared_batch(
+    before: &[u8],
+    array: &[u8],
+    after: &[u8],
+) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
+    let mut r = Reader::new(before);
+    let head = head(&mut r)?;
+    r.at_end().then_some(())?;
+    let mut r = Reader::new(array);
+    let entries = entries(&mut r)?;
+    r.at_end().then_some(())?;
+    tail(head, entries, &mut Reader::new(after))
+}
+
+/// The frame's fields before the entries: (V3, from, session, fresh, batch, upto).
+type Head = (bool, u64, u64, bool, u64, u64);
+
+fn head(r: &mut Reader) -> Option<Head> {
     r.expect(&[0x81, 0xa2, b'V'])?;
     let v3 = r.expect(b"3").is_some();
     if !v3 {
@@ -24,14 +51,27 @@ pub(super) fn batch(body: &[u8]) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
     r.expect(&[0x81, 0xa5, b'B', b'a', b't', b'c', b'h', 0x96])?;
     let (from, session, fresh) = (r.uint()?, r.uint()?, r.bool()?);
     let (batch, upto) = (r.uint()?, r.uint()?);
+    Some((v3, from, session, fresh, batch, upto))
+}
+
+fn entries(r: &mut Reader) -> Option<Vec<KeyEntry>> {
     let n = r.array()?;
     let mut entries = Vec::with_capacity(n.min(RESERVE_MAX));
     for _ in 0..n {
         r.tuple(2)?;
         let key = Arc::from(r.bin()?);
-        let entry = Arc::new(read_delta(&mut r)?);
+        let entry = Arc::new(read_delta(r)?);
         entries.push(KeyEntry { key, entry });
     }
+    Some(entries)
+}
+
+/// The fields after the entries, to the end of the body.
+fn tail(
+    (v3, from, session, fresh, batch, upto): Head,
+    entries: Vec<KeyEntry>,
+    r: &mut Reader,
+) -> Option<(ReplMsg, u64, Vec<Invalidation>)> {
     let delivered_below = r.uint()?;
     let mut invalidations = Vec::new();
     if v3 {
@@ -128,6 +168,21 @@ mod tests {
         fn batch_frames_decode_by_hand_as_by_serde((msg, promise, inv) in any_batch()) {
             let body = body(msg.clone(), promise, inv.clone());
             prop_assert_eq!(batch(&body), Some((msg, promise, inv)));
+        }
+
+        /// Cut in three anywhere, a body decodes in pieces as it decodes whole, or not at all.
+        #[test]
+        fn pieces_decode_as_the_whole_or_not_at_all(
+            (msg, promise, inv) in any_batch(),
+            a in any::<prop::sample::Index>(),
+            b in any::<prop::sample::Index>(),
+        ) {
+            let body = body(msg, promise, inv);
+            let (i, j) = (a.index(body.len() + 1), b.index(body.len() + 1));
+            let (i, j) = (i.min(j), i.max(j));
+            if let Some(got) = shared_batch(&body[..i], &body[i..j], &body[j..]) {
+                prop_assert_eq!(Some(got), batch(&body));
+            }
         }
 
         /// A damaged frame: given up (serde decides), or decoded as serde decodes it.

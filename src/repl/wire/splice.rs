@@ -102,9 +102,16 @@ pub fn encode_shared(
     Ok(out.into())
 }
 
-/// The body of a [`CLASS_REPL_SHARED`] frame (class byte included in `frame`), as
-/// [`encode_batch`] would have sent it; every length is checked before it is used.
-pub(super) fn unshare(frame: &[u8]) -> Result<Vec<u8>, WireError> {
+/// A [`CLASS_REPL_SHARED`] frame (class byte included in `frame`) taken apart: the head, the
+/// position of its empty entries array, and the entries array unpacked. Every length is
+/// checked before it is used.
+pub(super) struct Unshared<'a> {
+    pub head: &'a [u8],
+    pub split: usize,
+    pub entries: std::borrow::Cow<'a, [u8]>,
+}
+
+pub(super) fn unshare(frame: &[u8]) -> Result<Unshared<'_>, WireError> {
     let word = |at: usize| {
         frame
             .get(at..at + 4)
@@ -126,11 +133,28 @@ pub(super) fn unshare(frame: &[u8]) -> Result<Vec<u8>, WireError> {
     if entries.len() + len > crate::mesh::DEFAULT_MAX_FRAME_LEN {
         return Err(WireError::TooLarge(entries.len() + len));
     }
-    let mut body = Vec::with_capacity(len + entries.len());
-    body.extend_from_slice(&head[..split]);
-    body.extend_from_slice(&entries);
-    body.extend_from_slice(&head[split + 1..]);
-    Ok(body)
+    Ok(Unshared {
+        head,
+        split,
+        entries,
+    })
+}
+
+impl Unshared<'_> {
+    /// The head before the entries array, and the rest after it.
+    pub fn around(&self) -> (&[u8], &[u8]) {
+        (&self.head[..self.split], &self.head[self.split + 1..])
+    }
+
+    /// The body [`encode_batch`] would have sent: the entries array in place of the empty one.
+    pub fn join(&self) -> Vec<u8> {
+        let (before, after) = self.around();
+        let mut body = Vec::with_capacity(self.head.len() + self.entries.len());
+        body.extend_from_slice(before);
+        body.extend_from_slice(&self.entries);
+        body.extend_from_slice(after);
+        body
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +241,13 @@ mod tests {
                     encode_shared(batch(Vec::new()), &packed, 1 << 50, invalidations.clone())
                         .unwrap();
                 assert_eq!(shared[0], CLASS_REPL_SHARED);
+                // Read in place by hand, not joined and left to serde.
+                let parts = unshare(&shared).unwrap();
+                let (before, after) = parts.around();
+                assert_eq!(
+                    super::super::fast::shared_batch(before, &parts.entries, after),
+                    Some((batch(es.clone()), 1 << 50, invalidations.clone()))
+                );
                 assert_eq!(
                     decode_with(&shared).unwrap(),
                     (batch(es), 1 << 50, invalidations),
