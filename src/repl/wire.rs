@@ -16,9 +16,10 @@
 //!
 //! The shared class [`CLASS_REPL_SHARED`] came the same way: a batch built once for the region
 //! links of a fan-out group (`repl::link::fanout`) carries its packed entries array behind a
-//! plain head per link ([`encode_shared`]); the receiver splices it back into exactly the body
-//! [`encode_batch`] would have sent, so everything after the class byte decodes as before. A
-//! node built before it drops such frames (unknown class, logged).
+//! plain head per link ([`encode_shared`]). The receiver reads the head and the unpacked array
+//! in place (`fast::shared_batch`); what the hand reader gives up on is joined into exactly the
+//! body [`encode_batch`] would have sent and left to serde, so the result is the same as for
+//! that body. A node built before it drops such frames (unknown class, logged).
 //!
 //! One field went inside the entries instead: each actor's counter contribution carries its
 //! epoch (`crdt::counter`) as a trailing element, `[actor, totals, epoch]`, defaulting to 0. Every

@@ -84,8 +84,8 @@ pub fn pack_entries(count: usize, body: &[u8]) -> bytes::Bytes {
 /// A [`CLASS_REPL_SHARED`] frame: `head` (a [`ReplMsg::Batch`] with no entries) and its
 /// promise and invalidations as plain msgpack, then `entries` from [`pack_entries`]. Layout:
 /// class byte, the position of the head's empty array (u32 LE), the head's length (u32 LE),
-/// the head, the packed entries. The receiver puts the unpacked array in place of the empty
-/// one and holds exactly the body [`encode_batch`] would have sent.
+/// the head, the packed entries. Putting the unpacked array in place of the empty one gives
+/// exactly the body [`encode_batch`] would have sent ([`Unshared::join`]).
 pub fn encode_shared(
     head: ReplMsg,
     entries: &[u8],
