@@ -4,6 +4,8 @@
 //!
 //! - regions with different slot splits exchange every key (a delta goes to the owner of its
 //!   slot in the other region) and `INFO regions` shows the links;
+//! - a writer whose two peer regions split their slots alike sends both one batch built once
+//!   (`batches_shared`), and both get every key;
 //! - `MERIDIAN.WAITREGIONS` (cross-region WAIT) and its errors;
 //! - a failover in a remote region moves the link to the promoted replica;
 //! - tombstones are kept while a region is unreachable and collected once it acknowledged;
@@ -94,6 +96,44 @@ async fn regions_with_different_slot_splits_exchange_every_key() {
         peer_field(&info, "r0", "pending_keys").as_deref(),
         Some("0")
     );
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peer_regions_with_the_same_slots_get_shared_batches_and_every_key() {
+    let w = start(&[(1, 0, &[]), (1, 0, &[]), (1, 0, &[])]).await;
+    for r in 0..3 {
+        w.wait_linked(r, 0).await;
+    }
+    let mut a = w.con(0, 0).await;
+    let mut pipe = redis::pipe();
+    for i in 0..2000 {
+        pipe.cmd("SET").arg(format!("k:{i}")).arg(i).ignore();
+        pipe.cmd("INCRBY")
+            .arg(format!("n:{}", i % 7))
+            .arg(3)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut a).await.expect("pipelined writes");
+    let acked: i64 = q!(a, "MERIDIAN.WAITREGIONS", 2, 10000).unwrap();
+    assert_eq!(acked, 2, "both peer regions acknowledged");
+    let info = regions_info(&mut a).await;
+    for peer in ["r1", "r2"] {
+        let field = |f| -> u64 { peer_field(&info, peer, f).unwrap().parse().unwrap() };
+        assert!(field("batches_shared") > 0, "{peer}: {info}");
+        assert!(field("batches_shared") <= field("batches_sent"), "{info}");
+        let mut c = w.con(peer[1..].parse().unwrap(), 0).await;
+        for i in (0..2000).step_by(97) {
+            let got: Option<i64> = q!(c, "GET", format!("k:{i}")).unwrap();
+            assert_eq!(got, Some(i), "k:{i} in {peer}");
+        }
+        let mut sum = 0;
+        for k in 0..7 {
+            let n: i64 = q!(c, "GET", format!("n:{k}")).unwrap();
+            sum += n;
+        }
+        assert_eq!(sum, 2000 * 3, "every increment in {peer}");
+    }
     w.shutdown().await;
 }
 

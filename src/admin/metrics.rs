@@ -143,6 +143,7 @@ fn cluster(node: &Node) {
         gauge("meridian_region_lag_seconds", "Age of the oldest change the region has not acknowledged", &lab, p.lag_ms as f64 / 1000.0);
         gauge("meridian_region_keys_pending", "Changed keys the region has not acknowledged", &lab, p.pending_keys as f64);
         counter("meridian_region_sent_batches_total", "Delta batches sent to the region", &lab, p.batches_sent);
+        counter("meridian_region_sent_shared_batches_total", "Delta batches sent to the region that were built once for several regions (fan-out group)", &lab, p.batches_shared);
         counter("meridian_region_sent_bytes_total", "Bytes of delta batches sent to the region", &lab, p.bytes_sent);
         counter("meridian_region_received_batches_total", "Delta batches received from the region", &lab, p.batches_received);
         counter("meridian_region_received_bytes_total", "Bytes of delta batches received from the region", &lab, p.bytes_received);

@@ -139,6 +139,7 @@ pub fn state(node: &Node) -> Value {
             "lag_ms": p.lag_ms,
             "keys_pending": p.pending_keys,
             "batches_sent": p.batches_sent,
+            "batches_shared": p.batches_shared,
             "bytes_sent": p.bytes_sent,
             "batches_received": p.batches_received,
             "bytes_received": p.bytes_received,

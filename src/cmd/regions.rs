@@ -61,6 +61,8 @@ pub struct PeerRegion {
     pub lag_ms: u64,
     pub pending_keys: usize,
     pub batches_sent: u64,
+    /// Of those, batches built once for several regions (a fan-out group, `repl::link::fanout`).
+    pub batches_shared: u64,
     pub bytes_sent: u64,
     pub batches_received: u64,
     pub bytes_received: u64,
@@ -115,6 +117,7 @@ pub fn peer_regions(node: &Node) -> std::collections::BTreeMap<String, PeerRegio
             p.lag_ms = p.lag_ms.max(l.lag_ms);
             p.pending_keys += l.pending_keys;
             p.batches_sent += l.batches_sent;
+            p.batches_shared += l.batches_shared;
             p.bytes_sent += l.bytes_sent;
             p.repair.rounds += l.repair.rounds;
             p.repair.checks += l.repair.checks;
@@ -142,13 +145,14 @@ pub fn info(node: &Node, t: &mut String) {
     for (name, p) in &peers {
         let _ = write!(
             t,
-            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},repair_slots={},repair_bytes={},antientropy_checks={},skew_alarms={}\r\n",
+            "peer_region_{name}:state={},nodes={},links={},lag_ms={},pending_keys={},batches_sent={},batches_shared={},bytes_sent={},batches_received={},bytes_received={},resync_rounds={},repair_slots={},repair_bytes={},antientropy_checks={},skew_alarms={}\r\n",
             if p.up { "up" } else { "down" },
             p.nodes,
             p.links,
             p.lag_ms,
             p.pending_keys,
             p.batches_sent,
+            p.batches_shared,
             p.bytes_sent,
             p.batches_received,
             p.bytes_received,

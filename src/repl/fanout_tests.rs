@@ -86,6 +86,10 @@ async fn a_writer_ships_one_batch_built_once_to_both_regions() {
             .count();
         assert!(shared >= 1, "the writes went in shared batches to {to}");
     }
+    for l in nodes[0].repl.status() {
+        assert!(l.batches_shared > 0, "counted: {l:?}");
+        assert!(l.batches_shared <= l.batches_sent);
+    }
     for n in &nodes {
         n.repl.shutdown().await;
     }

@@ -145,6 +145,8 @@ pub struct Link {
     pub wake: Notify,
     pub acked: AtomicU64,
     pub batches_sent: AtomicU64,
+    /// Of those, batches built once for the link's fan-out group (`fanout`).
+    pub batches_shared: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub connected: AtomicBool,
     /// Stamp time (NTP64) the peer is known to hold every change of ours below (from acks of
@@ -209,6 +211,7 @@ impl Link {
             wake: Notify::new(),
             acked: AtomicU64::new(0),
             batches_sent: AtomicU64::new(0),
+            batches_shared: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             watermark: AtomicU64::new(0),
@@ -558,6 +561,7 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
                 break;
             };
             let len = frame.len() as u64;
+            let shared = frame[0] == wire::CLASS_REPL_SHARED;
             let addr = *link.addr.lock();
             let sent = tokio::select! {
                 r = transport.send(addr, frame) => r,
@@ -571,6 +575,7 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
                         link.outbox.lock().rtt.lost_before = Some(built);
                     }
                     link.batches_sent.fetch_add(1, Relaxed);
+                    link.batches_shared.fetch_add(shared as u64, Relaxed);
                     link.bytes_sent.fetch_add(len, Relaxed);
                     backoff = Duration::from_millis(50);
                 }

@@ -84,6 +84,8 @@ pub struct LinkStatus {
     pub acked: u64,
     pub pending_keys: usize,
     pub batches_sent: u64,
+    /// Of those, batches built once for the link's fan-out group ([`Fanout`]).
+    pub batches_shared: u64,
     pub bytes_sent: u64,
     pub age_ms: u64,
     /// What repair by digests did on this link (`repl::repair`).
@@ -440,6 +442,7 @@ impl Replicator {
                 acked: l.acked.load(Relaxed),
                 pending_keys: l.pending(),
                 batches_sent: l.batches_sent.load(Relaxed),
+                batches_shared: l.batches_shared.load(Relaxed),
                 bytes_sent: l.bytes_sent.load(Relaxed),
                 age_ms: l.created.elapsed().as_millis() as u64,
                 repair: l.repair_counts(),
