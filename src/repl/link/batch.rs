@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - A batch claims an offset (`upto`) only if nothing published before it is left behind: no
-//!   queued change, no full slot pending, no repair round in progress.
+//!   queued change (its own, or its fan-out group's, or a group batch ready for it), no full
+//!   slot pending, no repair round in progress.
 //! - The delivery promise is read under the outbox lock together with the session and the
 //!   reset counter; a batch built across a reset (new session, gained slots) promises nothing.
 

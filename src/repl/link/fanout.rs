@@ -8,7 +8,7 @@
 //! one batch serve them all; each link only frames the batch with its own session, number,
 //! claim and promise (`wire::encode_shared`).
 //!
-//! Protocol (the numbers are the steps of `Link::next_batch`):
+//! Protocol:
 //! 1. A publish pushes each change once into the group's queue and notes the offset in every
 //!    member's outbox (`Outbox::note`: `seen`, lag marks, the hold of old stamps).
 //! 2. A member with nothing of its own queued and no batch ready builds the next batch for the
