@@ -1,5 +1,6 @@
-//! The coalescing queue of one link's outbox: each changed key once, in order, with the delta
-//! the store built for it while the link keeps up.
+//! The coalescing queue of one link's outbox (or of a fan-out group's, shared by its links:
+//! `repl::link::fanout`): each changed key once, in order, with the delta the store built for
+//! it while the link keeps up.
 //!
 //! Why carry deltas: a batch used to re-read every queued key from the keyspace, once per link,
 //! by which time the key had usually left the CPU caches; on a writer replicating to two
