@@ -1,7 +1,8 @@
 //! Fan-out groups between replicators joined by an in-memory transport: a writer whose two
 //! region links carry the same slots sends each batch built once (shared frames) to both, and
 //! a peer that cannot be reached neither holds up the other nor misses anything once it is
-//! back.
+//! back; a peer that restarts empty is repaired on its own link while the other link goes on
+//! with the group's batches, and `WAITREGIONS` waits for the repair.
 
 use super::test_wire::{node, Node, Wire};
 use super::*;
@@ -183,6 +184,59 @@ async fn links_whose_slots_differ_are_not_grouped_and_a_regroup_loses_nothing() 
         );
     }
     for n in &nodes {
+        n.repl.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_region_that_restarts_empty_is_repaired_while_the_other_keeps_its_batches() {
+    let wire = Arc::new(Wire::default());
+    let mut nodes = mesh(&wire);
+    write(&nodes[0].ks, 0, 2000);
+    assert_eq!(
+        nodes[0].repl.wait_regions(2, Duration::from_secs(10)).await,
+        2
+    );
+    // Region 3 restarts with nothing: the writer's next batch to it starts a session it never
+    // saw, so it answers `need_resync` and that link alone is repaired by digests.
+    let old = nodes.pop().expect("three nodes");
+    old.repl.shutdown().await;
+    let fresh = node(&wire, 3, addr(2));
+    fresh.repl.set_links(
+        (0..2)
+            .map(|j| LinkSpec {
+                peer: j as u64 + 1,
+                kind: LinkKind::Region,
+                group: format!("region-{j}"),
+                addr: addr(j),
+                slots: SlotSet::from_ranges(&[(0, 16383)]),
+            })
+            .collect(),
+    );
+    let shared_to_b = |n: &Node| {
+        n.repl
+            .status()
+            .into_iter()
+            .find(|l| l.peer == 2)
+            .map_or(0, |l| l.batches_shared)
+    };
+    let before = shared_to_b(&nodes[0]);
+    write(&nodes[0].ks, 2000, 4000);
+    assert_eq!(
+        nodes[0].repl.wait_regions(2, Duration::from_secs(20)).await,
+        2,
+        "WAITREGIONS waits for the repaired region too"
+    );
+    assert!(
+        holds_all(&nodes[0].ks, &fresh.ks, 4000),
+        "the restarted region holds what it lost and what came after"
+    );
+    assert!(holds_all(&nodes[0].ks, &nodes[1].ks, 4000));
+    assert!(
+        shared_to_b(&nodes[0]) > before,
+        "region 2 went on receiving shared batches"
+    );
+    for n in nodes.iter().chain([&fresh]) {
         n.repl.shutdown().await;
     }
 }
