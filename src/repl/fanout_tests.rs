@@ -14,19 +14,28 @@ fn addr(i: usize) -> SocketAddr {
     ADDRS[i].parse().unwrap()
 }
 
+fn all_slots() -> SlotSet {
+    SlotSet::from_ranges(&[(0, 16383)])
+}
+
+/// The link to node `j` (region `j`, node id `j + 1`) carrying `slots`.
+fn region_link(j: usize, slots: SlotSet) -> LinkSpec {
+    LinkSpec {
+        peer: j as u64 + 1,
+        kind: LinkKind::Region,
+        group: format!("region-{j}"),
+        addr: addr(j),
+        slots,
+    }
+}
+
 /// Three regions of one node each, every node linked to the two others (all slots).
 fn mesh(wire: &Arc<Wire>) -> Vec<Node> {
     let nodes: Vec<Node> = (0..3).map(|i| node(wire, i as u64 + 1, addr(i))).collect();
     for (i, n) in nodes.iter().enumerate() {
         let links = (0..3)
             .filter(|&j| j != i)
-            .map(|j| LinkSpec {
-                peer: j as u64 + 1,
-                kind: LinkKind::Region,
-                group: format!("region-{j}"),
-                addr: addr(j),
-                slots: SlotSet::from_ranges(&[(0, 16383)]),
-            })
+            .map(|j| region_link(j, all_slots()))
             .collect();
         n.repl.set_links(links);
     }
@@ -153,24 +162,17 @@ async fn links_whose_slots_differ_are_not_grouped_and_a_regroup_loses_nothing() 
     wire.down.lock().insert(addr(2));
     write(&nodes[0].ks, 0, 500);
     // Changes queued in the group when the links change: both links keep them.
-    let spec = |j: usize, slots: SlotSet| LinkSpec {
-        peer: j as u64 + 1,
-        kind: LinkKind::Region,
-        group: format!("region-{j}"),
-        addr: addr(j),
-        slots,
-    };
-    let all = SlotSet::from_ranges(&[(0, 16383)]);
+    let all = all_slots();
     let mut most = all.clone();
     most.remove(16383);
     nodes[0]
         .repl
-        .set_links(vec![spec(1, all.clone()), spec(2, most)]);
+        .set_links(vec![region_link(1, all.clone()), region_link(2, most)]);
     assert!(nodes[0].repl.groups.read().is_empty(), "different slots");
     wire.down.lock().clear();
     nodes[0]
         .repl
-        .set_links(vec![spec(1, all.clone()), spec(2, all)]);
+        .set_links(vec![region_link(1, all.clone()), region_link(2, all)]);
     assert_eq!(nodes[0].repl.groups.read().len(), 1, "the same slots again");
     write(&nodes[0].ks, 500, 1000);
     assert_eq!(
@@ -202,17 +204,9 @@ async fn a_region_that_restarts_empty_is_repaired_while_the_other_keeps_its_batc
     let old = nodes.pop().expect("three nodes");
     old.repl.shutdown().await;
     let fresh = node(&wire, 3, addr(2));
-    fresh.repl.set_links(
-        (0..2)
-            .map(|j| LinkSpec {
-                peer: j as u64 + 1,
-                kind: LinkKind::Region,
-                group: format!("region-{j}"),
-                addr: addr(j),
-                slots: SlotSet::from_ranges(&[(0, 16383)]),
-            })
-            .collect(),
-    );
+    fresh
+        .repl
+        .set_links((0..2).map(|j| region_link(j, all_slots())).collect());
     let shared_to_b = |n: &Node| {
         n.repl
             .status()

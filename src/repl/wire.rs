@@ -44,11 +44,11 @@ pub const CLASS_REPL: u8 = 2;
 pub const CLASS_REPL_LZ4: u8 = 3;
 /// The same, with the msgpack body compressed by raw deflate (size prepended, 4 bytes LE).
 pub const CLASS_REPL_DEFLATE: u8 = 4;
+/// A batch whose entries were packed once for several links (`repl::link::fanout`), with a
+/// plain head per link: see [`encode_shared`].
+pub const CLASS_REPL_SHARED: u8 = 5;
 /// Bodies shorter than this are sent as they are: compression would not pay.
 const COMPRESS_FROM: usize = 96;
-/// A batch whose entries were packed once for several links (`repl::fanout`), with a plain
-/// head per link: see [`encode_shared`].
-pub const CLASS_REPL_SHARED: u8 = 5;
 /// Bodies up to this size are deflated (level 1), larger ones go through LZ4. A small batch (a
 /// few writes at a moderate rate) has too few repeats for LZ4, but its values and stamps still
 /// have far less entropy than 8 bits a byte, which deflate's Huffman stage takes; large

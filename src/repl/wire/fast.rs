@@ -170,6 +170,26 @@ mod tests {
             prop_assert_eq!(batch(&body), Some((msg, promise, inv)));
         }
 
+        /// The pieces of a shared frame (the head around its empty array, and the entries
+        /// array) decode by hand to the batch, whatever its entries.
+        #[test]
+        fn shared_pieces_decode_by_hand((msg, promise, inv) in any_batch()) {
+            let ReplMsg::Batch { from, session, fresh, batch: n, upto, entries } = msg.clone() else {
+                unreachable!("any_batch makes batches");
+            };
+            let head = ReplMsg::Batch { from, session, fresh, batch: n, upto, entries: Vec::new() };
+            let (empty, split) = super::super::splice::empty_frame(head, promise, inv.clone()).unwrap();
+            let mut array = Vec::new();
+            crate::crdt::msgpack::array(&mut array, entries.len());
+            for e in &entries {
+                super::super::entry_bytes(&e.key, &e.entry, &mut array);
+            }
+            prop_assert_eq!(
+                shared_batch(&empty[..split], &array, &empty[split + 1..]),
+                Some((msg, promise, inv))
+            );
+        }
+
         /// Cut in three anywhere, a body decodes in pieces as it decodes whole, or not at all.
         #[test]
         fn pieces_decode_as_the_whole_or_not_at_all(

@@ -46,7 +46,7 @@ pub fn encode_batch(
 
 /// The msgpack frame of `head` (a [`ReplMsg::Batch`] with no entries) and the position of its
 /// empty entries array (`0x90`), which only the fields after the message follow.
-fn empty_frame(
+pub(super) fn empty_frame(
     head: ReplMsg,
     delivered_below: u64,
     invalidations: Vec<Invalidation>,
