@@ -73,6 +73,15 @@ pub struct EntryDelta {
 }
 
 impl EntryDelta {
+    /// Carries nothing (the default): field by field, without building a default to compare.
+    pub fn is_empty(&self) -> bool {
+        self.register.is_none()
+            && self.contrib.is_empty()
+            && self.contrib_stamp == Stamp::ZERO
+            && self.expiry.is_none()
+            && self.settled.is_empty()
+    }
+
     /// Joins another delta of the same key into this one (deltas form a semilattice too).
     pub fn join(&mut self, o: &EntryDelta) {
         // The losing register settles (if a tombstone that observed something), as in merge.
@@ -242,7 +251,18 @@ impl Entry {
         stamp: Stamp,
         floor: u64,
     ) -> EntryDelta {
-        self.apply_register_floored(value.as_deref(), stamp, floor);
+        self.write_register_bytes(value.as_deref(), stamp, floor)
+    }
+
+    /// [`Entry::write_register_floored`] from borrowed bytes: the store's write path, which
+    /// has the command's argument and no box of its own (the delta copies the value once).
+    pub fn write_register_bytes(
+        &mut self,
+        value: Option<&[u8]>,
+        stamp: Stamp,
+        floor: u64,
+    ) -> EntryDelta {
+        self.apply_register_floored(value, stamp, floor);
         self.register_delta()
     }
 
@@ -485,6 +505,20 @@ mod tests {
 
     fn s(t: u64, n: u64) -> Stamp {
         Stamp::new(t, n)
+    }
+
+    #[test]
+    fn a_delta_is_empty_only_when_it_carries_nothing() {
+        assert!(EntryDelta::default().is_empty());
+        let mut e = Entry::empty();
+        assert!(!e.write_register(None, s(1, 1)).is_empty());
+        assert!(!e.write_expiry(Some(5), s(2, 1)).is_empty());
+        assert!(!e.add_int(7, 1, s(3, 1)).is_empty());
+        let stamp_only = EntryDelta {
+            contrib_stamp: s(4, 1),
+            ..Default::default()
+        };
+        assert!(!stamp_only.is_empty());
     }
 
     #[test]

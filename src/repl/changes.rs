@@ -79,6 +79,34 @@ impl Change {
     fn without_delta(&self) -> Self {
         Self::with_hash(self.0.key.clone(), self.0.hash, None)
     }
+
+    /// What a batch keeps of the change once its delta is encoded ([`Sent`]). Frees the record
+    /// and its delta unless another queue still holds them.
+    pub fn sent(self) -> Sent {
+        match Arc::try_unwrap(self.0) {
+            Ok(r) => Sent {
+                key: r.key,
+                hash: r.hash,
+            },
+            Err(shared) => Sent {
+                key: shared.key.clone(),
+                hash: shared.hash,
+            },
+        }
+    }
+}
+
+/// A change whose delta went out in a batch: its key, to be read again from the keyspace if
+/// the batch is lost (at least as much as the delta; losses are rare).
+///
+/// Why not keep the change until the ack: its record, delta and value would then be freed a
+/// window of batches later, out of the CPU caches and in bursts the allocator's thread cache
+/// overflows with; freed right after encoding, while hot, they cost a writer replicating to
+/// two regions less (`docs/benchmarks.md`, run K).
+#[derive(Clone, Debug)]
+pub struct Sent {
+    key: Arc<[u8]>,
+    hash: u64,
 }
 
 /// Queued changes in order, each key once. Positions are absolute (`head` is the position of
@@ -158,11 +186,20 @@ impl Changes {
         Some(c)
     }
 
-    /// Puts back the changes of a batch that was not acknowledged, at the back (order between
-    /// keys does not matter; a key queued again since joins the two deltas).
+    /// Puts back changes that did not go out (a dissolved group's queue, a batch built across
+    /// a new session, a group batch a member could not take), at the back: order between keys
+    /// does not matter, and a key queued again since joins the two deltas.
     pub fn requeue(&mut self, changes: Vec<Change>) {
         for c in changes {
             self.push(c, false);
+        }
+    }
+
+    /// Puts back the keys of a batch that was not acknowledged, to be read at batch time (a
+    /// key queued again since keeps its place and is read too).
+    pub fn requeue_sent(&mut self, sent: &[Sent]) {
+        for s in sent {
+            self.push(Change::with_hash(s.key.clone(), s.hash, None), false);
         }
     }
 
@@ -238,6 +275,27 @@ mod tests {
 
     fn change(key: &[u8], d: EntryDelta) -> Change {
         Change::new(key.into(), Some(Arc::new(d)))
+    }
+
+    #[test]
+    fn a_sent_change_frees_its_delta_at_once_and_a_lost_batch_reads_its_keys_again() {
+        let mut e = Entry::empty();
+        let delta = Arc::new(e.write_register(Some(b"v1"[..].into()), stamp(10)));
+        let freed = Arc::downgrade(&delta);
+        let mut q = Changes::default();
+        q.push(Change::new(b"k"[..].into(), Some(delta)), false);
+        let sent = vec![q.pop().unwrap().sent()];
+        assert!(freed.upgrade().is_none(), "the delta outlived its encoding");
+        // A newer write queued since, then the batch is lost: the key is read at batch time,
+        // which carries at least what either delta would.
+        let newer = e.write_register(Some(b"v2"[..].into()), stamp(11));
+        q.push(change(b"k", newer), false);
+        q.requeue_sent(&sent);
+        q.requeue_sent(&sent);
+        assert_eq!(q.len(), 1);
+        let again = q.pop().unwrap();
+        assert_eq!(&again.key()[..], b"k");
+        assert!(again.delta().is_none());
     }
 
     #[test]

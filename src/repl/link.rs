@@ -14,7 +14,7 @@
 mod batch;
 mod fanout;
 
-use super::changes::{Change, Changes};
+use super::changes::{Change, Changes, Sent};
 use super::scope::{ScopeState, Ship, COLD_DELAY};
 use super::wire::{self, Invalidation, ReplMsg};
 use super::Transport;
@@ -109,10 +109,10 @@ struct InFlight {
     covers: u64,
 }
 
-/// The changes a batch in flight carries: its own, or those of a batch built for its fan-out
-/// group (freed with the last member's ack).
+/// The keys a batch in flight carries (their deltas were freed once encoded: `changes::Sent`):
+/// its own, or those of a batch built for its fan-out group (freed with the last member's ack).
 enum Carried {
-    Own(Vec<Change>),
+    Own(Vec<Sent>),
     Shared(Arc<Shared>),
 }
 
@@ -124,11 +124,11 @@ impl Carried {
         }
     }
 
-    /// The changes, to be queued again.
-    fn into_changes(self) -> Vec<Change> {
+    /// Queues the keys again, to be read at batch time (the batch was lost).
+    fn requeue(&self, changes: &mut Changes) {
         match self {
-            Carried::Own(keys) => keys,
-            Carried::Shared(s) => s.keys.clone(),
+            Carried::Own(keys) => changes.requeue_sent(keys),
+            Carried::Shared(s) => changes.requeue_sent(&s.keys),
         }
     }
 }
@@ -412,10 +412,10 @@ impl Link {
         o.repair.start(&slots);
         o.next_batch = 1;
         for b in std::mem::take(&mut o.inflight) {
-            o.changes.requeue(b.keys.into_changes());
+            b.keys.requeue(&mut o.changes);
         }
         for s in std::mem::take(&mut o.ready) {
-            o.changes.requeue(s.keys.clone());
+            o.changes.requeue_sent(&s.keys);
         }
         drop(o);
         self.wake.notify_one();

@@ -180,10 +180,10 @@ impl<'t> KeyMut<'t> {
         };
         let e = self.entry_mut();
         if recording {
-            let mut d = EntryDelta::default();
-            if let Some(v) = register {
-                d = e.write_register_floored(v.map(Box::from), s, floor);
-            }
+            let mut d = match register {
+                Some(v) => e.write_register_bytes(v, s, floor),
+                None => EntryDelta::default(),
+            };
             if let Some(x) = expiry {
                 d.join(&e.write_expiry(x, s));
             }
@@ -200,7 +200,7 @@ impl<'t> KeyMut<'t> {
     }
 
     fn record(&mut self, d: EntryDelta) {
-        if d == EntryDelta::default() {
+        if d.is_empty() {
             return;
         }
         self.changed = true;

@@ -28,7 +28,7 @@ impl Link {
                 o.resync_slots.insert(s);
             }
             o.resync = o.resync_slots.first().map(usize::from);
-            o.changes.requeue(b.keys.into_changes());
+            b.keys.requeue(&mut o.changes);
             // Later batches claimed offsets that assumed this one would arrive: void the
             // claims; the batch that carries the re-queued keys makes its own.
             for later in o.inflight.iter_mut() {
@@ -129,6 +129,7 @@ impl Link {
         }
         *self.last_batch.lock() = Instant::now();
         let repairing = !synced.is_empty();
+        let keys = keys.into_iter().map(Change::sent).collect();
         let head = o.dispatch(from, upto, Carried::Own(keys), synced, covers);
         drop(o);
         self.invalidations_sent

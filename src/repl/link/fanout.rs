@@ -27,7 +27,8 @@
 //!   for that member: the group queue was drained by the batch, and the member has nothing of
 //!   its own queued, no batch ready before it, no full slot pending and no repair holding
 //!   claims. A member's own batch additionally needs the group queue empty and idle.
-//! - Lock order: group state, then a member's `fanout`, then its outbox.
+//! - Lock order: group state, then a member's `fanout`, then its outbox; a build locks every
+//!   member's outbox at once, in member order.
 //! - A dissolved group (the links or their slots changed) gives its queue to every member's own
 //!   queue; a build in progress gives its changes back the same way.
 
@@ -54,8 +55,8 @@ struct State {
 
 /// One batch built for every member of a group.
 pub struct Shared {
-    /// The changes it carries, re-queued by a member that loses the batch.
-    pub(super) keys: Vec<Change>,
+    /// The keys it carries, re-queued by a member that loses the batch.
+    pub(super) keys: Vec<Sent>,
     /// The entries array, packed (`wire::pack_entries`).
     entries: bytes::Bytes,
     invalidations: Vec<Invalidation>,
@@ -140,27 +141,44 @@ impl Fanout {
         for c in &keys {
             body.change(ks, c);
         }
-        let shared = Arc::new(Shared {
-            entries: wire::pack_entries(body.count, &body.bytes),
-            invalidations: body.invalidations,
-            keys,
-            seen,
-            covers,
-        });
+        let entries = wire::pack_entries(body.count, &body.bytes);
+        // Every member's outbox at once (in member order; nothing else holds two), so the
+        // changes are re-queued, with their deltas, only to the members out of step, and the
+        // batch keeps only their keys (`changes::Sent`).
         let mut s = self.state.lock();
         s.building = false;
-        for m in &self.members {
-            let mut o = m.outbox.lock();
-            let in_step = o.changes.is_empty() && o.inflight.len() + o.ready.len() < WINDOW;
-            if in_step && !s.dissolved {
+        let mut outboxes: Vec<_> = self.members.iter().map(|m| m.outbox.lock()).collect();
+        let mut any_in_step = false;
+        let in_step: Vec<bool> = outboxes
+            .iter_mut()
+            .map(|o| {
+                let in_step = !s.dissolved
+                    && o.changes.is_empty()
+                    && o.inflight.len() + o.ready.len() < WINDOW;
+                if !in_step {
+                    o.changes.requeue(keys.clone());
+                }
+                any_in_step |= in_step;
+                in_step
+            })
+            .collect();
+        if any_in_step {
+            let shared = Arc::new(Shared {
+                entries,
+                invalidations: body.invalidations,
+                keys: keys.into_iter().map(Change::sent).collect(),
+                seen,
+                covers,
+            });
+            for (o, _) in outboxes.iter_mut().zip(in_step).filter(|(_, i)| *i) {
                 o.ready.push_back(shared.clone());
-            } else {
-                o.changes.requeue(shared.keys.clone());
             }
-            drop(o);
+        }
+        drop(outboxes);
+        drop(s);
+        for m in &self.members {
             m.wake.notify_one();
         }
-        drop(s);
     }
 
     /// Keys queued, and whether a hot one is among them (the link task's sending delay).
