@@ -45,7 +45,9 @@ pub struct Change(Arc<Record>);
 
 #[derive(Debug)]
 struct Record {
-    key: Arc<[u8]>,
+    /// The key, inline when short (most keys): a change is one allocation, and a batch in
+    /// flight keeps its keys without holding any (`Sent`).
+    key: Key,
     /// The key's hash, made once when the change is published: every link's queue indexes
     /// the key by it (hashing it per link, on push and again on pop, was a quarter of the
     /// queues' cost).
@@ -54,20 +56,23 @@ struct Record {
     delta: Option<Arc<EntryDelta>>,
 }
 
+/// A queued key: inline up to 32 bytes.
+type Key = smallvec::SmallVec<[u8; 32]>;
+
 /// The hasher of a change's key hash, the same for every link of the process.
 static HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
 
 impl Change {
-    pub fn new(key: Arc<[u8]>, delta: Option<Arc<EntryDelta>>) -> Self {
-        let hash = HASHER.hash_one(&key[..]);
-        Self::with_hash(key, hash, delta)
+    pub fn new(key: &[u8], delta: Option<Arc<EntryDelta>>) -> Self {
+        let hash = HASHER.hash_one(key);
+        Self::with_hash(Key::from_slice(key), hash, delta)
     }
 
-    fn with_hash(key: Arc<[u8]>, hash: u64, delta: Option<Arc<EntryDelta>>) -> Self {
+    fn with_hash(key: Key, hash: u64, delta: Option<Arc<EntryDelta>>) -> Self {
         Change(Arc::new(Record { key, hash, delta }))
     }
 
-    pub fn key(&self) -> &Arc<[u8]> {
+    pub fn key(&self) -> &[u8] {
         &self.0.key
     }
 
@@ -105,7 +110,7 @@ impl Change {
 /// two regions less (`docs/benchmarks.md`, run K).
 #[derive(Clone, Debug)]
 pub struct Sent {
-    key: Arc<[u8]>,
+    key: Key,
     hash: u64,
 }
 
@@ -274,7 +279,7 @@ mod tests {
     }
 
     fn change(key: &[u8], d: EntryDelta) -> Change {
-        Change::new(key.into(), Some(Arc::new(d)))
+        Change::new(key, Some(Arc::new(d)))
     }
 
     #[test]
@@ -283,7 +288,7 @@ mod tests {
         let delta = Arc::new(e.write_register(Some(b"v1"[..].into()), stamp(10)));
         let freed = Arc::downgrade(&delta);
         let mut q = Changes::default();
-        q.push(Change::new(b"k"[..].into(), Some(delta)), false);
+        q.push(Change::new(b"k", Some(delta)), false);
         let sent = vec![q.pop().unwrap().sent()];
         assert!(freed.upgrade().is_none(), "the delta outlived its encoding");
         // A newer write queued since, then the batch is lost: the key is read at batch time,
@@ -355,7 +360,7 @@ mod tests {
         let mut q = Changes::default();
         let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(1));
         q.push(change(b"k", d.clone()), false);
-        q.push(Change::new(b"k"[..].into(), None), false);
+        q.push(Change::new(b"k", None), false);
         assert!(q.pop().unwrap().delta().is_none());
         for i in 0..DELTAS_MAX + 1 {
             q.push(change(format!("k{i}").as_bytes(), d.clone()), false);

@@ -511,7 +511,7 @@ impl DeltaSink for Replicator {
             .map(|d| {
                 let newest = d.entry.max_stamp().time;
                 let hot = scope.as_ref().is_some_and(|s| s.urgent(&d.key));
-                let change = Change::new(d.key, Some(d.entry));
+                let change = Change::new(&d.key, Some(d.entry));
                 (d.slot, newest, change, hot)
             })
             .collect();

@@ -42,7 +42,9 @@ pub struct KeyMut<'t> {
     now_ms: u64,
     out: Option<&'t mut Deltas>,
     stamp: Option<Stamp>,
-    pending: Option<EntryDelta>,
+    /// The command's delta for this key, already in the allocation every sink shares (an
+    /// `EntryDelta` is 300 bytes: moving it out again on drop was a copy per write).
+    pending: Option<std::sync::Arc<EntryDelta>>,
     changed: bool,
 }
 
@@ -206,8 +208,8 @@ impl<'t> KeyMut<'t> {
         self.changed = true;
         if self.out.is_some() {
             match &mut self.pending {
-                Some(p) => p.join(&d),
-                None => self.pending = Some(d),
+                Some(p) => std::sync::Arc::make_mut(p).join(&d),
+                None => self.pending = Some(std::sync::Arc::new(d)),
             }
         }
     }
@@ -394,7 +396,7 @@ impl Drop for KeyMut<'_> {
             out.push(Delta {
                 slot: self.slot,
                 key: self.key.into(),
-                entry: std::sync::Arc::new(entry),
+                entry,
             });
         }
     }

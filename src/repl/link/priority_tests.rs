@@ -25,10 +25,7 @@ fn a_hot_key_jumps_the_queue_of_a_region_link_only() {
     ] {
         let link =
             Link::new(2, kind, String::new(), addr, slots.clone(), 0).with_scope(scope.clone());
-        let changes: Vec<Change> = keys
-            .iter()
-            .map(|k| Change::new((*k).into(), None))
-            .collect();
+        let changes: Vec<Change> = keys.iter().map(|k| Change::new(k, None)).collect();
         let state = scope.load_full().expect("installed");
         let flagged = changes.iter().map(|c| (c.clone(), state.urgent(c.key())));
         link.record(flagged, 3, u64::MAX, (Instant::now(), covered_now()));
