@@ -329,12 +329,18 @@ impl Entry {
 
     /// Sets or clears the expiry at `stamp`.
     pub fn write_expiry(&mut self, deadline_ms: Option<u64>, stamp: Stamp) -> EntryDelta {
-        self.deadline_ms = deadline_ms.map_or(0, |d| d.max(1));
-        self.set_expiry_stamp(stamp);
         EntryDelta {
-            expiry: Some(self.expiry()),
+            expiry: Some(self.set_expiry(deadline_ms, stamp)),
             ..Default::default()
         }
+    }
+
+    /// [`Entry::write_expiry`], returning the expiry part alone: a register write's delta (which
+    /// has none) takes it as it is, instead of joining a second, expiry-only delta.
+    pub fn set_expiry(&mut self, deadline_ms: Option<u64>, stamp: Stamp) -> Expiry {
+        self.deadline_ms = deadline_ms.map_or(0, |d| d.max(1));
+        self.set_expiry_stamp(stamp);
+        self.expiry()
     }
 
     fn register(&self) -> Register {

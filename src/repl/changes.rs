@@ -191,6 +191,23 @@ impl Changes {
         Some(c)
     }
 
+    /// Pops up to `max` of the oldest changes (a batch). A batch that takes the whole queue,
+    /// the usual case on a link that keeps up, empties the index in one sweep instead of one
+    /// removal per key (which left a deleted marker per key for the next pushes to skip and a
+    /// rehash to clear).
+    pub fn pop_batch(&mut self, max: usize) -> Vec<Change> {
+        if self.queue.len() > max {
+            return std::iter::from_fn(|| self.pop()).take(max).collect();
+        }
+        self.head += self.queue.len() as u64;
+        let batch: Vec<Change> = self.queue.drain(..).collect();
+        self.index.clear();
+        // As in `pop`: a backlog's grown table would stay sparse.
+        self.index.shrink_to(KEEP_CAPACITY, |&(_, h)| h);
+        self.queue.shrink_to(KEEP_CAPACITY);
+        batch
+    }
+
     /// Puts back changes that did not go out (a dissolved group's queue, a batch built across
     /// a new session, a group batch a member could not take), at the back: order between keys
     /// does not matter, and a key queued again since joins the two deltas.
@@ -276,6 +293,12 @@ mod tests {
 
     fn stamp(t: u64) -> Stamp {
         Stamp { time: t, node: 1 }
+    }
+
+    /// A popped change as (key, its register's stamp time).
+    fn seen(c: &Change) -> (Vec<u8>, u64) {
+        let stamp = c.delta().unwrap().register.as_ref().unwrap().stamp.time;
+        (c.key().to_vec(), stamp)
     }
 
     fn change(key: &[u8], d: EntryDelta) -> Change {
@@ -375,8 +398,8 @@ mod tests {
         /// The queue against a model (a list of distinct keys): pushes at either end, pops,
         /// keys pushed again while queued and after they left. Every key comes out once, in the model's order, with its latest delta.
         #[test]
-        fn the_queue_keeps_each_key_once_in_order(
-            ops in proptest::collection::vec((0u8..3, 0u16..40), 0..400),
+        fn the_queue_keeps_each_key_once_in_order_through_pops_and_batches(
+            ops in proptest::collection::vec((0u8..4, 0u16..40), 0..400),
         ) {
             let mut q = Changes::default();
             let mut model: VecDeque<(u16, u64)> = VecDeque::new();
@@ -399,12 +422,20 @@ mod tests {
                             }
                         }
                     }
-                    _ => {
-                        let got = q.pop().map(|c| {
-                            let stamp = c.delta().unwrap().register.as_ref().unwrap().stamp.time;
-                            (c.key().to_vec(), stamp)
-                        });
+                    2 => {
+                        let got = q.pop().map(|c| seen(&c));
                         let want = model.pop_front().map(|(k, t)| (format!("k{k}").into_bytes(), t));
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    _ => {
+                        // A batch of up to `k` (the whole queue when it holds no more).
+                        let max = k as usize;
+                        let got: Vec<_> = q.pop_batch(max).iter().map(seen).collect();
+                        let n = max.min(model.len());
+                        let want: Vec<_> = model
+                            .drain(..n)
+                            .map(|(k, t)| (format!("k{k}").into_bytes(), t))
+                            .collect();
                         proptest::prop_assert_eq!(got, want);
                     }
                 }

@@ -187,7 +187,9 @@ impl<'t> KeyMut<'t> {
                 None => EntryDelta::default(),
             };
             if let Some(x) = expiry {
-                d.join(&e.write_expiry(x, s));
+                // A register's delta carries no expiry: joining one is setting it.
+                debug_assert!(d.expiry.is_none());
+                d.expiry = Some(e.set_expiry(x, s));
             }
             self.record(d);
         } else {

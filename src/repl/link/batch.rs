@@ -56,11 +56,7 @@ impl Link {
             }
         }
         // 2b. Its own changed keys first, then the next slots of a full sync, within the budget.
-        let mut keys = Vec::new();
-        while keys.len() < BATCH_KEYS {
-            let Some(c) = o.changes.pop() else { break };
-            keys.push(c);
-        }
+        let keys = o.changes.pop_batch(BATCH_KEYS);
         let seen = o.seen;
         // Read after `seen`: every change published before this instant is at or below it.
         let covers = covered_now();

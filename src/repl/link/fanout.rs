@@ -128,11 +128,7 @@ impl Fanout {
             let seen = s.seen;
             // Read after `seen`: every change published before this instant is at or below it.
             let covers = covered_now();
-            let mut keys = Vec::with_capacity(s.changes.len().min(BATCH_KEYS));
-            while keys.len() < BATCH_KEYS {
-                let Some(c) = s.changes.pop() else { break };
-                keys.push(c);
-            }
+            let keys = s.changes.pop_batch(BATCH_KEYS);
             s.building = true;
             s.urgent = false;
             (keys, if s.changes.is_empty() { seen } else { 0 }, covers)
@@ -197,10 +193,7 @@ impl Fanout {
     pub(in crate::repl) fn dissolve(&self) {
         let mut s = self.state.lock();
         s.dissolved = true;
-        let mut queued = Vec::with_capacity(s.changes.len());
-        while let Some(c) = s.changes.pop() {
-            queued.push(c);
-        }
+        let queued = s.changes.pop_batch(usize::MAX);
         for m in &self.members {
             *m.fanout.lock() = None;
             m.outbox.lock().changes.requeue(queued.clone());
