@@ -397,7 +397,7 @@ impl Drop for KeyMut<'_> {
         if let (Some(out), Some(entry)) = (self.out.as_mut(), self.pending.take()) {
             out.push(Delta {
                 slot: self.slot,
-                key: self.key.into(),
+                key: super::DeltaKey::from_slice(self.key),
                 entry,
             });
         }

@@ -54,14 +54,14 @@ impl Keyspace {
         // 1.
         let alarm = self.clock.observer().check(delta.max_stamp()).err();
         // 2. and 3. (the delta is copied only if it changed something)
-        let share = || (Arc::from(key), Arc::new(delta.clone()));
+        let share = || Arc::new(delta.clone());
         let outcome = self.merge_one(origin, key, delta, share, delivered_below, unix_ms());
         (outcome, alarm)
     }
 
     /// Merges a batch of deltas from `origin` (see [`Keyspace::merge_from`] for each one);
     /// returns how many entries carried a stamp that raised a skew alarm. Keys and deltas
-    /// come shared, as the wire decoded them: a change publishes them without a copy.
+    /// come as the wire decoded them: a change publishes the delta without a copy.
     pub fn merge_batch(
         &self,
         origin: Origin,
@@ -82,21 +82,21 @@ impl Keyspace {
         for group in entries.chunks(super::prefetch::GROUP) {
             self.prefetch(group.iter().map(|(key, _)| &key[..]));
             for &(key, delta) in group {
-                let share = || (key.clone(), delta.clone());
+                let share = || delta.clone();
                 self.merge_one(origin, key, delta, share, delivered_below, now);
             }
         }
         alarms
     }
 
-    /// Steps 2 and 3 of a merge. A change publishes the key and delta `share` gives (called
-    /// only then: a merge that changes nothing costs no copy).
+    /// Steps 2 and 3 of a merge. A change publishes the delta `share` gives (called only then:
+    /// a merge that changes nothing costs no copy).
     fn merge_one(
         &self,
         origin: Origin,
         key: &[u8],
         delta: &EntryDelta,
-        share: impl FnOnce() -> (Arc<[u8]>, Arc<EntryDelta>),
+        share: impl FnOnce() -> Arc<EntryDelta>,
         delivered_below: u64,
         now: u64,
     ) -> MergeOutcome {
@@ -156,11 +156,11 @@ impl Keyspace {
         }
         drop(shard);
         if outcome == MergeOutcome::Changed && self.recording() {
-            let (key, shared) = share();
             let (entry, origin) = match whole {
                 Some(full) => (Arc::new(full), Origin::Local),
-                None => (shared, origin),
+                None => (share(), origin),
             };
+            let key = super::DeltaKey::from_slice(key);
             let delta = Delta { slot, key, entry };
             self.publish(smallvec::smallvec![delta], origin);
         }

@@ -43,11 +43,15 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Delta {
     pub slot: u16,
-    /// Shared, like the entry: persistence, every replication link and an in-flight batch
-    /// each hold the same allocation.
-    pub key: Arc<[u8]>,
+    /// Inline when short (most keys): a write allocates nothing for its key, and each sink
+    /// copies what it keeps (replication queues its own inline copy: `repl::changes`).
+    pub key: DeltaKey,
+    /// Shared: every sink of the command holds the same allocation.
     pub entry: Arc<EntryDelta>,
 }
+
+/// A delta's key: inline up to 32 bytes.
+pub type DeltaKey = SmallVec<[u8; 32]>;
 
 /// The deltas of one command (usually one): inline, so a write allocates no list for them.
 pub(crate) type Deltas = SmallVec<[Delta; 1]>;
