@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 /// Unacknowledged batches allowed in flight per link.
 const WINDOW: usize = 16;
 /// Keys per batch, and a soft byte budget per batch.
-const BATCH_KEYS: usize = 512;
+const BATCH_KEYS: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
 /// Idle links still tell the peer how far they are (so WAIT and lag see progress).
 const HEARTBEAT: Duration = Duration::from_millis(100);
