@@ -17,8 +17,9 @@
 //!    batch's changes to every other member's own queue, where they coalesce as on an ungrouped
 //!    link. So a slow or unreachable peer never holds up the others, and its memory stays bounded
 //!    by the keyspace.
-//! 3. A member sends its ready batches in order; on a lost batch it re-queues the changes in
-//!    its own queue, as an ungrouped link does.
+//!    The batch then keeps only the changes' keys (`changes::Sent`), as an ungrouped link's does.
+//! 3. A member sends its ready batches in order; on a lost batch it re-queues the keys in its
+//!    own queue, to be read at batch time, as an ungrouped link does.
 //!
 //! Invariants:
 //! - One build at a time (`building`), so ready batches reach every member in the order their
