@@ -46,7 +46,7 @@ pub struct Change(Arc<Record>);
 #[derive(Debug)]
 struct Record {
     /// The key, inline when short (most keys): a change is one allocation, and a batch in
-    /// flight keeps its keys without holding any (`Sent`).
+    /// flight keeps its changes without holding any (`Sent`).
     key: Key,
     /// The key's hash, made once when the change is published: every link's queue indexes
     /// the key by it (hashing it per link, on push and again on pop, was a quarter of the
@@ -85,34 +85,31 @@ impl Change {
         Self::with_hash(self.0.key.clone(), self.0.hash, None)
     }
 
-    /// What a batch keeps of the change once its delta is encoded ([`Sent`]). Frees the record
-    /// and its delta unless another queue still holds them.
+    /// What a batch in flight keeps of the change ([`Sent`]). Frees the record unless another
+    /// queue still holds it.
     pub fn sent(self) -> Sent {
         match Arc::try_unwrap(self.0) {
-            Ok(r) => Sent {
-                key: r.key,
-                hash: r.hash,
-            },
-            Err(shared) => Sent {
+            Ok(r) => Sent(r),
+            Err(shared) => Sent(Record {
                 key: shared.key.clone(),
                 hash: shared.hash,
-            },
+                delta: shared.delta.clone(),
+            }),
         }
     }
 }
 
-/// A change whose delta went out in a batch: its key, to be read again from the keyspace if
-/// the batch is lost (at least as much as the delta; losses are rare).
+/// A change carried by a batch in flight: its key and delta, queued again if the batch is lost.
+/// The delta is kept, not read again from the keyspace then: the key may have been evicted
+/// meanwhile (eviction is local and never replicated), and the write would be lost to the
+/// peer.
 ///
-/// Why not keep the change until the ack: its record, delta and value would then be freed a
-/// window of batches later, out of the CPU caches and in bursts the allocator's thread cache
-/// overflows with; freed right after encoding, while hot, they cost a writer replicating to
-/// two regions less (`docs/benchmarks.md`, run K).
-#[derive(Clone, Debug)]
-pub struct Sent {
-    key: Key,
-    hash: u64,
-}
+/// Why not keep the [`Change`]: its record would then be freed a window of batches later, out
+/// of the CPU caches and in bursts the allocator's thread cache overflows with; taken apart
+/// right after encoding, while hot, it costs a writer replicating to two regions less
+/// (`docs/benchmarks.md`, run K).
+#[derive(Debug)]
+pub struct Sent(Record);
 
 /// Queued changes in order, each key once. Positions are absolute (`head` is the position of
 /// the front), so a key's index entry stays valid while changes are pushed at either end and
@@ -217,11 +214,12 @@ impl Changes {
         }
     }
 
-    /// Puts back the keys of a batch that was not acknowledged, to be read at batch time (a
-    /// key queued again since keeps its place and is read too).
+    /// Puts back the changes of a batch that was not acknowledged, at the back (as
+    /// [`Changes::requeue`]).
     pub fn requeue_sent(&mut self, sent: &[Sent]) {
-        for s in sent {
-            self.push(Change::with_hash(s.key.clone(), s.hash, None), false);
+        for Sent(r) in sent {
+            let delta = r.delta.clone();
+            self.push(Change::with_hash(r.key.clone(), r.hash, delta), false);
         }
     }
 
@@ -306,24 +304,23 @@ mod tests {
     }
 
     #[test]
-    fn a_sent_change_frees_its_delta_at_once_and_a_lost_batch_reads_its_keys_again() {
+    fn a_lost_batch_puts_its_deltas_back_and_they_join_newer_ones() {
         let mut e = Entry::empty();
-        let delta = Arc::new(e.write_register(Some(b"v1"[..].into()), stamp(10)));
-        let freed = Arc::downgrade(&delta);
+        let set = e.write_register(Some(b"v1"[..].into()), stamp(10));
+        let incr = e.add_int(7, 5, stamp(11));
         let mut q = Changes::default();
-        q.push(Change::new(b"k", Some(delta)), false);
-        let sent = vec![q.pop().unwrap().sent()];
-        assert!(freed.upgrade().is_none(), "the delta outlived its encoding");
-        // A newer write queued since, then the batch is lost: the key is read at batch time,
-        // which carries at least what either delta would.
-        let newer = e.write_register(Some(b"v2"[..].into()), stamp(11));
-        q.push(change(b"k", newer), false);
+        q.push(change(b"k", set), false);
+        let sent: Vec<Sent> = q.pop_batch(16).into_iter().map(Change::sent).collect();
+        assert!(q.is_empty());
+        // An increment queued since, then the batch is lost: the key ships once, with both
+        // (the register may not be read again: the key may be evicted by then).
+        q.push(change(b"k", incr), false);
         q.requeue_sent(&sent);
         q.requeue_sent(&sent);
         assert_eq!(q.len(), 1);
-        let again = q.pop().unwrap();
-        assert_eq!(&again.key()[..], b"k");
-        assert!(again.delta().is_none());
+        let mut got = Entry::empty();
+        got.merge(q.pop().unwrap().delta().unwrap());
+        assert_eq!(got.to_delta(), e.to_delta());
     }
 
     #[test]

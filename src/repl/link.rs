@@ -109,8 +109,8 @@ struct InFlight {
     covers: u64,
 }
 
-/// The keys a batch in flight carries (their deltas were freed once encoded: `changes::Sent`):
-/// its own, or those of a batch built for its fan-out group (freed with the last member's ack).
+/// The changes a batch in flight carries (`changes::Sent`): its own, or those of a batch built
+/// for its fan-out group (freed with the last member's ack).
 enum Carried {
     Own(Vec<Sent>),
     Shared(Arc<Shared>),
@@ -124,7 +124,7 @@ impl Carried {
         }
     }
 
-    /// Queues the keys again, to be read at batch time (the batch was lost).
+    /// Queues the changes again (the batch was lost).
     fn requeue(&self, changes: &mut Changes) {
         match self {
             Carried::Own(keys) => changes.requeue_sent(keys),

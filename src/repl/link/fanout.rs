@@ -17,9 +17,9 @@
 //!    batch's changes to every other member's own queue, where they coalesce as on an ungrouped
 //!    link. So a slow or unreachable peer never holds up the others, and its memory stays bounded
 //!    by the keyspace.
-//!    The batch then keeps only the changes' keys (`changes::Sent`), as an ungrouped link's does.
-//! 3. A member sends its ready batches in order; on a lost batch it re-queues the keys in its
-//!    own queue, to be read at batch time, as an ungrouped link does.
+//!    The batch keeps its changes taken apart (`changes::Sent`), as an ungrouped link's does.
+//! 3. A member sends its ready batches in order; on a lost batch it re-queues the changes in
+//!    its own queue, as an ungrouped link does.
 //!
 //! Invariants:
 //! - One build at a time (`building`), so ready batches reach every member in the order their
@@ -56,7 +56,7 @@ struct State {
 
 /// One batch built for every member of a group.
 pub struct Shared {
-    /// The keys it carries, re-queued by a member that loses the batch.
+    /// The changes it carries, re-queued by a member that loses the batch.
     pub(super) keys: Vec<Sent>,
     /// The entries array, packed (`wire::pack_entries`).
     entries: bytes::Bytes,
@@ -140,8 +140,8 @@ impl Fanout {
         }
         let entries = wire::pack_entries(body.count, &body.bytes);
         // Every member's outbox at once (in member order; nothing else holds two), so the
-        // changes are re-queued, with their deltas, only to the members out of step, and the
-        // batch keeps only their keys (`changes::Sent`).
+        // changes are cloned only for the members out of step, and the batch takes them
+        // apart (`changes::Sent`).
         let mut s = self.state.lock();
         s.building = false;
         let mut outboxes: Vec<_> = self.members.iter().map(|m| m.outbox.lock()).collect();
