@@ -7,7 +7,9 @@
 # builds (or 1 region against 3) measured one after the other differ by more than what is being
 # measured. Run at the same time on the same cores, both sides see the same drift, and their
 # ratio is steady to about 1% (an A/A run: 0.977–1.004). Both writers share WRITER_CPU, which
-# makes each one's absolute cost higher than alone: read the ratio, not the nanoseconds.
+# makes each one's absolute cost higher than alone: read the ratio, not the nanoseconds. One
+# region against 3 is less steady (±5%): the 1-region side finishes first and the other then
+# runs alone for a while.
 #
 # Layout: both writer nodes on WRITER_CPU (default core 0); the peer-region nodes of a
 # multi-region side and both redis-benchmark clients on OTHER_CPU (core 1), as peer regions run
