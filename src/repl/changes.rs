@@ -12,8 +12,9 @@
 //! instruction, which waits for the core's pending stores. A change used to be queued as a key,
 //! a hash and a delta, three counts taken per link (the key twice: the order and the index),
 //! three dropped, and those were three quarters of a queue's cost on a writer replicating to
-//! two regions. Now a link takes one count when it queues a change and drops it when the peer
-//! acknowledged the batch; the index holds positions, not references.
+//! two regions. Now a link takes one count when it queues a change and drops it when the batch
+//! that carries it is encoded (the batch keeps the key and delta until the ack: [`Sent`]); the
+//! index holds positions, not references.
 //!
 //! Invariants:
 //! - A key is queued at most once (`index` holds exactly the positions of the keys in
