@@ -240,23 +240,14 @@ impl Entry {
     /// A register write (SET, DEL, APPEND...): the new bytes (None = tombstone) at `stamp`,
     /// observing every contribution so far.
     pub fn write_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) -> EntryDelta {
-        self.write_register_floored(value, stamp, 0)
+        self.write_register_floored(value.as_deref(), stamp, 0)
     }
 
     /// [`Entry::write_register`] with a floor: the NTP64 time of the newest stamp of an entry
-    /// this node collected for the key (0: none). See `entry/floor.rs`.
+    /// this node collected for the key (0: none). See `entry/floor.rs`. Takes the bytes
+    /// borrowed: the store's write path has the command's argument, and the delta copies it
+    /// once.
     pub fn write_register_floored(
-        &mut self,
-        value: Option<Box<[u8]>>,
-        stamp: Stamp,
-        floor: u64,
-    ) -> EntryDelta {
-        self.write_register_bytes(value.as_deref(), stamp, floor)
-    }
-
-    /// [`Entry::write_register_floored`] from borrowed bytes: the store's write path, which
-    /// has the command's argument and no box of its own (the delta copies the value once).
-    pub fn write_register_bytes(
         &mut self,
         value: Option<&[u8]>,
         stamp: Stamp,

@@ -47,7 +47,7 @@ pub struct Change(Arc<Record>);
 #[derive(Debug)]
 struct Record {
     /// The key, inline when short (most keys): a change is one allocation, and a batch in
-    /// flight keeps its changes without holding any (`Sent`).
+    /// flight ([`Sent`]) keeps its keys without one.
     key: Key,
     /// The key's hash, made once when the change is published: every link's queue indexes
     /// the key by it (hashing it per link, on push and again on pop, was a quarter of the

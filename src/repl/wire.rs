@@ -383,11 +383,8 @@ mod tests {
             rmp_serde::to_vec(&del).unwrap(),
             rmp_serde::to_vec(&old(&del)).unwrap()
         );
-        let floored = Entry::empty().write_register_floored(
-            Some(b"5".to_vec().into()),
-            Stamp::new(4 << 40, 2),
-            3 << 40,
-        );
+        let floored =
+            Entry::empty().write_register_floored(Some(b"5"), Stamp::new(4 << 40, 2), 3 << 40);
         let bytes = rmp_serde::to_vec(&floored).unwrap();
         assert_eq!(
             rmp_serde::from_slice::<EntryDelta>(&bytes).unwrap(),

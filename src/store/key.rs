@@ -183,7 +183,7 @@ impl<'t> KeyMut<'t> {
         let e = self.entry_mut();
         if recording {
             let mut d = match register {
-                Some(v) => e.write_register_bytes(v, s, floor),
+                Some(v) => e.write_register_floored(v, s, floor),
                 None => EntryDelta::default(),
             };
             if let Some(x) = expiry {

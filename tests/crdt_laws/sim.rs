@@ -86,10 +86,10 @@ pub(crate) fn merge_checked(e: &mut Entry, d: &EntryDelta) -> Result<(), TestCas
 /// Applies `op`; a register write carries `floor` (the replica's ghost, or 0).
 fn apply(e: &mut Entry, node: u64, op: &Op, stamp: Stamp, floor: u64) -> EntryDelta {
     match op {
-        Op::Write(v) => e.write_register_floored(v.clone().map(Into::into), stamp, floor),
+        Op::Write(v) => e.write_register_floored(v.as_deref(), stamp, floor),
         Op::WriteFloored(v, back) => {
             let f = stamp.time.saturating_sub(*back).max(floor);
-            e.write_register_floored(v.clone().map(Into::into), stamp, f)
+            e.write_register_floored(v.as_deref(), stamp, f)
         }
         Op::AddInt(x) => e.add_int(node, *x, stamp),
         Op::AddFloat(x) => e.add_float(node, *x, stamp),

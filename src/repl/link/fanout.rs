@@ -145,21 +145,16 @@ impl Fanout {
         let mut s = self.state.lock();
         s.building = false;
         let mut outboxes: Vec<_> = self.members.iter().map(|m| m.outbox.lock()).collect();
-        let mut any_in_step = false;
         let in_step: Vec<bool> = outboxes
-            .iter_mut()
+            .iter()
             .map(|o| {
-                let in_step = !s.dissolved
-                    && o.changes.is_empty()
-                    && o.inflight.len() + o.ready.len() < WINDOW;
-                if !in_step {
-                    o.changes.requeue(keys.clone());
-                }
-                any_in_step |= in_step;
-                in_step
+                !s.dissolved && o.changes.is_empty() && o.inflight.len() + o.ready.len() < WINDOW
             })
             .collect();
-        if any_in_step {
+        for (o, _) in outboxes.iter_mut().zip(&in_step).filter(|(_, i)| !**i) {
+            o.changes.requeue(keys.clone());
+        }
+        if in_step.contains(&true) {
             let shared = Arc::new(Shared {
                 entries,
                 invalidations: body.invalidations,
