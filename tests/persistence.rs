@@ -303,9 +303,7 @@ async fn migrated_keys_do_not_come_back_after_a_restart() {
     assert_eq!(migrate(&mut con, port, &["back"]).await, "OK");
     let _: () = con.set("back", "back-new").await.unwrap();
     // A move that fails puts the key back: it must survive too.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed_port = common::ports::claim(); // claimed, so nothing listens on it
     let e = migrate(&mut con, closed_port, &["stay"]).await;
     assert!(e.contains("IOERR"), "{e}");
 

@@ -4,27 +4,21 @@
 //! documented `aof-load-corrupted yes` recovery) and a log with a torn tail (truncated with a
 //! warning, everything before it loaded).
 
+#[path = "common/ports.rs"]
+mod ports;
+
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "meridian-persist-{tag}-{}-{}",
         std::process::id(),
-        free_port()
+        ports::claim()
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -150,7 +144,7 @@ fn missing(port: u16, keys: &[&String]) -> Vec<String> {
 #[test]
 fn sigkill_with_fsync_always_loses_no_acknowledged_write() {
     let dir = tempdir("always");
-    let port = free_port();
+    let port = ports::claim();
     let (acked, _) = kill_under_load(&dir, port, "always", Duration::from_millis(1500));
     assert!(
         acked.len() > 100,
@@ -174,7 +168,7 @@ fn sigkill_with_fsync_always_loses_no_acknowledged_write() {
 #[test]
 fn sigkill_with_fsync_everysec_loses_at_most_about_a_second() {
     let dir = tempdir("everysec");
-    let port = free_port();
+    let port = ports::claim();
     let (acked, killed_at) = kill_under_load(&dir, port, "everysec", Duration::from_millis(2500));
     let old: Vec<&String> = acked
         .iter()
@@ -230,7 +224,7 @@ fn present(port: u16, n: usize) -> Vec<bool> {
 #[test]
 fn corrupted_record_in_the_middle_refuses_to_start_or_is_dropped_when_allowed() {
     let dir = tempdir("corrupt");
-    let port = free_port();
+    let port = ports::claim();
     let seg = log_with_keys(&dir, port, 100);
     let mut bytes = std::fs::read(&seg).unwrap();
     let at = bytes.len() / 2;
@@ -281,7 +275,7 @@ fn corrupted_record_in_the_middle_refuses_to_start_or_is_dropped_when_allowed() 
 #[test]
 fn torn_tail_is_truncated_with_a_warning() {
     let dir = tempdir("torn");
-    let port = free_port();
+    let port = ports::claim();
     let seg = log_with_keys(&dir, port, 50);
     let len = std::fs::metadata(&seg).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();

@@ -2,18 +2,13 @@
 //! a TOML file layered in order, `--help` documenting every parameter, and a clean exit on
 //! SIGTERM and SIGINT with clients connected.
 
+#[path = "common/ports.rs"]
+mod ports;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meridian"));
@@ -80,7 +75,7 @@ fn signal(child: &Child, sig: &str) {
 #[test]
 fn sigterm_and_sigint_shut_down_cleanly_with_clients_connected() {
     for sig in ["TERM", "INT"] {
-        let port = free_port();
+        let port = ports::claim();
         let mut child = start(&["--port", &port.to_string()], &[]);
         assert_eq!(send(port, "SET k v"), "+OK");
         // A client that stays connected must not keep the server alive.
@@ -111,7 +106,7 @@ fn flags_beat_environment_which_beats_the_file() {
     let dir = std::env::temp_dir().join(format!("meridian-proc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("node.toml");
-    let (p_file, p_env, p_flag) = (free_port(), free_port(), free_port());
+    let (p_file, p_env, p_flag) = (ports::claim(), ports::claim(), ports::claim());
     std::fs::write(&file, format!("port = {p_file}\nmaxclients = 7\nhz = 20\n")).unwrap();
 
     // File only.

@@ -182,10 +182,7 @@ fn redis_py_client_side_cache_against_a_node_process() {
     use std::process::{Command, Stdio};
     use std::time::Instant;
     have_redis_py_cache();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().unwrap().port()
-    };
+    let port = common::ports::claim();
     let _node = Proc(
         Command::new(env!("CARGO_BIN_EXE_meridian"))
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

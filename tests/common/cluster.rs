@@ -11,7 +11,7 @@
 use super::IO_TIMEOUT;
 use meridian::config::Config;
 use meridian::server::{spawn, Running};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -60,22 +60,11 @@ pub fn shared_pki() -> PathBuf {
     .clone()
 }
 
-/// Free ports picked by binding port 0 (held together, so the `n` are distinct).
+/// `n` pairs of (RESP, mesh) ports, claimed so that nothing else takes them before the node
+/// binds them (see [`super::ports`]).
 pub fn free_ports(n: usize) -> Vec<(u16, u16)> {
-    let tcp: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free tcp port"))
-        .collect();
-    let udp: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("free udp port"))
-        .collect();
-    tcp.iter()
-        .zip(&udp)
-        .map(|(t, u)| {
-            (
-                t.local_addr().unwrap().port(),
-                u.local_addr().unwrap().port(),
-            )
-        })
+    (0..n)
+        .map(|_| (super::ports::claim(), super::ports::claim()))
         .collect()
 }
 

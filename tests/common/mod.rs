@@ -361,4 +361,5 @@ where
     }
 }
 pub mod cluster;
+pub mod ports;
 pub mod world;
