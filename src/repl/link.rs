@@ -109,8 +109,8 @@ struct InFlight {
     covers: u64,
 }
 
-/// The changes a batch in flight carries (`changes::Sent`): its own, or those of a batch built
-/// for its fan-out group (freed with the last member's ack).
+/// The changes a batch in flight carries: its own (`changes::Sent`), or the packed entries of a
+/// batch built for its fan-out group (freed with the last member's ack).
 enum Carried {
     Own(Vec<Sent>),
     Shared(Arc<Shared>),
@@ -120,7 +120,7 @@ impl Carried {
     fn len(&self) -> usize {
         match self {
             Carried::Own(keys) => keys.len(),
-            Carried::Shared(s) => s.keys.len(),
+            Carried::Shared(s) => s.len(),
         }
     }
 
@@ -128,7 +128,7 @@ impl Carried {
     fn requeue(&self, changes: &mut Changes) {
         match self {
             Carried::Own(keys) => changes.requeue_sent(keys),
-            Carried::Shared(s) => changes.requeue_sent(&s.keys),
+            Carried::Shared(s) => s.requeue(changes),
         }
     }
 }
@@ -415,7 +415,7 @@ impl Link {
             b.keys.requeue(&mut o.changes);
         }
         for s in std::mem::take(&mut o.ready) {
-            o.changes.requeue_sent(&s.keys);
+            s.requeue(&mut o.changes);
         }
         drop(o);
         self.wake.notify_one();
@@ -516,7 +516,7 @@ impl Link {
         let o = self.outbox.lock();
         group
             + o.changes.len()
-            + o.ready.iter().map(|s| s.keys.len()).sum::<usize>()
+            + o.ready.iter().map(|s| s.len()).sum::<usize>()
             + o.inflight.iter().map(|b| b.keys.len()).sum::<usize>()
     }
 

@@ -57,7 +57,7 @@ const DEFLATE_UPTO: usize = 16 << 10;
 
 mod fast;
 mod splice;
-pub use splice::{encode_batch, encode_shared, entry_bytes, pack_entries};
+pub use splice::{encode_batch, encode_shared, entry_bytes, pack_entries, unpack_entries};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplFrame {

@@ -17,7 +17,7 @@
 //!    batch's changes to every other member's own queue, where they coalesce as on an ungrouped
 //!    link. So a slow or unreachable peer never holds up the others, and its memory stays bounded
 //!    by the keyspace.
-//!    The batch keeps its changes taken apart (`changes::Sent`), as an ungrouped link's does.
+//!    The batch keeps only its packed entries, decoded again if a member loses it.
 //! 3. A member sends its ready batches in order; on a lost batch it re-queues the changes in
 //!    its own queue, as an ungrouped link does.
 //!
@@ -56,10 +56,11 @@ struct State {
 
 /// One batch built for every member of a group.
 pub struct Shared {
-    /// The changes it carries, re-queued by a member that loses the batch.
-    pub(super) keys: Vec<Sent>,
-    /// The entries array, packed (`wire::pack_entries`).
+    /// The entries array, packed (`wire::pack_entries`); decoded again by a member that loses
+    /// the batch ([`Shared::requeue`]).
     entries: bytes::Bytes,
+    /// How many entries `entries` holds.
+    count: usize,
     invalidations: Vec<Invalidation>,
     /// The group offset it completes when nothing of a member is left behind (0: the batch
     /// did not drain the group queue).
@@ -140,8 +141,8 @@ impl Fanout {
         }
         let entries = wire::pack_entries(body.count, &body.bytes);
         // Every member's outbox at once (in member order; nothing else holds two), so the
-        // changes are cloned only for the members out of step, and the batch takes them
-        // apart (`changes::Sent`).
+        // changes are cloned only for the members out of step. The batch keeps only its
+        // packed entries: the changes are freed here, while still in the CPU caches.
         let mut s = self.state.lock();
         s.building = false;
         let mut outboxes: Vec<_> = self.members.iter().map(|m| m.outbox.lock()).collect();
@@ -157,8 +158,8 @@ impl Fanout {
         if in_step.contains(&true) {
             let shared = Arc::new(Shared {
                 entries,
+                count: body.count,
                 invalidations: body.invalidations,
-                keys: keys.into_iter().map(Change::sent).collect(),
                 seen,
                 covers,
             });
@@ -194,6 +195,32 @@ impl Fanout {
             *m.fanout.lock() = None;
             m.outbox.lock().changes.requeue(queued.clone());
             m.wake.notify_one();
+        }
+    }
+}
+
+impl Shared {
+    /// Keys the batch carries: entries and invalidations.
+    pub(super) fn len(&self) -> usize {
+        self.count + self.invalidations.len()
+    }
+
+    /// Queues the batch's changes again (a member lost it, or its session reset): each entry
+    /// with the delta it carried, decoded from the batch, so a key evicted since (eviction is
+    /// local) still reaches the peer; each invalidated key to be read again at batch time, as
+    /// the scope decides afresh for it.
+    pub(super) fn requeue(&self, changes: &mut Changes) {
+        match wire::unpack_entries(&self.entries) {
+            Ok(entries) => {
+                for e in entries {
+                    changes.push(Change::new(&e.key, Some(e.entry)), false);
+                }
+            }
+            // The bytes were packed by this process a moment ago: only a bug gets here.
+            Err(e) => tracing::error!(error = %e, "cannot decode a batch built for a fan-out group"),
+        }
+        for inv in &self.invalidations {
+            changes.push(Change::new(&inv.key, None), false);
         }
     }
 }
@@ -241,5 +268,63 @@ impl Link {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::{Entry, EntryDelta, Stamp};
+
+    /// A member that loses a group batch queues again what the batch carried: every entry's
+    /// delta, decoded from the packed bytes (compressed: the batch is large), joined with what
+    /// was queued since; and every invalidated key, to be read again at batch time.
+    #[test]
+    fn a_lost_group_batch_requeues_the_deltas_it_carried() {
+        let stamp = |t: u64| Stamp { time: t, node: 1 };
+        let mut entries: Vec<(Vec<u8>, Entry, EntryDelta)> = (0..1000)
+            .map(|i| {
+                let mut e = Entry::empty();
+                let value = format!("value-{i}-{}", "x".repeat(24));
+                let d = e.write_register(Some(value.as_bytes().into()), stamp(100 + i));
+                (format!("key:{i}").into_bytes(), e, d)
+            })
+            .collect();
+        let mut body = Vec::new();
+        for (key, _, d) in &entries {
+            wire::entry_bytes(key, d, &mut body);
+        }
+        let packed = wire::pack_entries(entries.len(), &body);
+        assert_ne!(packed[0], wire::CLASS_REPL, "the test's batch is compressed");
+        let shared = Shared {
+            entries: packed,
+            count: entries.len(),
+            invalidations: vec![Invalidation {
+                key: Box::from(&b"cold"[..]),
+                stamp: stamp(5),
+            }],
+            seen: 0,
+            covers: 0,
+        };
+        assert_eq!(shared.len(), 1001);
+        // Key 0 was counted since the batch left: its queued increment joins the lost write.
+        let mut q = Changes::default();
+        let incr = entries[0].1.add_int(7, 3, stamp(2000));
+        q.push(Change::new(b"key:0", Some(Arc::new(incr))), false);
+        shared.requeue(&mut q);
+        assert_eq!(q.len(), 1001, "each key once");
+        let mut cold = 0;
+        for c in q.pop_batch(usize::MAX) {
+            if c.key() == b"cold" {
+                assert!(c.delta().is_none(), "an invalidated key is read again");
+                cold += 1;
+                continue;
+            }
+            let i: usize = std::str::from_utf8(&c.key()[4..]).unwrap().parse().unwrap();
+            let mut got = Entry::empty();
+            got.merge(c.delta().expect("a delta"));
+            assert_eq!(got.to_delta(), entries[i].1.to_delta(), "key {i}");
+        }
+        assert_eq!(cold, 1);
     }
 }

@@ -66,6 +66,13 @@ fn entries(r: &mut Reader) -> Option<Vec<KeyEntry>> {
     Some(entries)
 }
 
+/// A bare entries array (`wire::pack_entries`, unpacked), read to its end.
+pub(super) fn entry_array(array: &[u8]) -> Option<Vec<KeyEntry>> {
+    let mut r = Reader::new(array);
+    let entries = entries(&mut r)?;
+    r.at_end().then_some(entries)
+}
+
 /// The fields after the entries, to the end of the body.
 fn tail(
     (v3, from, session, fresh, batch, upto): Head,

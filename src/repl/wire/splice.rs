@@ -12,7 +12,8 @@
 //! followed only by the fields after the message (the promise, then any invalidations).
 
 use super::{
-    frame, pack, EntryDelta, Invalidation, ReplMsg, WireError, CLASS_REPL, CLASS_REPL_SHARED,
+    frame, pack, EntryDelta, Invalidation, KeyEntry, ReplMsg, WireError, CLASS_REPL,
+    CLASS_REPL_SHARED,
 };
 use crate::crdt::msgpack;
 
@@ -79,6 +80,16 @@ pub fn pack_entries(count: usize, body: &[u8]) -> bytes::Bytes {
     msgpack::array(&mut buf, count);
     buf.extend_from_slice(body);
     pack(buf)
+}
+
+/// The entries packed by [`pack_entries`], decoded again: what a member of a fan-out group
+/// re-queues when it loses the batch. Read by hand (`wire::fast`), by serde if that gives up.
+pub fn unpack_entries(packed: &[u8]) -> Result<Vec<KeyEntry>, WireError> {
+    let array = super::body(packed)?;
+    if let Some(entries) = super::fast::entry_array(&array) {
+        return Ok(entries);
+    }
+    Ok(rmp_serde::from_slice(&array)?)
 }
 
 /// A [`CLASS_REPL_SHARED`] frame: `head` (a [`ReplMsg::Batch`] with no entries) and its
