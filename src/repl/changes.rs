@@ -8,13 +8,13 @@
 //! delta under the slot lock, so [`Replicator::publish`](super::Replicator) wraps it, with its
 //! key, in one [`Change`] record and every link queues the same allocation.
 //!
-//! Why one record, held once per link: every reference count taken or dropped is an atomic
-//! instruction, which waits for the core's pending stores. A change used to be queued as a key,
-//! a hash and a delta, three counts taken per link (the key twice: the order and the index),
-//! three dropped, and those were three quarters of a queue's cost on a writer replicating to
-//! two regions. Now a link takes one count when it queues a change and drops it when the batch
-//! that carries it is encoded (the batch keeps the key and delta until the ack: [`Sent`]); the
-//! index holds positions, not references.
+//! Why a change is held by value: every reference count taken or dropped is an atomic
+//! instruction, which waits for the core's pending stores, and every record allocated is freed
+//! later, out of the CPU caches. A change is its key (inline when short), its hash and a
+//! handle to the store's delta; a queue holds it by value (the index holds positions, not
+//! references), and each further queue it goes to takes a copy and one count of the delta.
+//! On a writer replicating to two regions the region links share one queue (a fan-out group),
+//! so a change is usually queued once, with no allocation of its own.
 //!
 //! Invariants:
 //! - A key is queued at most once (`index` holds exactly the positions of the keys in
@@ -39,19 +39,13 @@ pub const DELTAS_MAX: usize = 64 * 1024;
 /// Capacity an emptied queue keeps: a link that keeps up queues a millisecond of writes.
 const KEEP_CAPACITY: usize = 4096;
 
-/// One changed key, as published to the links and as carried by a batch in flight: a handle to
-/// one record shared by every link (cloning it is one reference count).
+/// One changed key, as published to the links and as carried by a batch in flight.
 #[derive(Clone, Debug)]
-pub struct Change(Arc<Record>);
-
-#[derive(Debug)]
-struct Record {
-    /// The key, inline when short (most keys): a change is one allocation, and a batch in
-    /// flight ([`Sent`]) keeps its keys without one.
+pub struct Change {
+    /// The key, inline when short (most keys).
     key: Key,
-    /// The key's hash, made once when the change is published: every link's queue indexes
-    /// the key by it (hashing it per link, on push and again on pop, was a quarter of the
-    /// queues' cost).
+    /// The key's hash, made once when the change is published: every queue indexes the key by
+    /// it (hashing it per link, on push and again on pop, was a quarter of the queues' cost).
     hash: u64,
     /// The store's delta of the change; `None`: the batch reads the key's current entry.
     delta: Option<Arc<EntryDelta>>,
@@ -65,52 +59,21 @@ static HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::
 
 impl Change {
     pub fn new(key: &[u8], delta: Option<Arc<EntryDelta>>) -> Self {
-        let hash = HASHER.hash_one(key);
-        Self::with_hash(Key::from_slice(key), hash, delta)
-    }
-
-    fn with_hash(key: Key, hash: u64, delta: Option<Arc<EntryDelta>>) -> Self {
-        Change(Arc::new(Record { key, hash, delta }))
+        Change {
+            key: Key::from_slice(key),
+            hash: HASHER.hash_one(key),
+            delta,
+        }
     }
 
     pub fn key(&self) -> &[u8] {
-        &self.0.key
+        &self.key
     }
 
     pub fn delta(&self) -> Option<&Arc<EntryDelta>> {
-        self.0.delta.as_ref()
-    }
-
-    /// The same key, to be read at batch time.
-    fn without_delta(&self) -> Self {
-        Self::with_hash(self.0.key.clone(), self.0.hash, None)
-    }
-
-    /// What a batch in flight keeps of the change ([`Sent`]). Frees the record unless another
-    /// queue still holds it.
-    pub fn sent(self) -> Sent {
-        match Arc::try_unwrap(self.0) {
-            Ok(r) => Sent(r),
-            Err(shared) => Sent(Record {
-                key: shared.key.clone(),
-                hash: shared.hash,
-                delta: shared.delta.clone(),
-            }),
-        }
+        self.delta.as_ref()
     }
 }
-
-/// A change carried by a batch in flight: its key and delta, queued again if the batch is lost.
-/// The delta is kept, not read again from the keyspace then: the key may have been evicted
-/// meanwhile (eviction is local and never replicated), and the write would be lost to the
-/// peer.
-///
-/// Why not keep the [`Change`]: its record would then be freed a window of batches later, out
-/// of the CPU caches and in bursts the allocator's thread cache overflows with; taken apart
-/// right after encoding, while hot, it costs a writer replicating to two regions less
-/// (`docs/benchmarks.md`, run K).
-#[derive(Debug)]
-pub struct Sent(Record);
 
 /// Queued changes in order, each key once. Positions are absolute (`head` is the position of
 /// the front), so a key's index entry stays valid while changes are pushed at either end and
@@ -140,12 +103,12 @@ impl Changes {
     /// (a reference count) so that the last link a change is published to takes the
     /// publisher's own count instead of a new one.
     pub fn push(&mut self, c: Change, front: bool) -> bool {
-        let (queue, head, hash) = (&mut self.queue, self.head, c.0.hash);
+        let (queue, head, hash) = (&mut self.queue, self.head, c.hash);
         // One probe per link and change (this runs for every write), by the published hash.
         let at = |pos: u64| (pos - head) as usize;
         let found = self.index.entry(
             hash,
-            |&(pos, h)| h == hash && queue[at(pos)].0.key == c.0.key,
+            |&(pos, h)| h == hash && queue[at(pos)].key == c.key,
             |&(_, h)| h,
         );
         let slot = match found {
@@ -156,11 +119,10 @@ impl Changes {
             }
             Entry::Vacant(slot) => slot,
         };
-        let c = if c.0.delta.is_some() && queue.len() >= DELTAS_MAX {
-            c.without_delta()
-        } else {
-            c
-        };
+        let mut c = c;
+        if queue.len() >= DELTAS_MAX {
+            c.delta = None;
+        }
         if front {
             self.head -= 1;
             slot.insert((self.head, hash));
@@ -177,7 +139,7 @@ impl Changes {
         let c = self.queue.pop_front()?;
         let pos = self.head;
         self.head += 1;
-        if let Ok(queued) = self.index.find_entry(c.0.hash, |&(p, _)| p == pos) {
+        if let Ok(queued) = self.index.find_entry(c.hash, |&(p, _)| p == pos) {
             queued.remove();
         }
         if self.queue.is_empty() && self.index.capacity() > KEEP_CAPACITY {
@@ -215,15 +177,6 @@ impl Changes {
         }
     }
 
-    /// Puts back the changes of a batch that was not acknowledged, at the back (as
-    /// [`Changes::requeue`]).
-    pub fn requeue_sent(&mut self, sent: &[Sent]) {
-        for Sent(r) in sent {
-            let delta = r.delta.clone();
-            self.push(Change::with_hash(r.key.clone(), r.hash, delta), false);
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.queue.len()
     }
@@ -235,7 +188,7 @@ impl Changes {
     /// The queued keys in order (tests).
     #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.queue.iter().map(|c| &c.0.key[..])
+        self.queue.iter().map(|c| &c.key[..])
     }
 }
 
@@ -255,7 +208,7 @@ fn join_into(queued: &mut Change, new: Change) {
     } else {
         let mut joined = q.clone();
         Arc::make_mut(&mut joined).join(n);
-        *queued = Change::with_hash(queued.0.key.clone(), queued.0.hash, Some(joined));
+        queued.delta = Some(joined);
     }
 }
 
@@ -311,13 +264,13 @@ mod tests {
         let incr = e.add_int(7, 5, stamp(11));
         let mut q = Changes::default();
         q.push(change(b"k", set), false);
-        let sent: Vec<Sent> = q.pop_batch(16).into_iter().map(Change::sent).collect();
+        let sent: Vec<Change> = q.pop_batch(16);
         assert!(q.is_empty());
         // An increment queued since, then the batch is lost: the key ships once, with both
         // (the register may not be read again: the key may be evicted by then).
         q.push(change(b"k", incr), false);
-        q.requeue_sent(&sent);
-        q.requeue_sent(&sent);
+        q.requeue(sent.clone());
+        q.requeue(sent);
         assert_eq!(q.len(), 1);
         let mut got = Entry::empty();
         got.merge(q.pop().unwrap().delta().unwrap());
@@ -354,8 +307,8 @@ mod tests {
         q.push(second.clone(), false);
         let got = q.pop().unwrap();
         assert!(
-            Arc::ptr_eq(&got.0, &second.0),
-            "the very record, not a copy"
+            Arc::ptr_eq(got.delta().unwrap(), second.delta().unwrap()),
+            "the very delta, not a copy"
         );
         assert_eq!(
             *other_link,
@@ -367,7 +320,7 @@ mod tests {
         q.push(second.clone(), false);
         q.push(third.clone(), false);
         let joined = q.pop().unwrap();
-        assert!(!Arc::ptr_eq(&joined.0, &third.0));
+        assert!(!Arc::ptr_eq(joined.delta().unwrap(), third.delta().unwrap()));
         assert_eq!(joined.delta().unwrap().contrib.len(), 2);
         assert_eq!(
             second.delta().unwrap().contrib.len(),

@@ -14,7 +14,7 @@
 mod batch;
 mod fanout;
 
-use super::changes::{Change, Changes, Sent};
+use super::changes::{Change, Changes};
 use super::scope::{ScopeState, Ship, COLD_DELAY};
 use super::wire::{self, Invalidation, ReplMsg};
 use super::Transport;
@@ -109,10 +109,11 @@ struct InFlight {
     covers: u64,
 }
 
-/// The changes a batch in flight carries: its own (`changes::Sent`), or the packed entries of a
-/// batch built for its fan-out group (freed with the last member's ack).
+/// The changes a batch in flight carries: its own, with their deltas (not read again from the
+/// keyspace if the batch is lost: the key may be evicted by then, and eviction is local), or
+/// the packed entries of a batch built for its fan-out group (freed with the last member's ack).
 enum Carried {
-    Own(Vec<Sent>),
+    Own(Vec<Change>),
     Shared(Arc<Shared>),
 }
 
@@ -125,9 +126,9 @@ impl Carried {
     }
 
     /// Queues the changes again (the batch was lost).
-    fn requeue(&self, changes: &mut Changes) {
+    fn requeue(self, changes: &mut Changes) {
         match self {
-            Carried::Own(keys) => changes.requeue_sent(keys),
+            Carried::Own(keys) => changes.requeue(keys),
             Carried::Shared(s) => s.requeue(changes),
         }
     }

@@ -125,7 +125,6 @@ impl Link {
         }
         *self.last_batch.lock() = Instant::now();
         let repairing = !synced.is_empty();
-        let keys = keys.into_iter().map(Change::sent).collect();
         let head = o.dispatch(from, upto, Carried::Own(keys), synced, covers);
         drop(o);
         self.invalidations_sent
