@@ -5,8 +5,8 @@
 //! Why carry deltas: a batch used to re-read every queued key from the keyspace, once per link,
 //! by which time the key had usually left the CPU caches; on a writer replicating to two
 //! regions that lookup was the largest single cost of replication. The store already built a
-//! delta under the slot lock, so [`Replicator::publish`](super::Replicator) wraps it, with its
-//! key, in one [`Change`] record and every link queues the same allocation.
+//! delta under the slot lock, so [`Replicator::publish`](super::Replicator) pairs it with its
+//! key in a [`Change`], and every queue the change goes to holds the same delta.
 //!
 //! Why a change is held by value: every reference count taken or dropped is an atomic
 //! instruction, which waits for the core's pending stores, and every record allocated is freed
@@ -100,8 +100,8 @@ impl Default for Changes {
 impl Changes {
     /// Queues a change (at the front for the priority lane). Returns whether the key was new to
     /// the queue; a key already queued keeps its place and joins the delta. Takes the change
-    /// (a reference count) so that the last link a change is published to takes the
-    /// publisher's own count instead of a new one.
+    /// so that the last queue a change is published to takes the publisher's own count of the
+    /// delta instead of a new one.
     pub fn push(&mut self, c: Change, front: bool) -> bool {
         let (queue, head, hash) = (&mut self.queue, self.head, c.hash);
         // One probe per link and change (this runs for every write), by the published hash.
@@ -320,7 +320,10 @@ mod tests {
         q.push(second.clone(), false);
         q.push(third.clone(), false);
         let joined = q.pop().unwrap();
-        assert!(!Arc::ptr_eq(joined.delta().unwrap(), third.delta().unwrap()));
+        assert!(!Arc::ptr_eq(
+            joined.delta().unwrap(),
+            third.delta().unwrap()
+        ));
         assert_eq!(joined.delta().unwrap().contrib.len(), 2);
         assert_eq!(
             second.delta().unwrap().contrib.len(),

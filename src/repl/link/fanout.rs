@@ -217,7 +217,9 @@ impl Shared {
                 }
             }
             // The bytes were packed by this process a moment ago: only a bug gets here.
-            Err(e) => tracing::error!(error = %e, "cannot decode a batch built for a fan-out group"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot decode a batch built for a fan-out group")
+            }
         }
         for inv in &self.invalidations {
             changes.push(Change::new(&inv.key, None), false);
@@ -295,7 +297,11 @@ mod tests {
             wire::entry_bytes(key, d, &mut body);
         }
         let packed = wire::pack_entries(entries.len(), &body);
-        assert_ne!(packed[0], wire::CLASS_REPL, "the test's batch is compressed");
+        assert_ne!(
+            packed[0],
+            wire::CLASS_REPL,
+            "the test's batch is compressed"
+        );
         let shared = Shared {
             entries: packed,
             count: entries.len(),
