@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Where claimed ports come from: under the demo tests' ranges (20000 and up) and the
-/// kernel's ephemeral range (32768 and up by default, checked at first use).
+/// kernel's ephemeral range (32768 and up by default; a machine whose range reaches lower is
+/// told so at first use).
 const RANGE: std::ops::Range<u32> = 10_000..20_000;
 
 /// Locks held for the life of the process: dropping one would let another process claim
@@ -33,10 +34,11 @@ fn next_offset() -> u32 {
     static NEXT: OnceLock<AtomicU32> = OnceLock::new();
     let next = NEXT.get_or_init(|| {
         let low = ephemeral_low();
-        assert!(
-            low >= RANGE.end,
-            "the ephemeral port range starts at {low}, inside the test port range {RANGE:?}"
-        );
+        if low < RANGE.end {
+            // Still usable: the lock files keep test processes apart, and a port taken by an
+            // outgoing connection fails the bind check; only the rare race remains.
+            eprintln!("the ephemeral port range starts at {low}, inside test ports {RANGE:?}");
+        }
         AtomicU32::new(std::process::id().wrapping_mul(2_654_435_761) % RANGE.len() as u32)
     });
     next.fetch_add(1, Ordering::Relaxed) % RANGE.len() as u32
