@@ -10,7 +10,8 @@
 //! So ports here come from [`RANGE`], below the ephemeral range (no outgoing connection is ever
 //! given one) and below the demo tests' fixed ranges (20000 and up). A port is claimed across
 //! processes by an advisory lock on a file named after it, held until the test process exits,
-//! and is handed out only if TCP and UDP both bind to it at that moment.
+//! and is handed out only if TCP and UDP both bind to it at that moment. The admin port a node
+//! on it would open (RESP + 1000) is claimed with it.
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
@@ -19,10 +20,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// Where claimed ports come from: under the demo tests' ranges (20000 and up) and the
-/// kernel's ephemeral range (32768 and up by default; a machine whose range reaches lower is
-/// told so at first use).
-const RANGE: std::ops::Range<u32> = 10_000..20_000;
+/// Where claimed ports come from. With their admin ports ([`ADMIN_OFFSET`] above them) they stay
+/// under the demo tests' ranges (20000 and up) and the kernel's ephemeral range (32768 and up
+/// by default; a machine whose range reaches lower is told so at first use).
+const RANGE: std::ops::Range<u32> = 10_000..19_000;
+
+/// A node's default admin port is its RESP port + this (`admin-port auto`).
+const ADMIN_OFFSET: u32 = 1000;
 
 /// Locks held for the life of the process: dropping one would let another process claim
 /// a port a node of this one may still rebind (a restart reuses its port).
@@ -34,7 +38,7 @@ fn next_offset() -> u32 {
     static NEXT: OnceLock<AtomicU32> = OnceLock::new();
     let next = NEXT.get_or_init(|| {
         let low = ephemeral_low();
-        if low < RANGE.end {
+        if low < RANGE.end + ADMIN_OFFSET {
             // Still usable: the lock files keep test processes apart, and a port taken by an
             // outgoing connection fails the bind check; only the rare race remains.
             eprintln!("the ephemeral port range starts at {low}, inside test ports {RANGE:?}");
@@ -57,28 +61,34 @@ fn lock_dir() -> PathBuf {
     d
 }
 
-/// Claims one port that TCP and UDP on 127.0.0.1 can both bind now, or panics after trying
-/// the whole range.
+/// Claims one port that TCP and UDP on 127.0.0.1 can both bind now, together with the admin
+/// port a node listening on it opens by default (`admin-port auto`: the RESP port + 1000 when
+/// it is below 31768, docs/observability.md), so no other claim hands that one out either.
+/// Panics after trying the whole range.
 pub fn claim() -> u16 {
     let dir = lock_dir();
-    for _ in 0..RANGE.len() {
-        let port = (RANGE.start + next_offset()) as u16;
-        let Ok(file) = OpenOptions::new()
+    let lock = |port: u32| {
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(dir.join(format!("{port}.lock")))
-        else {
+            .ok()?;
+        // Fails when another process (or this one) holds it.
+        file.try_lock().ok().map(|()| file)
+    };
+    for _ in 0..RANGE.len() {
+        let port = RANGE.start + next_offset();
+        let admin = port + ADMIN_OFFSET;
+        let (Some(file), Some(admin_file)) = (lock(port), lock(admin)) else {
             continue;
         };
-        if file.try_lock().is_err() {
-            continue; // another process (or this one) holds it
-        }
-        let tcp = TcpListener::bind(("127.0.0.1", port));
-        let udp = UdpSocket::bind(("127.0.0.1", port));
-        if tcp.is_ok() && udp.is_ok() {
-            HELD.lock().unwrap().push(file);
-            return port;
+        let free = TcpListener::bind(("127.0.0.1", port as u16)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port as u16)).is_ok()
+            && TcpListener::bind(("127.0.0.1", admin as u16)).is_ok();
+        if free {
+            HELD.lock().unwrap().extend([file, admin_file]);
+            return port as u16;
         }
     }
     panic!("no free test port in {RANGE:?}");
