@@ -239,14 +239,12 @@ impl Entry {
 
     /// A register write (SET, DEL, APPEND...): the new bytes (None = tombstone) at `stamp`,
     /// observing every contribution so far.
-    pub fn write_register(&mut self, value: Option<Box<[u8]>>, stamp: Stamp) -> EntryDelta {
-        self.write_register_floored(value.as_deref(), stamp, 0)
+    pub fn write_register(&mut self, value: Option<&[u8]>, stamp: Stamp) -> EntryDelta {
+        self.write_register_floored(value, stamp, 0)
     }
 
     /// [`Entry::write_register`] with a floor: the NTP64 time of the newest stamp of an entry
-    /// this node collected for the key (0: none). See `entry/floor.rs`. Takes the bytes
-    /// borrowed: the store's write path has the command's argument, and the delta copies it
-    /// once.
+    /// this node collected for the key (0: none). See `entry/floor.rs`.
     pub fn write_register_floored(
         &mut self,
         value: Option<&[u8]>,
@@ -521,7 +519,7 @@ mod tests {
     #[test]
     fn expiry_is_last_writer_wins() {
         let mut e = Entry::empty();
-        e.write_register(Some(b"v".to_vec().into()), s(1, 1));
+        e.write_register(Some(&b"v"[..]), s(1, 1));
         let late = Entry::empty().write_expiry(Some(100), s(5, 2));
         let early = Entry::empty().write_expiry(None, s(4, 1));
         e.merge(&late);
@@ -539,7 +537,7 @@ mod tests {
         };
         // A SET: register and expiry under one stamp, so no box.
         let mut e = Entry::empty();
-        e.write_register(Some(b"v".to_vec().into()), s(1, 1));
+        e.write_register(Some(&b"v"[..]), s(1, 1));
         e.write_expiry(None, s(1, 1));
         assert!(parts(&e).is_empty());
         e.add_int(7, 1, s(2, 7));

@@ -151,7 +151,7 @@ mod tests {
     use crate::crdt::Entry;
 
     fn sample() -> EntryDelta {
-        Entry::empty().write_register(Some(b"v".to_vec().into()), crate::crdt::Stamp::new(1, 1))
+        Entry::empty().write_register(Some(&b"v"[..]), crate::crdt::Stamp::new(1, 1))
     }
 
     #[test]

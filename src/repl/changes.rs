@@ -102,7 +102,7 @@ impl Changes {
     /// the queue; a key already queued keeps its place and joins the delta. Takes the change
     /// so that the last queue a change is published to takes the publisher's own count of the
     /// delta instead of a new one.
-    pub fn push(&mut self, c: Change, front: bool) -> bool {
+    pub fn push(&mut self, mut c: Change, front: bool) -> bool {
         let (queue, head, hash) = (&mut self.queue, self.head, c.hash);
         // One probe per link and change (this runs for every write), by the published hash.
         let at = |pos: u64| (pos - head) as usize;
@@ -119,7 +119,6 @@ impl Changes {
             }
             Entry::Vacant(slot) => slot,
         };
-        let mut c = c;
         if queue.len() >= DELTAS_MAX {
             c.delta = None;
         }
@@ -260,7 +259,7 @@ mod tests {
     #[test]
     fn a_lost_batch_puts_its_deltas_back_and_they_join_newer_ones() {
         let mut e = Entry::empty();
-        let set = e.write_register(Some(b"v1"[..].into()), stamp(10));
+        let set = e.write_register(Some(&b"v1"[..]), stamp(10));
         let incr = e.add_int(7, 5, stamp(11));
         let mut q = Changes::default();
         q.push(change(b"k", set), false);
@@ -280,9 +279,9 @@ mod tests {
     #[test]
     fn a_key_is_queued_once_and_its_deltas_join() {
         let mut e = Entry::empty();
-        let set = e.write_register(Some(b"v1"[..].into()), stamp(10));
+        let set = e.write_register(Some(&b"v1"[..]), stamp(10));
         let incr = e.add_int(7, 5, stamp(11));
-        let set2 = e.write_register(Some(b"v2"[..].into()), stamp(12));
+        let set2 = e.write_register(Some(&b"v2"[..]), stamp(12));
         let mut q = Changes::default();
         assert!(q.push(change(b"k", set), false));
         assert!(!q.push(change(b"k", incr), false));
@@ -335,7 +334,7 @@ mod tests {
     #[test]
     fn none_absorbs_and_a_long_queue_stops_keeping_deltas() {
         let mut q = Changes::default();
-        let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(1));
+        let d = Entry::empty().write_register(Some(&b"v"[..]), stamp(1));
         q.push(change(b"k", d.clone()), false);
         q.push(Change::new(b"k", None), false);
         assert!(q.pop().unwrap().delta().is_none());
@@ -360,7 +359,7 @@ mod tests {
             for (n, (op, k)) in ops.into_iter().enumerate() {
                 let t = n as u64 + 1;
                 let key = format!("k{k}").into_bytes();
-                let d = Entry::empty().write_register(Some(b"v"[..].into()), stamp(t));
+                let d = Entry::empty().write_register(Some(&b"v"[..]), stamp(t));
                 match op {
                     0 | 1 => {
                         let front = op == 1;

@@ -109,9 +109,10 @@ struct InFlight {
     covers: u64,
 }
 
-/// The changes a batch in flight carries: its own, with their deltas (not read again from the
-/// keyspace if the batch is lost: the key may be evicted by then, and eviction is local), or
-/// the packed entries of a batch built for its fan-out group (freed with the last member's ack).
+/// The changes a batch in flight carries: its own, with the deltas they were queued with (a lost
+/// batch re-queues those, rather than keys to be read again: the key may be evicted by then,
+/// and eviction is local), or the packed entries of a batch built for its fan-out group (freed
+/// with the last member's ack).
 enum Carried {
     Own(Vec<Change>),
     Shared(Arc<Shared>),

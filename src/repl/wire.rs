@@ -375,7 +375,7 @@ mod tests {
         };
         let mut e = Entry::empty();
         e.add_int(7, 3, Stamp::new(1 << 40, 7));
-        let set = e.write_register(Some(b"5".to_vec().into()), Stamp::new(2 << 40, 1));
+        let set = e.write_register(Some(&b"5"[..]), Stamp::new(2 << 40, 1));
         let bytes = rmp_serde::to_vec(&set).unwrap();
         assert_eq!(bytes, rmp_serde::to_vec(&old(&set)).unwrap());
         let del = e.write_register(None, Stamp::new(3 << 40, 1));
@@ -391,7 +391,7 @@ mod tests {
             floored
         );
         assert!(rmp_serde::from_slice::<OldDelta>(&bytes).is_err());
-        e.write_register(Some(b"6".to_vec().into()), Stamp::new(5 << 40, 1));
+        e.write_register(Some(&b"6"[..]), Stamp::new(5 << 40, 1));
         let full = e.to_delta();
         assert!(!full.settled.is_empty(), "the DEL settled under the SET");
         let bytes = rmp_serde::to_vec(&full).unwrap();

@@ -93,8 +93,3 @@ pub fn claim() -> u16 {
     }
     panic!("no free test port in {RANGE:?}");
 }
-
-/// `n` distinct claimed ports.
-pub fn claim_n(n: usize) -> Vec<u16> {
-    (0..n).map(|_| claim()).collect()
-}

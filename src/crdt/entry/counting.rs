@@ -187,10 +187,10 @@ mod tests {
     #[test]
     fn set_then_incr_reads_sum() {
         let mut e = Entry::empty();
-        e.write_register(Some(b"10".to_vec().into()), s(1, 1));
+        e.write_register(Some(&b"10"[..]), s(1, 1));
         e.add_int(1, 5, s(2, 1));
         assert_eq!(e.value().unwrap().as_ref(), b"15");
-        e.write_register(Some(b"x".to_vec().into()), s(3, 1));
+        e.write_register(Some(&b"x"[..]), s(3, 1));
         assert_eq!(
             e.value().unwrap().as_ref(),
             b"x",
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn non_integer_register_hides_increments() {
         let mut e = Entry::empty();
-        e.write_register(Some(b"abc".to_vec().into()), s(1, 1));
+        e.write_register(Some(&b"abc"[..]), s(1, 1));
         let mut other = Entry::empty();
         let inc = other.add_int(2, 1, s(1, 2));
         e.merge(&inc);
@@ -285,7 +285,7 @@ mod tests {
                 if *float { e.add_float(*actor, *by as f64 / 8.0, s(t, *actor)); } else { e.add_int(*actor, *by, s(t, *actor)); }
             }
             t += 1;
-            e.write_register(reg.map(|r| r.into_bytes().into_boxed_slice()), s(t, 9));
+            e.write_register(reg.as_deref().map(str::as_bytes), s(t, 9));
             for (actor, by, _) in &ops {
                 t += 1;
                 e.add_int(*actor, if big { i64::MAX } else { *by }, s(t, *actor));

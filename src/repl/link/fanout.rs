@@ -288,7 +288,7 @@ mod tests {
             .map(|i| {
                 let mut e = Entry::empty();
                 let value = format!("value-{i}-{}", "x".repeat(24));
-                let d = e.write_register(Some(value.as_bytes().into()), stamp(100 + i));
+                let d = e.write_register(Some(value.as_bytes()), stamp(100 + i));
                 (format!("key:{i}").into_bytes(), e, d)
             })
             .collect();
