@@ -63,6 +63,18 @@ pub struct HotKeys {
     pub dropped: AtomicU64,
 }
 
+/// A snapshot of the hot set ([`HotKeys::hot_set`]).
+pub struct HotSet<'a> {
+    set: arc_swap::Guard<Arc<hashbrown::HashSet<u64>>>,
+    hasher: &'a ahash::RandomState,
+}
+
+impl HotSet<'_> {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        !self.set.is_empty() && self.set.contains(&self.hasher.hash_one(key))
+    }
+}
+
 impl Default for HotKeys {
     fn default() -> Self {
         HotKeys::new(DEFAULT_K, DEFAULT_THRESHOLD, SAMPLE)
@@ -221,8 +233,16 @@ impl HotKeys {
 
     /// Whether `key` was in the hot set at the last refresh (lock-free).
     pub fn is_hot(&self, key: &[u8]) -> bool {
-        let set = self.hot.load();
-        !set.is_empty() && set.contains(&self.hasher.hash_one(key))
+        self.hot_set().contains(key)
+    }
+
+    /// The hot set as it is now, to ask about many keys with one load of it (a pipelined
+    /// read's writes: each load is an atomic read-modify-write).
+    pub fn hot_set(&self) -> HotSet<'_> {
+        HotSet {
+            set: self.hot.load(),
+            hasher: &self.hasher,
+        }
     }
 
     /// Keys in the hot set.

@@ -155,16 +155,25 @@ impl Changes {
     /// removal per key (which left a deleted marker per key for the next pushes to skip and a
     /// rehash to clear).
     pub fn pop_batch(&mut self, max: usize) -> Vec<Change> {
+        let mut batch = Vec::new();
+        self.pop_batch_into(max, &mut batch);
+        batch
+    }
+
+    /// [`Changes::pop_batch`] into `batch` (emptied first), whose allocation a caller keeps
+    /// from one batch to the next.
+    pub fn pop_batch_into(&mut self, max: usize, batch: &mut Vec<Change>) {
+        batch.clear();
         if self.queue.len() > max {
-            return std::iter::from_fn(|| self.pop()).take(max).collect();
+            batch.extend(std::iter::from_fn(|| self.pop()).take(max));
+            return;
         }
         self.head += self.queue.len() as u64;
-        let batch: Vec<Change> = self.queue.drain(..).collect();
+        batch.extend(self.queue.drain(..));
         self.index.clear();
         // As in `pop`: a backlog's grown table would stay sparse.
         self.index.shrink_to(KEEP_CAPACITY, |&(_, h)| h);
         self.queue.shrink_to(KEEP_CAPACITY);
-        batch
     }
 
     /// Puts back changes that did not go out (a dissolved group's queue, a batch built across

@@ -505,12 +505,13 @@ impl DeltaSink for Replicator {
             .any(|l| l.kind == LinkKind::Region)
             .then(|| self.scope.load_full())
             .flatten();
+        let urgent = scope.as_ref().map(|s| s.urgent());
         // One shared allocation per change for all links (`repl::changes`).
         let changes: Vec<(u16, u64, Change, bool)> = deltas
             .into_iter()
             .map(|d| {
                 let newest = d.entry.max_stamp().time;
-                let hot = scope.as_ref().is_some_and(|s| s.urgent(&d.key));
+                let hot = urgent.as_ref().is_some_and(|u| u.contains(&d.key));
                 let change = Change::new(&d.key, Some(d.entry));
                 (d.slot, newest, change, hot)
             })

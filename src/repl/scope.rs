@@ -49,9 +49,10 @@ pub enum Ship {
 }
 
 impl ScopeState {
-    /// Does a change of `key` skip the cold delay and jump the queue?
-    pub fn urgent(&self, key: &[u8]) -> bool {
-        self.hot.is_hot(key)
+    /// Which changes skip the cold delay and jump the queue: those of the keys this hot set
+    /// holds (one snapshot for all the changes of a publish).
+    pub fn urgent(&self) -> crate::hot::HotSet<'_> {
+        self.hot.hot_set()
     }
 
     /// What a region link sends for `key` holding `entry` (see the module doc).

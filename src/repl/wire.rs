@@ -57,7 +57,7 @@ const DEFLATE_UPTO: usize = 16 << 10;
 
 mod fast;
 mod splice;
-pub use splice::{encode_batch, encode_shared, entry_bytes, pack_entries, unpack_entries};
+pub use splice::{encode_batch, encode_shared, entry_bytes, pack_entries, unpack_entries, Packer};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplFrame {
@@ -245,25 +245,41 @@ fn frame(msg: ReplMsg, delivered_below: u64, invalidations: Vec<Invalidation>) -
 /// Compresses an encoded frame (class byte and msgpack body) when that pays: deflate up to
 /// [`DEFLATE_UPTO`], LZ4 beyond, when it saves at least an eighth.
 fn pack(buf: Vec<u8>) -> bytes::Bytes {
-    if buf.len() > COMPRESS_FROM && buf.len() <= DEFLATE_UPTO {
-        let packed = miniz_oxide::deflate::compress_to_vec(&buf[1..], 1);
-        if packed.len() + 5 < buf.len() - buf.len() / 8 {
-            let mut out = Vec::with_capacity(packed.len() + 5);
-            out.push(CLASS_REPL_DEFLATE);
-            out.extend_from_slice(&((buf.len() - 1) as u32).to_le_bytes());
-            out.extend_from_slice(&packed);
-            return out.into();
+    compress(&buf, &mut Vec::new()).unwrap_or_else(|| buf.into())
+}
+
+/// The compressed frame of `frame` (class byte and msgpack body), in one allocation of its
+/// exact size, or `None` when compression does not pay (see [`pack`]). `scratch` takes LZ4's
+/// output on the way, so a caller that keeps it allocates it once.
+fn compress(frame: &[u8], scratch: &mut Vec<u8>) -> Option<bytes::Bytes> {
+    let body = frame.get(1..)?;
+    let pays = |packed: usize| packed < frame.len() - frame.len() / 8;
+    if frame.len() > COMPRESS_FROM && frame.len() <= DEFLATE_UPTO {
+        let packed = miniz_oxide::deflate::compress_to_vec(body, 1);
+        if !pays(packed.len() + 5) {
+            return None;
         }
-    } else if buf.len() > DEFLATE_UPTO {
-        let packed = lz4_flex::block::compress_prepend_size(&buf[1..]);
-        if packed.len() + 1 < buf.len() - buf.len() / 8 {
-            let mut out = Vec::with_capacity(packed.len() + 1);
-            out.push(CLASS_REPL_LZ4);
-            out.extend_from_slice(&packed);
-            return out.into();
+        let mut out = Vec::with_capacity(packed.len() + 5);
+        out.push(CLASS_REPL_DEFLATE);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&packed);
+        Some(out.into())
+    } else if frame.len() > DEFLATE_UPTO {
+        // Class byte and size (as `compress_prepend_size` writes it), then the block.
+        let room = 5 + lz4_flex::block::get_maximum_output_size(body.len());
+        if scratch.len() < room {
+            scratch.resize(room, 0);
         }
+        let n = lz4_flex::block::compress_into(body, &mut scratch[5..]).ok()?;
+        if !pays(n + 5) {
+            return None;
+        }
+        scratch[0] = CLASS_REPL_LZ4;
+        scratch[1..5].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        Some(bytes::Bytes::copy_from_slice(&scratch[..n + 5]))
+    } else {
+        None
     }
-    buf.into()
 }
 
 /// Decodes a frame into its message and delivery promise; checks the claimed size of a

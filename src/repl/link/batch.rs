@@ -161,9 +161,16 @@ pub(super) struct Body {
 
 impl Body {
     pub(super) fn new(link: &Link, keys: usize) -> Self {
+        Self::with_buffer(link, Vec::with_capacity(keys * 96))
+    }
+
+    /// A body encoded into `bytes` (emptied first), whose allocation a caller keeps from one
+    /// batch to the next.
+    pub(super) fn with_buffer(link: &Link, mut bytes: Vec<u8>) -> Self {
+        bytes.clear();
         Body {
             scope: link.region_scope().filter(|s| !s.rules.all()),
-            bytes: Vec::with_capacity(keys * 96),
+            bytes,
             count: 0,
             invalidations: Vec::new(),
             inv_bytes: 0,

@@ -41,6 +41,16 @@ pub struct Fanout {
     pub(in crate::repl) members: Vec<Arc<Link>>,
     pub(in crate::repl) slots: SlotSet,
     state: Mutex<State>,
+    /// Buffers one build leaves to the next; only the member building (`building`) locks it.
+    scratch: Mutex<Scratch>,
+}
+
+/// A build's buffers, kept with their allocations (batches of tens of kilobytes).
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<Change>,
+    body: Vec<u8>,
+    packer: wire::Packer,
 }
 
 struct State {
@@ -82,6 +92,7 @@ impl Fanout {
                 urgent: false,
                 dissolved: false,
             }),
+            scratch: Mutex::default(),
         });
         for m in &group.members {
             *m.fanout.lock() = Some(group.clone());
@@ -122,7 +133,12 @@ impl Fanout {
     /// Step 2: builds the group's next batch and hands it out (see the module doc). Does
     /// nothing when the queue is empty or another member is building.
     pub(super) fn build(&self, ks: &Keyspace) {
-        let (keys, seen, covers) = {
+        // Held by a build in progress: `building` is set, and this one would return below.
+        let Some(mut scratch) = self.scratch.try_lock() else {
+            return;
+        };
+        let Scratch { keys, body, packer } = &mut *scratch;
+        let (seen, covers) = {
             let mut s = self.state.lock();
             if s.building || s.dissolved || s.changes.is_empty() {
                 return;
@@ -130,16 +146,16 @@ impl Fanout {
             let seen = s.seen;
             // Read after `seen`: every change published before this instant is at or below it.
             let covers = covered_now();
-            let keys = s.changes.pop_batch(BATCH_KEYS);
+            s.changes.pop_batch_into(BATCH_KEYS, keys);
             s.building = true;
             s.urgent = false;
-            (keys, if s.changes.is_empty() { seen } else { 0 }, covers)
+            (if s.changes.is_empty() { seen } else { 0 }, covers)
         };
-        let mut body = Body::new(&self.members[0], keys.len());
-        for c in &keys {
-            body.change(ks, c);
+        let mut batch = Body::with_buffer(&self.members[0], std::mem::take(body));
+        for c in keys.iter() {
+            batch.change(ks, c);
         }
-        let entries = wire::pack_entries(body.count, &body.bytes);
+        let entries = packer.pack_entries(batch.count, &batch.bytes);
         // Every member's outbox at once (in member order; nothing else holds two), so the
         // changes are cloned only for the members out of step. The batch keeps only its
         // packed entries: the changes are freed here, while still in the CPU caches.
@@ -158,8 +174,8 @@ impl Fanout {
         if in_step.contains(&true) {
             let shared = Arc::new(Shared {
                 entries,
-                count: body.count,
-                invalidations: body.invalidations,
+                count: batch.count,
+                invalidations: batch.invalidations,
                 seen,
                 covers,
             });
@@ -169,6 +185,9 @@ impl Fanout {
         }
         drop(outboxes);
         drop(s);
+        keys.clear();
+        *body = batch.bytes;
+        drop(scratch);
         for m in &self.members {
             m.wake.notify_one();
         }

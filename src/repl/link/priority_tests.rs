@@ -27,7 +27,10 @@ fn a_hot_key_jumps_the_queue_of_a_region_link_only() {
             Link::new(2, kind, String::new(), addr, slots.clone(), 0).with_scope(scope.clone());
         let changes: Vec<Change> = keys.iter().map(|k| Change::new(k, None)).collect();
         let state = scope.load_full().expect("installed");
-        let flagged = changes.iter().map(|c| (c.clone(), state.urgent(c.key())));
+        let urgent = state.urgent();
+        let flagged = changes
+            .iter()
+            .map(|c| (c.clone(), urgent.contains(c.key())));
         link.record(flagged, 3, u64::MAX, (Instant::now(), covered_now()));
         let o = link.outbox.lock();
         let queued: Vec<&[u8]> = o.changes.keys().collect();
