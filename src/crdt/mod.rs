@@ -13,6 +13,7 @@
 //! 4. what replaced tombstones observed ([`Settled`]), read by register writes carrying a floor
 //!    (made on a key the writer collected: docs/semantics.md, "Floors").
 
+pub mod compact;
 mod counter;
 pub mod digest;
 mod entry;

@@ -9,6 +9,7 @@
 //!   reset counter; a batch built across a reset (new session, gained slots) promises nothing.
 
 use super::*;
+use crate::crdt::{compact, EntryDelta};
 
 impl Link {
     /// Builds the next batch, or `None` when there is nothing to say.
@@ -157,24 +158,41 @@ pub(super) struct Body {
     pub(super) invalidations: Vec<Invalidation>,
     /// Bytes the invalidations take.
     inv_bytes: usize,
+    /// Entries in the compact encoding (a fan-out group's batch, `crdt::compact`), else
+    /// msgpack.
+    compact: Option<compact::Writer>,
 }
 
 impl Body {
     pub(super) fn new(link: &Link, keys: usize) -> Self {
-        Self::with_buffer(link, Vec::with_capacity(keys * 96))
-    }
-
-    /// A body encoded into `bytes` (emptied first), whose allocation a caller keeps from one
-    /// batch to the next.
-    pub(super) fn with_buffer(link: &Link, mut bytes: Vec<u8>) -> Self {
-        bytes.clear();
         Body {
             scope: link.region_scope().filter(|s| !s.rules.all()),
-            bytes,
+            bytes: Vec::with_capacity(keys * 96),
             count: 0,
             invalidations: Vec::new(),
             inv_bytes: 0,
+            compact: None,
         }
+    }
+
+    /// A body of compact entries for `wire::Packer`, encoded into `bytes` (emptied first),
+    /// whose allocation a caller keeps from one batch to the next.
+    pub(super) fn compact(link: &Link, mut bytes: Vec<u8>) -> Self {
+        bytes.clear();
+        Body {
+            bytes,
+            compact: Some(compact::Writer::default()),
+            ..Body::new(link, 0)
+        }
+    }
+
+    /// Appends one entry in the body's encoding.
+    fn put(&mut self, key: &[u8], delta: &EntryDelta) {
+        match &mut self.compact {
+            Some(w) => w.entry(key, delta, &mut self.bytes),
+            None => wire::entry_bytes(key, delta, &mut self.bytes),
+        }
+        self.count += 1;
     }
 
     /// Adds a queued change: the store's delta, encoded straight into the batch (no second
@@ -182,10 +200,7 @@ impl Body {
     pub(super) fn change(&mut self, ks: &Keyspace, c: &Change) {
         // Under a `hot` scope the choice needs the whole entry.
         match c.delta().filter(|_| self.scope.is_none()) {
-            Some(delta) => {
-                wire::entry_bytes(c.key(), delta, &mut self.bytes);
-                self.count += 1;
-            }
+            Some(delta) => self.put(c.key(), delta),
             None => {
                 if let Some(e) = ks.entry(c.key()) {
                     self.entry(c.key(), e);
@@ -204,10 +219,7 @@ impl Body {
                     stamp,
                 });
             }
-            _ => {
-                wire::entry_bytes(key, &e.to_delta(), &mut self.bytes);
-                self.count += 1;
-            }
+            _ => self.put(key, &e.to_delta()),
         }
     }
 

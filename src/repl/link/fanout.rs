@@ -151,7 +151,7 @@ impl Fanout {
             s.urgent = false;
             (if s.changes.is_empty() { seen } else { 0 }, covers)
         };
-        let mut batch = Body::with_buffer(&self.members[0], std::mem::take(body));
+        let mut batch = Body::compact(&self.members[0], std::mem::take(body));
         for c in keys.iter() {
             batch.change(ks, c);
         }
@@ -311,11 +311,11 @@ mod tests {
                 (format!("key:{i}").into_bytes(), e, d)
             })
             .collect();
-        let mut body = Vec::new();
+        let (mut body, mut writer) = (Vec::new(), crate::crdt::compact::Writer::default());
         for (key, _, d) in &entries {
-            wire::entry_bytes(key, d, &mut body);
+            writer.entry(key, d, &mut body);
         }
-        let packed = wire::pack_entries(entries.len(), &body);
+        let packed = wire::Packer::default().pack_entries(entries.len(), &body);
         assert_ne!(
             packed[0],
             wire::CLASS_REPL,

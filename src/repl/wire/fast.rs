@@ -8,6 +8,7 @@
 //! always serde's (tested on arbitrary batches and on damaged frames).
 
 use super::{Invalidation, KeyEntry, ReplMsg};
+use crate::crdt::compact;
 use crate::crdt::msgpack::{read_delta, Reader, RESERVE_MAX};
 use std::sync::Arc;
 
@@ -32,9 +33,7 @@ pub(super) fn shared_batch(
     let mut r = Reader::new(before);
     let head = head(&mut r)?;
     r.at_end().then_some(())?;
-    let mut r = Reader::new(array);
-    let entries = entries(&mut r)?;
-    r.at_end().then_some(())?;
+    let entries = entry_array(array)?;
     tail(head, entries, &mut Reader::new(after))
 }
 
@@ -66,8 +65,15 @@ fn entries(r: &mut Reader) -> Option<Vec<KeyEntry>> {
     Some(entries)
 }
 
-/// A bare entries array (`wire::pack_entries`, unpacked), read to its end.
+/// A bare entries array (`wire::Packer`, unpacked), read to its end: compact
+/// (`crdt::compact`), or msgpack as nodes built before it packed them.
 pub(super) fn entry_array(array: &[u8]) -> Option<Vec<KeyEntry>> {
+    if compact::is_compact(array) {
+        return compact::read_entries(array, |key, delta| KeyEntry {
+            key: Arc::from(key),
+            entry: Arc::new(delta),
+        });
+    }
     let mut r = Reader::new(array);
     let entries = entries(&mut r)?;
     r.at_end().then_some(entries)

@@ -15,7 +15,7 @@ use super::{
     compress, frame, pack, EntryDelta, Invalidation, KeyEntry, ReplMsg, WireError, CLASS_REPL,
     CLASS_REPL_SHARED,
 };
-use crate::crdt::msgpack;
+use crate::crdt::{compact, msgpack};
 
 /// Appends the encoding of one batch entry (a [`KeyEntry`](super::KeyEntry): `[key, entry]`),
 /// written by hand as serde would write it (`crdt::msgpack`; a test below checks the bytes).
@@ -71,16 +71,25 @@ pub(super) fn empty_frame(
     Ok((empty, split))
 }
 
-/// The entries of a batch packed once for several links (`repl::fanout`): the msgpack array
-/// of the `count` entries encoded in `body`, compressed as a frame body would be, behind its
-/// class byte. [`encode_shared`] frames it for each link.
+/// The entries of a batch packed once for several links (`repl::fanout`), as nodes built
+/// before the compact encoding packed them: the msgpack array of the `count` entries encoded
+/// in `body` ([`entry_bytes`]), compressed as a frame body would be, behind its class byte.
+/// Receivers still read it (tests).
+#[cfg(test)]
 pub fn pack_entries(count: usize, body: &[u8]) -> bytes::Bytes {
-    Packer::default().pack_entries(count, body)
+    let mut frame = vec![CLASS_REPL];
+    msgpack::array(&mut frame, count);
+    frame.extend_from_slice(body);
+    pack(frame)
 }
 
-/// [`pack_entries`] with buffers kept from one batch to the next: a batch's buffers are tens
-/// of kilobytes, and allocated afresh each time they came as new pages from the kernel (page
-/// faults, and jemalloc returning them), about 2% of a writer's CPU.
+/// Packs the entries of a batch built once for several links (`repl::fanout`): the array of
+/// the `count` entries a `crdt::compact::Writer` wrote into `body`, compressed as a frame
+/// body would be, behind its class byte. [`encode_shared`] frames it for each link.
+///
+/// Its buffers are kept from one batch to the next: a batch's are tens of kilobytes, and
+/// allocated afresh each time they came as new pages from the kernel (page faults, and
+/// jemalloc returning them), about 2% of a writer's CPU.
 #[derive(Default)]
 pub struct Packer {
     /// The uncompressed array behind its class byte.
@@ -93,7 +102,7 @@ impl Packer {
     pub fn pack_entries(&mut self, count: usize, body: &[u8]) -> bytes::Bytes {
         self.frame.clear();
         self.frame.push(CLASS_REPL);
-        msgpack::array(&mut self.frame, count);
+        compact::head(count, &mut self.frame);
         self.frame.extend_from_slice(body);
         compress(&self.frame, &mut self.compressed)
             .unwrap_or_else(|| bytes::Bytes::copy_from_slice(&self.frame))
@@ -106,6 +115,9 @@ pub fn unpack_entries(packed: &[u8]) -> Result<Vec<KeyEntry>, WireError> {
     let array = super::body(packed)?;
     if let Some(entries) = super::fast::entry_array(&array) {
         return Ok(entries);
+    }
+    if compact::is_compact(&array) {
+        return Err(WireError::Shared("malformed compact entries"));
     }
     Ok(rmp_serde::from_slice(&array)?)
 }
@@ -286,14 +298,69 @@ mod tests {
         }
     }
 
-    /// Every cut and every changed byte of a shared frame is an error or a frame serde would
-    /// read the same way; never a panic or an allocation the frame's size does not bound.
+    /// The entries of a writer's group batch, packed compact (`crdt::compact`): fewer bytes
+    /// than msgpack, and the frame decodes to the same batch, whatever its size (plain,
+    /// deflated, LZ4) and with invalidations (V3). A member that loses it unpacks the same
+    /// entries.
+    #[test]
+    fn compact_shared_frames_decode_as_the_batch() {
+        let inv = vec![Invalidation {
+            key: b"cold"[..].into(),
+            stamp: Stamp::new(5, 6),
+        }];
+        let mut packer = Packer::default();
+        for n in [0, 1, 16, 200, 2000, 70_000] {
+            for invalidations in [Vec::new(), inv.clone()] {
+                let es = entries(n);
+                let (mut body, mut msgpack) = (Vec::new(), Vec::new());
+                let mut writer = compact::Writer::default();
+                for e in &es {
+                    writer.entry(&e.key, &e.entry, &mut body);
+                    entry_bytes(&e.key, &e.entry, &mut msgpack);
+                }
+                if n > 0 {
+                    assert!(body.len() < msgpack.len(), "{n} entries");
+                }
+                let packed = packer.pack_entries(n, &body);
+                assert_eq!(unpack_entries(&packed).unwrap(), es);
+                let shared =
+                    encode_shared(batch(Vec::new()), &packed, 1 << 50, invalidations.clone())
+                        .unwrap();
+                assert_eq!(
+                    decode_with(&shared).unwrap(),
+                    (batch(es), 1 << 50, invalidations),
+                    "{n} entries"
+                );
+            }
+        }
+    }
+
+    /// Every cut and every changed byte of a shared frame, its entries in msgpack or compact,
+    /// is an error or a frame decoded as serde (msgpack) or the compact reader would; never a
+    /// panic or an allocation the frame's size does not bound.
     #[test]
     fn damaged_shared_frames_are_refused_or_decoded() {
         let es = entries(40);
-        let mut body = Vec::new();
+        let (mut body, mut compact_body) = (Vec::new(), Vec::new());
+        let mut writer = compact::Writer::default();
         for e in &es {
             entry_bytes(&e.key, &e.entry, &mut body);
+            writer.entry(&e.key, &e.entry, &mut compact_body);
+        }
+        let compact_frame = encode_shared(
+            batch(Vec::new()),
+            &Packer::default().pack_entries(40, &compact_body),
+            3,
+            Vec::new(),
+        )
+        .unwrap();
+        for i in 0..compact_frame.len() {
+            assert!(decode_with(&compact_frame[..i]).is_err(), "cut at {i}");
+            for byte in [0x00, 0x01, 0x05, 0x90, 0xc1, 0xff] {
+                let mut f = compact_frame.to_vec();
+                f[i] = byte;
+                let _ = decode_with(&f);
+            }
         }
         let frame =
             encode_shared(batch(Vec::new()), &pack_entries(40, &body), 3, Vec::new()).unwrap();
