@@ -255,7 +255,20 @@ fn frame(msg: ReplMsg, delivered_below: u64, invalidations: Vec<Invalidation>) -
 /// Compresses an encoded frame (class byte and msgpack body) when that pays: deflate up to
 /// [`DEFLATE_UPTO`], LZ4 beyond, when it saves at least an eighth.
 fn pack(buf: Vec<u8>) -> bytes::Bytes {
-    compress(&buf, &mut Vec::new()).unwrap_or_else(|| buf.into())
+    // LZ4's output goes through a buffer the thread keeps (one frame's worth, at most
+    // `SCRATCH_KEEP` kept), not a fresh maximum-size allocation per frame.
+    const SCRATCH_KEEP: usize = 1 << 20;
+    thread_local!(static SCRATCH: std::cell::RefCell<Vec<u8>> = const {
+        std::cell::RefCell::new(Vec::new())
+    });
+    let packed = SCRATCH.with_borrow_mut(|scratch| {
+        let packed = compress(&buf, scratch);
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
+        packed
+    });
+    packed.unwrap_or_else(|| buf.into())
 }
 
 /// The compressed frame of `frame` (class byte and msgpack body), in one allocation of its
