@@ -21,8 +21,12 @@
 //! - contributions: their number, then each one: a flags byte (which of the integer decrement
 //!   and the two float totals are not zero), the actor (a node, below), the integer increment,
 //!   the decrement if flagged, each flagged float (its bits, 8 bytes little-endian), and the
-//!   epoch (8 bytes little-endian);
-//! - a stamp: its time (8 bytes, little-endian), then its node;
+//!   epoch (a time, below);
+//! - a stamp: its time, then its node;
+//! - a time (a stamp's, or an epoch): its difference from the time of the stamp written last in
+//!   this array (0 before the first), zigzag-encoded (0, -1, 1, -2, ... as 0, 1, 2, 3, ...).
+//!   A batch's stamps are microseconds apart: three bytes, not eight, and the bytes LZ4
+//!   could not compress anyway;
 //! - a node (a stamp's, or a contribution's actor): 0 for "the node written last in this
 //!   array", or 1 and the node (8 bytes, little-endian). A run of one writer's changes names
 //!   it once.
@@ -66,10 +70,17 @@ const INT_DEC: u8 = 1;
 const FLOAT_INC: u8 = 1 << 1;
 const FLOAT_DEC: u8 = 1 << 2;
 
-/// Writes the entries of one array, remembering the last stamp's node.
+/// Writes the entries of one array, remembering the last node and stamp time written.
 #[derive(Default)]
 pub struct Writer {
+    last: Last,
+}
+
+/// What a stamp or node is written against: the last ones written in the array.
+#[derive(Default)]
+struct Last {
     node: Option<u64>,
+    time: u64,
 }
 
 /// Writes the head of an array of `count` entries, which a [`Writer`]'s entries then follow.
@@ -143,17 +154,18 @@ impl Writer {
     }
 
     fn stamp(&mut self, out: &mut Vec<u8>, s: Stamp) {
-        out.extend_from_slice(&s.time.to_le_bytes());
+        varint(out, zigzag(s.time.wrapping_sub(self.last.time)));
+        self.last.time = s.time;
         self.node(out, s.node);
     }
 
     fn node(&mut self, out: &mut Vec<u8>, node: u64) {
-        if self.node == Some(node) {
+        if self.last.node == Some(node) {
             out.push(0);
         } else {
             out.push(1);
             out.extend_from_slice(&node.to_le_bytes());
-            self.node = Some(node);
+            self.last.node = Some(node);
         }
     }
 
@@ -189,7 +201,7 @@ impl Writer {
                 out.extend_from_slice(&f.to_bits().to_le_bytes());
             }
         }
-        out.extend_from_slice(&c.epoch.to_le_bytes());
+        varint(out, zigzag(c.epoch.wrapping_sub(self.last.time)));
     }
 }
 
@@ -208,16 +220,16 @@ pub fn read_entries<T>(
     (r.byte()? == MARK).then_some(())?;
     let n = usize::try_from(read_varint(&mut r)?).ok()?;
     let mut out = Vec::with_capacity(n.min(RESERVE_MAX));
-    let mut node = None;
+    let mut last = Last::default();
     for _ in 0..n {
         let key = read_bytes(&mut r)?;
-        let delta = read_delta(&mut r, &mut node)?;
+        let delta = read_delta(&mut r, &mut last)?;
         out.push(each(key, delta));
     }
     r.at_end().then_some(out)
 }
 
-fn read_delta(r: &mut Reader, node: &mut Option<u64>) -> Option<EntryDelta> {
+fn read_delta(r: &mut Reader, last: &mut Last) -> Option<EntryDelta> {
     let flags = r.byte()?;
     let more = if flags & MORE != 0 { r.byte()? } else { 0 };
     // Bits no writer sets: a newer encoding this reader cannot know, or damage.
@@ -230,9 +242,9 @@ fn read_delta(r: &mut Reader, node: &mut Option<u64>) -> Option<EntryDelta> {
         } else {
             None
         };
-        let stamp = read_stamp(r, node)?;
+        let stamp = read_stamp(r, last)?;
         let observed = if more & OBSERVED != 0 {
-            read_contributions(r, node)?
+            read_contributions(r, last)?
         } else {
             Contributions::new()
         };
@@ -251,7 +263,7 @@ fn read_delta(r: &mut Reader, node: &mut Option<u64>) -> Option<EntryDelta> {
         None
     };
     let (contrib, contrib_stamp) = if flags & CONTRIB != 0 {
-        (read_contributions(r, node)?, read_stamp(r, node)?)
+        (read_contributions(r, last)?, read_stamp(r, last)?)
     } else {
         (Contributions::new(), Stamp::ZERO)
     };
@@ -264,7 +276,7 @@ fn read_delta(r: &mut Reader, node: &mut Option<u64>) -> Option<EntryDelta> {
         let stamp = if flags & EXP_SAME != 0 {
             register.as_ref()?.stamp
         } else {
-            read_stamp(r, node)?
+            read_stamp(r, last)?
         };
         Some(Expiry { deadline_ms, stamp })
     } else {
@@ -274,10 +286,10 @@ fn read_delta(r: &mut Reader, node: &mut Option<u64>) -> Option<EntryDelta> {
         let n = usize::try_from(read_varint(r)?).ok()?;
         let mut points = Vec::with_capacity(n.min(RESERVE_MAX));
         for _ in 0..n {
-            let seen = read_contribution(r, node)?;
+            let seen = read_contribution(r, last)?;
             points.push(Point {
                 seen,
-                at: read_stamp(r, node)?,
+                at: read_stamp(r, last)?,
             });
         }
         Settled::decoded(points)
@@ -293,18 +305,23 @@ fn read_delta(r: &mut Reader, node: &mut Option<u64>) -> Option<EntryDelta> {
     })
 }
 
-fn read_stamp(r: &mut Reader, node: &mut Option<u64>) -> Option<Stamp> {
-    let time = read_u64(r)?;
-    Some(Stamp::new(time, read_node(r, node)?))
+fn read_stamp(r: &mut Reader, last: &mut Last) -> Option<Stamp> {
+    last.time = read_time(r, last)?;
+    Some(Stamp::new(last.time, read_node(r, last)?))
 }
 
-fn read_node(r: &mut Reader, node: &mut Option<u64>) -> Option<u64> {
+/// A time written against the last stamp's.
+fn read_time(r: &mut Reader, last: &Last) -> Option<u64> {
+    Some(last.time.wrapping_add(unzigzag(read_varint(r)?)))
+}
+
+fn read_node(r: &mut Reader, last: &mut Last) -> Option<u64> {
     let n = match r.byte()? {
-        0 => (*node)?,
+        0 => last.node?,
         1 => read_u64(r)?,
         _ => return None,
     };
-    *node = Some(n);
+    last.node = Some(n);
     Some(n)
 }
 
@@ -312,21 +329,21 @@ fn read_u64(r: &mut Reader) -> Option<u64> {
     Some(u64::from_le_bytes(r.take(8)?.try_into().ok()?))
 }
 
-fn read_contributions(r: &mut Reader, node: &mut Option<u64>) -> Option<Contributions> {
+fn read_contributions(r: &mut Reader, last: &mut Last) -> Option<Contributions> {
     let n = usize::try_from(read_varint(r)?).ok()?;
     let mut list = smallvec::SmallVec::with_capacity(n.min(RESERVE_MAX));
     for _ in 0..n {
-        list.push(read_contribution(r, node)?);
+        list.push(read_contribution(r, last)?);
     }
     Some(Contributions::decoded(list))
 }
 
-fn read_contribution(r: &mut Reader, node: &mut Option<u64>) -> Option<Contribution> {
+fn read_contribution(r: &mut Reader, last: &mut Last) -> Option<Contribution> {
     let flags = r.byte()?;
     if flags & !(INT_DEC | FLOAT_INC | FLOAT_DEC) != 0 {
         return None;
     }
-    let actor = read_node(r, node)?;
+    let actor = read_node(r, last)?;
     let int_inc = read_varint128(r)?;
     let int_dec = if flags & INT_DEC != 0 {
         read_varint128(r)?
@@ -349,7 +366,7 @@ fn read_contribution(r: &mut Reader, node: &mut Option<u64>) -> Option<Contribut
             float_inc,
             float_dec,
         },
-        epoch: read_u64(r)?,
+        epoch: read_time(r, last)?,
     })
 }
 
@@ -361,6 +378,17 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 fn read_bytes<'a>(r: &mut Reader<'a>) -> Option<&'a [u8]> {
     let n = usize::try_from(read_varint(r)?).ok()?;
     r.take(n)
+}
+
+/// A difference of two times, as a small number whichever its sign: 0, -1, 1, -2, ... are
+/// written 0, 1, 2, 3, ... (the difference wraps, so every pair of times has one).
+fn zigzag(diff: u64) -> u64 {
+    let d = diff as i64;
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> u64 {
+    ((z >> 1) as i64 ^ -((z & 1) as i64)) as u64
 }
 
 /// LEB128: seven bits a byte, low first, the high bit set on every byte but the last.

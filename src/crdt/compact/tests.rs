@@ -64,23 +64,33 @@ proptest! {
 }
 
 /// The point of the encoding: a SET of a 16-byte key to a 32-byte value takes under two thirds
-/// of its msgpack bytes, and a run of them from one node repeats no node id.
+/// of its msgpack bytes, and a run of them from one node repeats no node id, and writes each
+/// stamp as its difference from the one before.
 #[test]
 fn a_set_is_written_in_far_fewer_bytes_than_msgpack() {
     let mut e = crate::crdt::Entry::default();
-    let stamp = Stamp::new(0x6a1b_2c3d_4e5f_6071, 0x1234_5678_9abc_def0);
+    let stamp = |t: u64| Stamp::new(0x6a1b_2c3d_4e5f_6071 + t, 0x1234_5678_9abc_def0);
     // As the store writes a SET: the register, and the expiry cleared with the same stamp.
-    let mut d = e.write_register(Some(&[b'x'; 32]), stamp);
-    d.expiry = Some(e.set_expiry(None, stamp));
+    let set = |e: &mut crate::crdt::Entry, t: u64| {
+        let mut d = e.write_register(Some(&[b'x'; 32]), stamp(t));
+        d.expiry = Some(e.set_expiry(None, stamp(t)));
+        d
+    };
     let key = b"key:000000012345";
     let mut msgpack = Vec::new();
-    crate::crdt::msgpack::write_delta(&d, &mut msgpack);
-    let entries: Vec<_> = (0..10).map(|_| (key.to_vec(), d.clone())).collect();
+    crate::crdt::msgpack::write_delta(&set(&mut crate::crdt::Entry::default(), 0), &mut msgpack);
+    // Ten SETs 1 µs apart (4295 in NTP64 units).
+    let entries: Vec<_> = (0..10)
+        .map(|i| (key.to_vec(), set(&mut e, i * 4295)))
+        .collect();
     let compact = write(&entries);
-    // Array head; the first entry names the node, the rest say "the same node".
-    let first = 1 + key.len() + 1 + 1 + 32 + 8 + 1 + 8;
-    assert_eq!(compact.len(), 2 + first + 9 * (first - 8));
-    assert!((first - 8) * 3 < (key.len() + 2 + msgpack.len()) * 2);
+    // Key, flags, value; a 10-byte first time and the node; then 2-byte times, no node.
+    let (first, rest) = (
+        1 + key.len() + 1 + 1 + 32 + 10 + 1 + 8,
+        1 + key.len() + 1 + 1 + 32 + 2 + 1,
+    );
+    assert_eq!(compact.len(), 2 + first + 9 * rest);
+    assert!(rest * 3 < (key.len() + 2 + msgpack.len()) * 2);
     assert_eq!(read(&compact), Some(entries));
 }
 
