@@ -5,7 +5,7 @@
 //! Its expiry repeated the register's stamp, every stamp repeated the writer's node id, and
 //! every field carried a marker. Each byte is then compressed and encrypted on the writer; LZ4,
 //! the entry encoding and QUIC together were a quarter of what replication costs it
-//! (`docs/benchmarks.md`). This encoding writes a SET in about 60 bytes.
+//! (`docs/benchmarks.md`). This encoding writes a SET in about 55 bytes.
 //!
 //! Layout (integers LEB128 unless said otherwise):
 //! - the array: [`MARK`] (a byte msgpack never uses, so an array in this encoding is never

@@ -22,7 +22,7 @@
 //! that body. A node built before it drops such frames (unknown class, logged).
 //!
 //! The packed entries of a shared frame then took their own encoding (`crdt::compact`), about
-//! 60% of msgpack's bytes for a SET and 40% for an INCR, so a writer compresses, encrypts and
+//! 55% of msgpack's bytes for a SET and 30% for an INCR, so a writer compresses, encrypts and
 //! sends fewer. Its array starts with a byte msgpack never uses, so a receiver tells the two
 //! apart and still reads msgpack arrays from nodes built before it; only the hand reader reads
 //! it, and a compact array it refuses is an error, never serde's to guess at. A node built

@@ -5,8 +5,9 @@
 //! Why: serializing every entry through serde, once per link, was the largest cost of
 //! replication left on a writer replicating to two regions (`docs/benchmarks.md`).
 //!
-//! The frame is byte for byte what [`encode_with`](super::encode_with) makes of the same batch
-//! (a unit test checks it), so receivers cannot tell. It relies on one fact of the encoding:
+//! A link's own batch frame is byte for byte what [`encode_with`](super::encode_with) makes of
+//! the same batch (a unit test checks it), so receivers cannot tell. A group's shared frame
+//! packs its entries compact (`crdt::compact`, [`Packer`]) instead. It relies on one fact of the encoding:
 //! structs are msgpack arrays of their fields in order, and `entries` is the last field of a
 //! [`ReplMsg::Batch`], so in the frame of a batch with no entries, the empty array (`0x90`) is
 //! followed only by the fields after the message (the promise, then any invalidations).
@@ -123,9 +124,10 @@ pub fn unpack_entries(packed: &[u8]) -> Result<Vec<KeyEntry>, WireError> {
 }
 
 /// A [`CLASS_REPL_SHARED`] frame: `head` (a [`ReplMsg::Batch`] with no entries) and its
-/// promise and invalidations as plain msgpack, then `entries` from [`pack_entries`]. Layout:
+/// promise and invalidations as plain msgpack, then `entries` from [`Packer`]. Layout:
 /// class byte, the position of the head's empty array (u32 LE), the head's length (u32 LE),
-/// the head, the packed entries. Putting the unpacked array in place of the empty one gives
+/// the head, the packed entries. When the entries are msgpack (as nodes built before the
+/// compact encoding packed them), putting the unpacked array in place of the empty one gives
 /// exactly the body [`encode_batch`] would have sent ([`Unshared::join`]).
 pub fn encode_shared(
     head: ReplMsg,
@@ -187,7 +189,8 @@ impl Unshared<'_> {
         (&self.head[..self.split], &self.head[self.split + 1..])
     }
 
-    /// The body [`encode_batch`] would have sent: the entries array in place of the empty one.
+    /// The body [`encode_batch`] would have sent: the entries array (msgpack) in place of the
+    /// empty one.
     pub fn join(&self) -> Vec<u8> {
         let (before, after) = self.around();
         let mut body = Vec::with_capacity(self.head.len() + self.entries.len());
