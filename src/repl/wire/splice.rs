@@ -110,8 +110,9 @@ impl Packer {
     }
 }
 
-/// The entries packed by [`pack_entries`], decoded again: what a member of a fan-out group
-/// re-queues when it loses the batch. Read by hand (`wire::fast`), by serde if that gives up.
+/// The entries packed by a [`Packer`], decoded again: what a member of a fan-out group
+/// re-queues when it loses the batch. Read by hand (`wire::fast`); a msgpack array (from a
+/// node built before the compact encoding) by serde if that gives up.
 pub fn unpack_entries(packed: &[u8]) -> Result<Vec<KeyEntry>, WireError> {
     let array = super::body(packed)?;
     if let Some(entries) = super::fast::entry_array(&array) {
