@@ -14,7 +14,7 @@
 
 use super::{
     compress, frame, pack, EntryDelta, Invalidation, KeyEntry, ReplMsg, WireError, CLASS_REPL,
-    CLASS_REPL_SHARED,
+    CLASS_REPL_SHARED, DEFLATE_UPTO_COMPACT,
 };
 use crate::crdt::{compact, msgpack};
 
@@ -105,7 +105,7 @@ impl Packer {
         self.frame.push(CLASS_REPL);
         compact::head(count, &mut self.frame);
         self.frame.extend_from_slice(body);
-        compress(&self.frame, &mut self.compressed)
+        compress(&self.frame, &mut self.compressed, DEFLATE_UPTO_COMPACT)
             .unwrap_or_else(|| bytes::Bytes::copy_from_slice(&self.frame))
     }
 }
