@@ -549,9 +549,12 @@ impl DeltaSink for Replicator {
                 .unwrap_or(u64::MAX);
             // Every target takes a count of each change it carries; the last takes ours.
             if i + 1 == targets.len() {
-                let all = changes.take().expect("taken once");
-                let carried = all.into_iter().filter(|c| carries(&c)).map(|c| (c.2, c.3));
-                target.record(carried, offset, oldest, clocks);
+                let mut all = changes.take().expect("taken once");
+                // Filtered in place (usually nothing to drop), so the changes then move
+                // straight from the vector: through a filter adaptor each one was copied out
+                // and read back in a way the CPU could not forward (a tenth of a publish).
+                all.retain(|c| carries(&c));
+                target.record(all.into_iter().map(|c| (c.2, c.3)), offset, oldest, clocks);
             } else {
                 let carried = all.iter().filter(carries).map(|c| (c.2.clone(), c.3));
                 target.record(carried, offset, oldest, clocks);
