@@ -90,7 +90,8 @@ pub fn head(count: usize, out: &mut Vec<u8>) {
 }
 
 impl Writer {
-    /// Appends one entry (a new writer for each array: it remembers the last node written).
+    /// Appends one entry (a new writer for each array: it remembers the last node and time
+    /// written).
     pub fn entry(&mut self, key: &[u8], d: &EntryDelta, out: &mut Vec<u8>) {
         bytes(out, key);
         let reg = d.register.as_ref();
