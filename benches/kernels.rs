@@ -26,8 +26,8 @@
 //!   reaching the keys, which is what a receiving region mostly waits on.
 //! - `wire`: one 256-entry batch frame (SET-like registers with 32-byte values, INCR-like
 //!   counters), decoded by hand (`repl::wire::decode`, the receiver's path) against serde
-//!   (`rmp_serde::from_slice`, the fallback), and its entries encoded by hand
-//!   (`wire::entry_bytes`, the writer's path) against serde (`rmp_serde::encode::write`).
+//!   (`rmp_serde::from_slice`, the fallback), and its entries encoded compact
+//!   (`crdt::compact::Writer`, the writer's path) against serde (`rmp_serde::encode::write`).
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -396,11 +396,12 @@ fn wire(c: &mut Criterion) {
             b.iter(|| black_box(rmp_serde::from_slice::<ReplFrame>(&body).unwrap()))
         });
         let mut out = Vec::with_capacity(body.len());
-        g.bench_function(format!("encode_hand_{kind}"), |b| {
+        g.bench_function(format!("encode_compact_{kind}"), |b| {
             b.iter(|| {
                 out.clear();
+                let mut w = meridian::crdt::compact::Writer::default();
                 for e in &entries {
-                    wire::entry_bytes(&e.key, &e.entry, &mut out);
+                    w.entry(&e.key, &e.entry, &mut out);
                 }
                 black_box(out.len())
             })

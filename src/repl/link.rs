@@ -559,11 +559,10 @@ pub async fn run(link: Arc<Link>, ks: Arc<Keyspace>, transport: Arc<dyn Transpor
         }
         loop {
             let built = Instant::now();
-            let Some(frame) = link.next_batch(&ks, me) else {
+            let Some((frame, shared)) = link.next_batch(&ks, me) else {
                 break;
             };
             let len = frame.len() as u64;
-            let shared = frame[0] == wire::CLASS_REPL_SHARED;
             let addr = *link.addr.lock();
             let sent = tokio::select! {
                 r = transport.send(addr, frame) => r,

@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use std::sync::Weak;
 
 /// Delivers each frame to the replicator on its address, unless that address is down;
-/// remembers the class byte of every frame delivered to each address.
+/// remembers every frame delivered to each address.
 #[derive(Default)]
 pub(super) struct Wire {
     pub(super) nodes: Mutex<HashMap<SocketAddr, Weak<Replicator>>>,
     pub(super) down: Mutex<HashSet<SocketAddr>>,
-    pub(super) classes: Mutex<HashMap<SocketAddr, Vec<u8>>>,
+    pub(super) frames: Mutex<HashMap<SocketAddr, Vec<bytes::Bytes>>>,
 }
 
 impl Transport for Wire {
@@ -27,7 +27,11 @@ impl Transport for Wire {
             self.nodes.lock().get(&to).and_then(Weak::upgrade)
         };
         if target.is_some() {
-            self.classes.lock().entry(to).or_default().push(frame[0]);
+            self.frames
+                .lock()
+                .entry(to)
+                .or_default()
+                .push(frame.clone());
         }
         Box::pin(async move {
             let target = target.ok_or("unreachable")?;

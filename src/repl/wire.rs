@@ -23,7 +23,7 @@
 //!
 //! The packed entries of a shared frame then took their own encoding (`crdt::compact`), about
 //! 55% of msgpack's bytes for a SET and 30% for an INCR, so a writer compresses, encrypts and
-//! sends fewer. Its array starts with a byte msgpack never uses, so a receiver tells the two
+//! sends fewer; and every batch, a group's or a link's own, now goes out in a shared frame. Its array starts with a byte msgpack never uses, so a receiver tells the two
 //! apart and still reads msgpack arrays from nodes built before it; only the hand reader reads
 //! it, and a compact array it refuses is an error, never serde's to guess at. A node built
 //! before it cannot decode such frames (logged as undecodable): upgrade every node of a
@@ -71,8 +71,8 @@ const DEFLATE_UPTO_COMPACT: usize = 6 << 10;
 mod fast;
 mod splice;
 #[cfg(test)]
-pub use splice::pack_entries;
-pub use splice::{encode_batch, encode_shared, entry_bytes, unpack_entries, Packer};
+pub use splice::{encode_batch, entry_bytes, pack_entries};
+pub use splice::{encode_shared, unpack_entries, Packer};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplFrame {

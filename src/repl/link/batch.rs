@@ -12,10 +12,11 @@ use super::*;
 use crate::crdt::{compact, EntryDelta};
 
 impl Link {
-    /// Builds the next batch, or `None` when there is nothing to say.
-    pub(super) fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<bytes::Bytes> {
+    /// Builds the next frame, or `None` when there is nothing to say; with whether it is a
+    /// batch built once for the link's fan-out group (`batches_shared`).
+    pub(super) fn next_batch(&self, ks: &Keyspace, from: u64) -> Option<(bytes::Bytes, bool)> {
         if let Some(question) = self.repair_frame(ks, from) {
-            return Some(question);
+            return Some((question, false));
         }
         let fanout = self.fanout();
         let mut o = self.outbox.lock();
@@ -52,7 +53,7 @@ impl Link {
                     o = self.outbox.lock();
                 }
                 if let Some(shared) = o.ready.pop_front() {
-                    return self.send_shared(o, shared, from);
+                    return self.send_shared(o, shared, from).map(|f| (f, true));
                 }
             }
         }
@@ -73,7 +74,7 @@ impl Link {
         let fresh = o.fresh;
         o.urgent = false;
         drop(o);
-        let mut body = Body::new(self, keys.len());
+        let mut body = Body::new(self, Vec::with_capacity(keys.len() * 64));
         for c in &keys {
             body.change(ks, c);
         }
@@ -130,12 +131,13 @@ impl Link {
         drop(o);
         self.invalidations_sent
             .fetch_add(body.invalidations.len() as u64, Relaxed);
-        match wire::encode_batch(head, body.count, &body.bytes, promise, body.invalidations) {
+        let entries = wire::Packer::default().pack_entries(body.count, &body.bytes);
+        match wire::encode_shared(head, &entries, promise, body.invalidations) {
             Ok(frame) => {
                 if repairing {
                     self.outbox.lock().repair.counts.bytes += frame.len() as u64;
                 }
-                Some(frame)
+                Some((frame, false))
             }
             Err(e) => {
                 tracing::error!(error = %e, peer = self.peer, "cannot encode a replication batch");
@@ -145,9 +147,10 @@ impl Link {
     }
 }
 
-/// The entries of one batch being encoded (`wire::splice`): a change's shared encoding is
-/// copied, a change without a delta is read from the keyspace, and under a `repl-scope hot`
-/// rule every key is read and a cold one becomes an invalidation (`repl::scope`).
+/// The entries of one batch being encoded (`crdt::compact`, packed by `wire::Packer`): a
+/// change's delta is encoded straight into the body, a change without one is read from the
+/// keyspace, and under a `repl-scope hot` rule every key is read and a cold one becomes an
+/// invalidation (`repl::scope`).
 pub(super) struct Body {
     /// The scope, on a region link whose rules are not all `all` (only then is the choice
     /// made per key).
@@ -158,40 +161,27 @@ pub(super) struct Body {
     pub(super) invalidations: Vec<Invalidation>,
     /// Bytes the invalidations take.
     inv_bytes: usize,
-    /// Entries in the compact encoding (a fan-out group's batch, `crdt::compact`), else
-    /// msgpack.
-    compact: Option<compact::Writer>,
+    writer: compact::Writer,
 }
 
 impl Body {
-    pub(super) fn new(link: &Link, keys: usize) -> Self {
+    /// A body encoded into `bytes` (emptied first), whose allocation a caller may keep from
+    /// one batch to the next.
+    pub(super) fn new(link: &Link, mut bytes: Vec<u8>) -> Self {
+        bytes.clear();
         Body {
             scope: link.region_scope().filter(|s| !s.rules.all()),
-            bytes: Vec::with_capacity(keys * 96),
+            bytes,
             count: 0,
             invalidations: Vec::new(),
             inv_bytes: 0,
-            compact: None,
+            writer: compact::Writer::default(),
         }
     }
 
-    /// A body of compact entries for `wire::Packer`, encoded into `bytes` (emptied first),
-    /// whose allocation a caller keeps from one batch to the next.
-    pub(super) fn compact(link: &Link, mut bytes: Vec<u8>) -> Self {
-        bytes.clear();
-        Body {
-            bytes,
-            compact: Some(compact::Writer::default()),
-            ..Body::new(link, 0)
-        }
-    }
-
-    /// Appends one entry in the body's encoding.
+    /// Appends one entry.
     fn put(&mut self, key: &[u8], delta: &EntryDelta) {
-        match &mut self.compact {
-            Some(w) => w.entry(key, delta, &mut self.bytes),
-            None => wire::entry_bytes(key, delta, &mut self.bytes),
-        }
+        self.writer.entry(key, delta, &mut self.bytes);
         self.count += 1;
     }
 

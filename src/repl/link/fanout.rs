@@ -151,7 +151,7 @@ impl Fanout {
             s.urgent = false;
             (if s.changes.is_empty() { seen } else { 0 }, covers)
         };
-        let mut batch = Body::compact(&self.members[0], std::mem::take(body));
+        let mut batch = Body::new(&self.members[0], std::mem::take(body));
         for c in keys.iter() {
             batch.change(ks, c);
         }

@@ -1,25 +1,31 @@
-//! Batch frames assembled from entries encoded straight from the store's deltas into the
-//! batch's body, and the shared frame of a fan-out group (`repl::link::fanout`), whose body is
-//! packed once for all its links.
+//! Batch frames: the shared frame every batch goes out in (a msgpack head per link, then the
+//! entries packed once by a [`Packer`] in the compact encoding of `crdt::compact`), and, for
+//! tests, the msgpack batch frames nodes built before the compact encoding sent.
 //!
 //! Why: serializing every entry through serde, once per link, was the largest cost of
-//! replication left on a writer replicating to two regions (`docs/benchmarks.md`).
+//! replication left on a writer replicating to two regions; the compact encoding then cut
+//! what is encoded, compressed and encrypted (`docs/benchmarks.md`, runs J and M).
 //!
-//! A link's own batch frame is byte for byte what [`encode_with`](super::encode_with) makes of
-//! the same batch (a unit test checks it), so receivers cannot tell. A group's shared frame
-//! packs its entries compact (`crdt::compact`, [`Packer`]) instead. It relies on one fact of the encoding:
-//! structs are msgpack arrays of their fields in order, and `entries` is the last field of a
-//! [`ReplMsg::Batch`], so in the frame of a batch with no entries, the empty array (`0x90`) is
-//! followed only by the fields after the message (the promise, then any invalidations).
+//! The head relies on one fact of the encoding: structs are msgpack arrays of their fields in
+//! order, and `entries` is the last field of a [`ReplMsg::Batch`], so in the frame of a batch
+//! with no entries, the empty array (`0x90`) is followed only by the fields after the message
+//! (the promise, then any invalidations). [`encode_batch`] (tests) puts a msgpack entries array
+//! there, byte for byte what [`encode_with`](super::encode_with) makes of the whole batch.
 
 use super::{
-    compress, frame, pack, EntryDelta, Invalidation, KeyEntry, ReplMsg, WireError, CLASS_REPL,
-    CLASS_REPL_SHARED, DEFLATE_UPTO_COMPACT,
+    compress, frame, Invalidation, KeyEntry, ReplMsg, WireError, CLASS_REPL, CLASS_REPL_SHARED,
+    DEFLATE_UPTO_COMPACT,
 };
-use crate::crdt::{compact, msgpack};
+#[cfg(test)]
+use super::{pack, EntryDelta};
+use crate::crdt::compact;
+#[cfg(test)]
+use crate::crdt::msgpack;
 
-/// Appends the encoding of one batch entry (a [`KeyEntry`](super::KeyEntry): `[key, entry]`),
-/// written by hand as serde would write it (`crdt::msgpack`; a test below checks the bytes).
+/// Appends the msgpack of one batch entry (a [`KeyEntry`](super::KeyEntry): `[key, entry]`),
+/// written by hand as serde would write it (`crdt::msgpack`; a test below checks the bytes):
+/// the entries of nodes built before the compact encoding (tests).
+#[cfg(test)]
 pub fn entry_bytes(key: &[u8], entry: &EntryDelta, out: &mut Vec<u8>) {
     out.push(0x92);
     msgpack::bin(out, key);
@@ -27,7 +33,9 @@ pub fn entry_bytes(key: &[u8], entry: &EntryDelta, out: &mut Vec<u8>) {
 }
 
 /// Encodes `head` (a [`ReplMsg::Batch`] with no entries) carrying `count` entries whose
-/// encodings (see [`entry_bytes`]) are concatenated in `body`; compressed as `encode_with`.
+/// encodings (see [`entry_bytes`]) are concatenated in `body`; compressed as `encode_with`:
+/// the batch frame of nodes built before the compact encoding (tests).
+#[cfg(test)]
 pub fn encode_batch(
     head: ReplMsg,
     count: usize,
