@@ -23,9 +23,10 @@
 //!
 //! The packed entries of a shared frame then took their own encoding (`crdt::compact`), about
 //! 55% of msgpack's bytes for a SET and 30% for an INCR, so a writer compresses, encrypts and
-//! sends fewer; and every batch, a group's or a link's own, now goes out in a shared frame. Its array starts with a byte msgpack never uses, so a receiver tells the two
-//! apart and still reads msgpack arrays from nodes built before it; only the hand reader reads
-//! it, and a compact array it refuses is an error, never serde's to guess at. A node built
+//! sends fewer; and every batch, a group's or a link's own, now goes out in a shared frame.
+//! The compact array starts with a byte msgpack never uses, so a receiver tells the two apart
+//! and still reads msgpack arrays from nodes built before it; only the hand reader reads it,
+//! and a compact array it refuses is an error, never serde's to guess at. A node built
 //! before it cannot decode such frames (logged as undecodable): upgrade every node of a
 //! deployment together, as for the fields below.
 //!
@@ -62,7 +63,7 @@ const COMPRESS_FROM: usize = 96;
 /// have far less entropy than 8 bits a byte, which deflate's Huffman stage takes; large
 /// batches (a saturated link) compress well with LZ4 at a fraction of deflate's CPU.
 const DEFLATE_UPTO: usize = 16 << 10;
-/// [`DEFLATE_UPTO`] for compact entries (`crdt::compact`, a fan-out group's batch): they take
+/// [`DEFLATE_UPTO`] for compact entries (`crdt::compact`, every batch's): they take
 /// a third to a half of msgpack's bytes, so as many entries (as many repeats for LZ4) fit in
 /// that much less. With 16 KiB, a writer saturated with INCRs deflated most of its batches
 /// (deflate was 1% of its CPU).
@@ -260,20 +261,7 @@ fn frame(msg: ReplMsg, delivered_below: u64, invalidations: Vec<Invalidation>) -
 /// Compresses an encoded frame (class byte and msgpack body) when that pays: deflate up to
 /// [`DEFLATE_UPTO`], LZ4 beyond, when it saves at least an eighth.
 fn pack(buf: Vec<u8>) -> bytes::Bytes {
-    // LZ4's output goes through a buffer the thread keeps (one frame's worth, at most
-    // `SCRATCH_KEEP` kept), not a fresh maximum-size allocation per frame.
-    const SCRATCH_KEEP: usize = 1 << 20;
-    thread_local!(static SCRATCH: std::cell::RefCell<Vec<u8>> = const {
-        std::cell::RefCell::new(Vec::new())
-    });
-    let packed = SCRATCH.with_borrow_mut(|scratch| {
-        let packed = compress(&buf, scratch, DEFLATE_UPTO);
-        if scratch.capacity() > SCRATCH_KEEP {
-            *scratch = Vec::new();
-        }
-        packed
-    });
-    packed.unwrap_or_else(|| buf.into())
+    compress(&buf, &mut Vec::new(), DEFLATE_UPTO).unwrap_or_else(|| buf.into())
 }
 
 /// The compressed frame of `frame` (class byte and body), in one allocation of its exact size,

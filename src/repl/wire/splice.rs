@@ -92,13 +92,13 @@ pub fn pack_entries(count: usize, body: &[u8]) -> bytes::Bytes {
     pack(frame)
 }
 
-/// Packs the entries of a batch built once for several links (`repl::fanout`): the array of
-/// the `count` entries a `crdt::compact::Writer` wrote into `body`, compressed as a frame
-/// body would be, behind its class byte. [`encode_shared`] frames it for each link.
+/// Packs the entries of a batch (once for all the links of a fan-out group, `repl::fanout`):
+/// the array of the `count` entries a `crdt::compact::Writer` wrote into `body`, compressed as
+/// a frame body would be, behind its class byte. [`encode_shared`] frames it for each link.
 ///
-/// Its buffers are kept from one batch to the next: a batch's are tens of kilobytes, and
-/// allocated afresh each time they came as new pages from the kernel (page faults, and
-/// jemalloc returning them), about 2% of a writer's CPU.
+/// A group keeps its packer, so the buffers last from one batch to the next: a batch's are
+/// tens of kilobytes, and allocated afresh each time they came as new pages from the kernel
+/// (page faults, and jemalloc returning them), about 2% of a writer's CPU.
 #[derive(Default)]
 pub struct Packer {
     /// The uncompressed array behind its class byte.
